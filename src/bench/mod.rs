@@ -1,0 +1,4 @@
+//! Benchmarks that measure ktrack against a reference in the same run and report the ratio
+//! (never absolute targets in tests): `ktrack bench ingest`, …
+
+pub mod ingest;

@@ -1,0 +1,207 @@
+//! The command line: clap definitions and global options. Each subcommand lives in its own file,
+//! builds the options of one library call, makes it, and renders the report it gets back.
+//! Errors are rendered here: `error:` + `Caused by:` chain + `hint:`; exit 1 for user and data
+//! errors, 2 for usage (clap), 101 for bugs (panics).
+
+mod bench;
+mod data;
+mod init;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::context::{Clock, Ktrack};
+use crate::output::Printer;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ktrack",
+    version,
+    about = "Run, track and reproduce knee-osteoarthritis representation-learning studies",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// The ktrack home: object store, index and run scratch.
+    #[arg(
+        long,
+        global = true,
+        env = "KTRACK_HOME",
+        hide_env_values = true,
+        default_value = ".ktrack"
+    )]
+    pub home: PathBuf,
+    /// Print only data and errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Print debug logs (hides progress bars).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// Never draw progress bars.
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+    /// Pin the clock (RFC 3339); for reproducible test output.
+    #[arg(long, global = true, env = "KTRACK_NOW", hide = true)]
+    pub now: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the ktrack home (store + index) if it does not exist.
+    Init(init::Args),
+    /// Cohorts: import, generate, split, fraction, list, show.
+    #[command(subcommand)]
+    Data(data::Command),
+    /// Benchmarks that print ratios against a reference measured in the same run.
+    #[command(subcommand)]
+    Bench(bench::Command),
+}
+
+/// Shared state of a command invocation.
+pub struct Env {
+    pub printer: Printer,
+    pub home: PathBuf,
+    pub clock: Clock,
+    pub interrupt: Arc<AtomicBool>,
+}
+
+impl Env {
+    /// Opens the home (creating it on first use).
+    pub fn open(&self) -> Result<Ktrack> {
+        let k = Ktrack::open(&self.home)
+            .with_context(|| format!("could not open the ktrack home `{}`", self.home.display()))?;
+        Ok(k.with_clock(self.clock.clone()))
+    }
+
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+}
+
+/// Parses arguments, runs the command and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let printer = Printer::new(cli.quiet, cli.verbose, cli.no_progress);
+    init_tracing(cli.verbose);
+    let interrupt = Arc::new(AtomicBool::new(false));
+    install_interrupt_handler(interrupt.clone());
+    let env = Env {
+        printer,
+        home: cli.home.clone(),
+        clock: cli.now.clone().map_or(Clock::System, Clock::Fixed),
+        interrupt,
+    };
+    let result = match cli.command {
+        Command::Init(args) => init::run(&env, args),
+        Command::Data(cmd) => data::run(&env, cmd),
+        Command::Bench(cmd) => bench::run(&env, cmd),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) if is_broken_pipe(&e) => 0,
+        Err(e) => {
+            eprint!("{}", render_error(&e));
+            1
+        }
+    }
+}
+
+fn init_tracing(verbose: bool) {
+    let filter = if verbose {
+        "ktrack=debug"
+    } else {
+        "ktrack=warn"
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KTRACK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// The first Ctrl-C sets the interrupt flag (work stops at the next safe point); a second
+/// one exits at once.
+fn install_interrupt_handler(flag: Arc<AtomicBool>) {
+    static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+    let _ = FLAG.set(flag);
+    extern "C" fn on_sigint(_: libc::c_int) {
+        if let Some(flag) = FLAG.get()
+            && flag.swap(true, Ordering::SeqCst)
+        {
+            // SAFETY: `_exit` is async-signal-safe.
+            unsafe { libc::_exit(130) };
+        }
+    }
+    // SAFETY: installing a handler that only touches an atomic and calls `_exit`.
+    unsafe {
+        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_sigint as *const () as libc::sighandler_t);
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// `error: …`, the `Caused by:` chain and a `hint:` from the first cause that has one.
+pub fn render_error(e: &anyhow::Error) -> String {
+    let mut out = format!("error: {e}\n");
+    let causes: Vec<String> = e.chain().skip(1).map(|c| c.to_string()).collect();
+    // `transparent` wrappers repeat their inner message; show each message once.
+    let mut shown: Vec<String> = vec![e.to_string()];
+    let mut lines = Vec::new();
+    for c in causes {
+        if !shown.contains(&c) {
+            lines.push(c.clone());
+            shown.push(c);
+        }
+    }
+    if !lines.is_empty() {
+        out.push_str("\nCaused by:\n");
+        for l in lines {
+            for (i, part) in l.lines().enumerate() {
+                out.push_str(if i == 0 { "  " } else { "    " });
+                out.push_str(part);
+                out.push('\n');
+            }
+        }
+    }
+    if let Some(h) = hint(e) {
+        out.push_str(&format!("\nhint: {h}\n"));
+    }
+    out
+}
+
+fn hint(e: &anyhow::Error) -> Option<String> {
+    use crate::data::{descriptor, fraction, import, split};
+    for c in e.chain() {
+        let h = if let Some(x) = c.downcast_ref::<import::Error>() {
+            x.hint()
+        } else if let Some(x) = c.downcast_ref::<descriptor::Error>() {
+            x.hint()
+        } else if let Some(x) = c.downcast_ref::<split::Error>() {
+            x.hint()
+        } else if let Some(x) = c.downcast_ref::<fraction::Error>() {
+            x.hint()
+        } else if let Some(x) = c.downcast_ref::<crate::index::Error>() {
+            x.hint()
+        } else {
+            None
+        };
+        if h.is_some() {
+            return h;
+        }
+    }
+    None
+}

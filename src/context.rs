@@ -1,0 +1,67 @@
+//! The open ktrack home: store, index and clock, passed to every operation.
+//!
+//! `$KTRACK_HOME` (default `./.ktrack`) holds `objects/`, `tmp/`, `ktrack.db` and `runs/`; it
+//! is created mode 0700 because the store may hold patient data.
+
+use std::path::{Path, PathBuf};
+
+use crate::index::{self, Index};
+use crate::store::{self, Store};
+
+/// Where time comes from; tests pin it.
+#[derive(Clone, Debug)]
+pub enum Clock {
+    System,
+    Fixed(String),
+}
+
+impl Clock {
+    /// The current time as RFC 3339 UTC, to the second.
+    pub fn now(&self) -> String {
+        match self {
+            Clock::System => chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            Clock::Fixed(t) => t.clone(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    Index(#[from] index::Error),
+}
+
+/// An open ktrack home.
+pub struct Ktrack {
+    pub home: PathBuf,
+    pub store: Store,
+    pub index: Index,
+    pub clock: Clock,
+}
+
+impl Ktrack {
+    /// Opens the home, creating the store and index if they do not exist yet.
+    pub fn open(home: &Path) -> Result<Ktrack, Error> {
+        let store = Store::open(home)?;
+        store::create_private_dir(&home.join("runs"))?;
+        let index = Index::open(&home.join("ktrack.db"))?;
+        Ok(Ktrack {
+            home: home.to_path_buf(),
+            store,
+            index,
+            clock: Clock::System,
+        })
+    }
+
+    pub fn with_clock(mut self, clock: Clock) -> Ktrack {
+        self.clock = clock;
+        self
+    }
+
+    /// Scratch directory of a running run.
+    pub fn run_dir(&self, run: &crate::id::Hash) -> PathBuf {
+        self.home.join("runs").join(run.hex())
+    }
+}

@@ -1,0 +1,183 @@
+//! Dataset descriptors (`datasets/NAME.toml`): where a cohort's manifest and images are, and
+//! which manifest column holds each ktrack field. Paths are relative to the descriptor's folder.
+//! Unknown keys are an error, so a typo never silently drops a field.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Descriptor errors name the descriptor file.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("could not read dataset descriptor `{path}`")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("dataset descriptor `{path}` is invalid: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Error {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::Read { .. } => Some("check the path; descriptors live under `datasets/`".into()),
+            Error::Invalid { .. } => Some(
+                "the keys a descriptor takes are listed in README.md, section \"Dataset descriptors\""
+                    .into(),
+            ),
+        }
+    }
+}
+
+/// The `[columns]` table: ktrack field = column name in the manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Columns {
+    pub sample_id: String,
+    pub patient_id: String,
+    pub side: String,
+    /// Months since baseline; without it every row is visit 0.
+    #[serde(default)]
+    pub visit: Option<String>,
+    pub image: String,
+    #[serde(default)]
+    pub kl: Option<String>,
+    #[serde(default)]
+    pub incidence_4y: Option<String>,
+    #[serde(default)]
+    pub progression_4y: Option<String>,
+    #[serde(default)]
+    pub report: Option<String>,
+}
+
+impl Columns {
+    /// (ktrack field, manifest column) for every mapped field.
+    pub fn mapped(&self) -> Vec<(&'static str, &str)> {
+        let mut out = vec![
+            ("sample_id", self.sample_id.as_str()),
+            ("patient_id", self.patient_id.as_str()),
+            ("side", self.side.as_str()),
+            ("image", self.image.as_str()),
+        ];
+        let optional = [
+            ("visit", &self.visit),
+            ("kl", &self.kl),
+            ("incidence_4y", &self.incidence_4y),
+            ("progression_4y", &self.progression_4y),
+            ("report", &self.report),
+        ];
+        for (field, column) in optional {
+            if let Some(c) = column {
+                out.push((field, c.as_str()));
+            }
+        }
+        out
+    }
+}
+
+/// A descriptor as written in the file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Descriptor {
+    pub name: String,
+    pub manifest: PathBuf,
+    pub image_root: PathBuf,
+    pub columns: Columns,
+}
+
+/// A loaded descriptor with its paths resolved against the descriptor's folder.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub path: PathBuf,
+    pub descriptor: Descriptor,
+    pub manifest: PathBuf,
+    pub image_root: PathBuf,
+}
+
+impl Dataset {
+    pub fn load(path: &Path) -> Result<Dataset, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Dataset::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Dataset, Error> {
+        let invalid = |message: String| Error::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let descriptor: Descriptor =
+            toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
+        validate_name(&descriptor.name).map_err(invalid)?;
+        let dir = path.parent().unwrap_or(Path::new(""));
+        Ok(Dataset {
+            path: path.to_path_buf(),
+            manifest: dir.join(&descriptor.manifest),
+            image_root: dir.join(&descriptor.image_root),
+            descriptor,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.descriptor.name
+    }
+}
+
+/// Cohort names: letters, digits, `.`, `_`, `-`; 1 to 64 characters.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "field `name` is `{name}`: use 1 to 64 letters, digits, `.`, `_` or `-`"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "oai-like"
+manifest = "synthetic/oai-like/manifest.csv"
+image_root = "synthetic/oai-like"
+[columns]
+sample_id = "sample_id"
+patient_id = "patient_id"
+side = "side"
+visit = "visit_month"
+image = "image_path"
+kl = "kl"
+"#;
+
+    #[test]
+    fn resolves_paths_against_the_descriptor_folder() {
+        let d = Dataset::parse(Path::new("datasets/x.toml"), GOOD).unwrap();
+        assert_eq!(
+            d.manifest,
+            Path::new("datasets/synthetic/oai-like/manifest.csv")
+        );
+        assert_eq!(d.image_root, Path::new("datasets/synthetic/oai-like"));
+        assert_eq!(d.descriptor.columns.kl.as_deref(), Some("kl"));
+        assert_eq!(d.descriptor.columns.report, None);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let text = format!("{GOOD}\nklgrade = \"kl\"\n");
+        let err = Dataset::parse(Path::new("d.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("d.toml") && err.contains("klgrade"), "{err}");
+    }
+}

@@ -1,0 +1,528 @@
+//! `ktrack data import`: a dataset descriptor → validated samples → store objects + index rows.
+//!
+//! Every row is validated and every image decoded once before anything becomes visible: images
+//! are staged in a store [`Batch`](crate::store::Batch) in parallel, and only when all of them,
+//! the canonical manifest and the cohort record are staged is the batch committed and the index
+//! written in one transaction. Any error leaves `objects/` and the index as they were.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use indicatif::ProgressBar;
+use rayon::prelude::*;
+use serde_json::json;
+
+use crate::context::Ktrack;
+use crate::data::descriptor::{self, Dataset};
+use crate::data::manifest::{self, TextTable};
+use crate::data::{Sample, Side, image};
+use crate::id::Hash;
+use crate::index::{self, cohorts};
+use crate::store;
+
+/// An import error; row numbers count data rows from 1 (the header is not a row).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Descriptor(#[from] descriptor::Error),
+    #[error(transparent)]
+    Manifest(#[from] manifest::Error),
+    #[error("manifest `{manifest}` has no rows")]
+    EmptyManifest { manifest: PathBuf },
+    #[error(
+        "manifest `{manifest}` has no column `{column}` (mapped to field `{field}`); its columns are: {}",
+        available.join(", ")
+    )]
+    MissingColumn {
+        manifest: PathBuf,
+        descriptor: PathBuf,
+        field: &'static str,
+        column: String,
+        available: Vec<String>,
+    },
+    #[error(
+        "manifest `{manifest}`, row {row}{}: field `{field}` {problem}",
+        sample_note(sample_id)
+    )]
+    Field {
+        manifest: PathBuf,
+        descriptor: PathBuf,
+        row: usize,
+        sample_id: Option<String>,
+        field: &'static str,
+        problem: String,
+    },
+    #[error(
+        "manifest `{manifest}`, row {row}: sample_id `{sample_id}` already appears in row {first_row}"
+    )]
+    DuplicateSample {
+        manifest: PathBuf,
+        row: usize,
+        first_row: usize,
+        sample_id: String,
+    },
+    #[error("manifest `{manifest}`, row {row} (sample_id `{sample_id}`): image `{path}` {problem}")]
+    ImageContent {
+        manifest: PathBuf,
+        row: usize,
+        sample_id: String,
+        path: String,
+        problem: String,
+    },
+    #[error("manifest `{manifest}`, row {row} (sample_id `{sample_id}`): image `{path}` {problem}")]
+    Image {
+        manifest: PathBuf,
+        row: usize,
+        sample_id: String,
+        path: String,
+        problem: String,
+    },
+    #[error("image_root `{path}` of `{descriptor}` cannot be opened: {message}")]
+    ImageRoot {
+        descriptor: PathBuf,
+        path: PathBuf,
+        message: String,
+    },
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    Index(#[from] index::Error),
+    #[error("interrupted; nothing was imported")]
+    Interrupted,
+}
+
+fn sample_note(sample_id: &Option<String>) -> String {
+    match sample_id {
+        Some(s) => format!(" (sample_id `{s}`)"),
+        None => String::new(),
+    }
+}
+
+impl Error {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::Descriptor(e) => e.hint(),
+            Error::MissingColumn {
+                descriptor, field, ..
+            } => Some(format!(
+                "map `{field}` to one of the manifest's columns under `[columns]` in `{}`",
+                descriptor.display()
+            )),
+            Error::Field {
+                descriptor, field, ..
+            } => Some(format!(
+                "correct the row, or map `{field}` to another column under `[columns]` in `{}`",
+                descriptor.display()
+            )),
+            Error::DuplicateSample { .. } => {
+                Some("every row needs its own sample_id; remove or rename the duplicate".into())
+            }
+            Error::Image { .. } => Some(
+                "image paths are relative to `image_root` and must stay inside it; fix the file or the row"
+                    .into(),
+            ),
+            Error::ImageContent { .. } => Some(
+                "replace the file with a readable PNG, JPEG or DICOM image, or drop its row".into(),
+            ),
+            Error::Interrupted => Some("run the same import again; it starts over cleanly".into()),
+            _ => None,
+        }
+    }
+}
+
+/// What an import did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ImportReport {
+    pub name: String,
+    pub cohort: Hash,
+    pub samples: usize,
+    pub patients: usize,
+    pub images: usize,
+    pub new_images: usize,
+    pub image_bytes: u64,
+    /// False when this exact cohort version was already in the index.
+    pub new_cohort: bool,
+    pub seconds: f64,
+}
+
+/// One validated manifest row.
+struct Row {
+    row: usize,
+    sample_id: String,
+    patient_id: String,
+    side: Side,
+    visit: i64,
+    image: PathBuf,
+    image_rel: String,
+    kl: Option<u8>,
+    incidence_4y: Option<u8>,
+    progression_4y: Option<u8>,
+    report: Option<String>,
+}
+
+/// Imports the dataset a descriptor names.
+pub fn import(
+    k: &Ktrack,
+    dataset: &Dataset,
+    progress: &ProgressBar,
+    interrupt: &AtomicBool,
+) -> Result<ImportReport, Error> {
+    import_with_rules(k, dataset, &BTreeMap::new(), progress, interrupt)
+}
+
+/// Imports with extra cohort rules (recorded in the manifest metadata, so part of the version).
+pub fn import_with_rules(
+    k: &Ktrack,
+    dataset: &Dataset,
+    rules: &BTreeMap<String, String>,
+    progress: &ProgressBar,
+    interrupt: &AtomicBool,
+) -> Result<ImportReport, Error> {
+    let start = Instant::now();
+    let table = TextTable::read(&dataset.manifest)?;
+    let rows = parse_rows(dataset, &table)?;
+    let root = canonical_root(dataset)?;
+    for r in &rows {
+        check_inside(&table.path, r, &root)?;
+    }
+
+    progress.set_length(rows.len() as u64);
+    let batch = k.store.batch();
+    let failed = AtomicBool::new(false);
+    let staged: Vec<Result<store::Put, Error>> = rows
+        .par_iter()
+        .map(|r| {
+            if failed.load(Ordering::Relaxed) || interrupt.load(Ordering::Relaxed) {
+                return Err(Error::Interrupted);
+            }
+            let result = stage_image(&batch, &table.path, r);
+            if result.is_err() {
+                failed.store(true, Ordering::Relaxed);
+            }
+            progress.inc(1);
+            result
+        })
+        .collect();
+    // Report the first real error by row (an `Interrupted` only means another row failed).
+    let mut puts = Vec::with_capacity(rows.len());
+    let mut first_err = None;
+    for result in staged {
+        match result {
+            Ok(p) => puts.push(p),
+            Err(Error::Interrupted) => {}
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    if puts.len() != rows.len() {
+        return Err(Error::Interrupted);
+    }
+
+    let mut samples: Vec<Sample> = rows
+        .iter()
+        .zip(&puts)
+        .map(|(r, p)| Sample {
+            sample_id: r.sample_id.clone(),
+            patient_id: r.patient_id.clone(),
+            side: r.side,
+            visit: r.visit,
+            image: p.hash,
+            kl: r.kl,
+            incidence_4y: r.incidence_4y,
+            progression_4y: r.progression_4y,
+            report: r.report.clone(),
+        })
+        .collect();
+    samples.sort_by(|a, b| a.sample_id.cmp(&b.sample_id));
+    let patients: BTreeSet<&str> = samples.iter().map(|s| s.patient_id.as_str()).collect();
+    let n_patients = patients.len();
+
+    let manifest_bytes = manifest::write_canonical(&samples, rules);
+    let manifest_put = batch.put_bytes(&manifest_bytes)?;
+    let cohort = manifest_put.hash;
+    let record = json!({
+        "ktrack": "cohort",
+        "format": 1,
+        "name": dataset.name(),
+        "manifest": cohort.hex(),
+        "samples": samples.len(),
+        "patients": n_patients,
+        "rules": rules,
+    });
+    let record_bytes = crate::id::canonical_json(&record).into_bytes();
+    let record_put = batch.put_bytes(&record_bytes)?;
+
+    if interrupt.load(Ordering::Relaxed) {
+        return Err(Error::Interrupted);
+    }
+    let new_images = puts.iter().filter(|p| p.new).count();
+    let image_bytes: u64 = puts.iter().map(|p| p.size).sum();
+    batch.commit()?;
+
+    let now = k.clock.now();
+    let mut objects: Vec<(Hash, u64, &str)> =
+        puts.iter().map(|p| (p.hash, p.size, "image")).collect();
+    objects.push((cohort, manifest_put.size, "manifest"));
+    objects.push((record_put.hash, record_put.size, "record"));
+    let new_cohort = k.index.run(async {
+        let mut tx = k.index.begin_write().await?;
+        index::insert_objects(&mut tx, &objects, &now).await?;
+        let row = cohorts::CohortRow {
+            hash: cohort,
+            name: dataset.name().to_string(),
+            record: record_put.hash,
+            n_samples: samples.len() as i64,
+            n_patients: n_patients as i64,
+            imported_at: now.clone(),
+        };
+        let new = cohorts::insert(&mut tx, &row).await?;
+        if new {
+            cohorts::insert_samples(&mut tx, &cohort, &samples).await?;
+        }
+        tx.commit().await?;
+        Ok::<_, index::Error>(new)
+    })?;
+
+    Ok(ImportReport {
+        name: dataset.name().to_string(),
+        cohort,
+        samples: samples.len(),
+        patients: n_patients,
+        images: puts.len(),
+        new_images,
+        image_bytes,
+        new_cohort,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+fn parse_rows(dataset: &Dataset, table: &TextTable) -> Result<Vec<Row>, Error> {
+    let manifest = &table.path;
+    if table.rows.is_empty() {
+        return Err(Error::EmptyManifest {
+            manifest: manifest.clone(),
+        });
+    }
+    let mut index_of: HashMap<&'static str, usize> = HashMap::new();
+    for (field, column) in dataset.descriptor.columns.mapped() {
+        let i = table.column(column).ok_or_else(|| Error::MissingColumn {
+            manifest: manifest.clone(),
+            descriptor: dataset.path.clone(),
+            field,
+            column: column.to_string(),
+            available: table.columns.clone(),
+        })?;
+        index_of.insert(field, i);
+    }
+
+    let mut rows = Vec::with_capacity(table.rows.len());
+    let mut first_row: HashMap<String, usize> = HashMap::new();
+    for (i, cells) in table.rows.iter().enumerate() {
+        let row = i + 1;
+        let cell = |field: &str| index_of.get(field).and_then(|&c| cells[c].as_deref());
+        let sample_id = cell("sample_id").map(str::to_string);
+        let field_err = |field: &'static str, problem: String| Error::Field {
+            manifest: manifest.clone(),
+            descriptor: dataset.path.clone(),
+            row,
+            sample_id: sample_id.clone(),
+            field,
+            problem,
+        };
+        let required = |field: &'static str| {
+            cell(field).ok_or_else(|| field_err(field, "is empty".to_string()))
+        };
+        let sample_id_v = required("sample_id")?.to_string();
+        if let Some(&first) = first_row.get(&sample_id_v) {
+            return Err(Error::DuplicateSample {
+                manifest: manifest.clone(),
+                row,
+                first_row: first,
+                sample_id: sample_id_v,
+            });
+        }
+        first_row.insert(sample_id_v.clone(), row);
+        let patient_id = required("patient_id")?.to_string();
+        let side_v = required("side")?;
+        let side = Side::parse(side_v)
+            .ok_or_else(|| field_err("side", format!("is `{side_v}`, expected L or R")))?;
+        let visit = match cell("visit") {
+            None if !index_of.contains_key("visit") => 0,
+            None => return Err(field_err("visit", "is empty".into())),
+            Some(v) => match parse_integer(v) {
+                Some(n) if n >= 0 => n,
+                Some(n) => {
+                    return Err(field_err(
+                        "visit",
+                        format!("is `{n}`, expected months >= 0"),
+                    ));
+                }
+                None => {
+                    return Err(field_err(
+                        "visit",
+                        format!("is `{v}`, expected a whole number of months"),
+                    ));
+                }
+            },
+        };
+        let image_rel = required("image")?.to_string();
+        let kl = label(cell("kl"), 4).map_err(|p| field_err("kl", p))?;
+        let incidence_4y =
+            label(cell("incidence_4y"), 1).map_err(|p| field_err("incidence_4y", p))?;
+        let progression_4y =
+            label(cell("progression_4y"), 1).map_err(|p| field_err("progression_4y", p))?;
+        let report = cell("report").map(str::to_string);
+        let image = relative_image_path(&image_rel).map_err(|problem| Error::Image {
+            manifest: manifest.clone(),
+            row,
+            sample_id: sample_id_v.clone(),
+            path: image_rel.clone(),
+            problem,
+        })?;
+        rows.push(Row {
+            row,
+            sample_id: sample_id_v,
+            patient_id,
+            side,
+            visit,
+            image: dataset.image_root.join(image),
+            image_rel,
+            kl,
+            incidence_4y,
+            progression_4y,
+            report,
+        });
+    }
+    Ok(rows)
+}
+
+/// An integer cell; integral floats such as `2.0` (from Parquet casts) are accepted.
+fn parse_integer(v: &str) -> Option<i64> {
+    if let Ok(n) = v.parse::<i64>() {
+        return Some(n);
+    }
+    match v.parse::<f64>() {
+        Ok(f) if f.is_finite() && f.fract() == 0.0 && f.abs() < 1e15 => Some(f as i64),
+        _ => None,
+    }
+}
+
+fn label(cell: Option<&str>, max: u8) -> Result<Option<u8>, String> {
+    let Some(v) = cell else { return Ok(None) };
+    match parse_integer(v) {
+        Some(n) if (0..=i64::from(max)).contains(&n) => Ok(Some(n as u8)),
+        Some(_) => Err(format!("is `{v}`, expected 0..={max}")),
+        None => Err(format!(
+            "is `{v}`, which is not a number (expected 0..={max}, or empty when unknown)"
+        )),
+    }
+}
+
+/// Rejects absolute paths and `..`; the symlink check happens against the real root later.
+fn relative_image_path(rel: &str) -> Result<PathBuf, String> {
+    let p = Path::new(rel);
+    if p.is_absolute() {
+        return Err("is absolute; it must be relative to `image_root`".into());
+    }
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(part) => out.push(part),
+            Component::CurDir => {}
+            _ => return Err("escapes `image_root` (`..` is not allowed)".into()),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        return Err("is empty".into());
+    }
+    Ok(out)
+}
+
+fn canonical_root(dataset: &Dataset) -> Result<PathBuf, Error> {
+    dataset
+        .image_root
+        .canonicalize()
+        .map_err(|e| Error::ImageRoot {
+            descriptor: dataset.path.clone(),
+            path: dataset.image_root.clone(),
+            message: e.to_string(),
+        })
+}
+
+/// The image must exist and, after resolving symlinks, lie inside the image root.
+fn check_inside(manifest: &Path, r: &Row, root: &Path) -> Result<(), Error> {
+    let err = |problem: String| Error::Image {
+        manifest: manifest.to_path_buf(),
+        row: r.row,
+        sample_id: r.sample_id.clone(),
+        path: r.image_rel.clone(),
+        problem,
+    };
+    let real = r.image.canonicalize().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            err(format!(
+                "does not exist (looked for `{}`)",
+                r.image.display()
+            ))
+        } else {
+            err(format!("cannot be opened: {e}"))
+        }
+    })?;
+    if !real.starts_with(root) {
+        return Err(err(format!(
+            "resolves to `{}`, outside `image_root` (a symlink out is not allowed)",
+            real.display()
+        )));
+    }
+    if !real.is_file() {
+        return Err(err("is not a file".into()));
+    }
+    Ok(())
+}
+
+fn stage_image(batch: &store::Batch<'_>, manifest: &Path, r: &Row) -> Result<store::Put, Error> {
+    let err = |problem: String| Error::ImageContent {
+        manifest: manifest.to_path_buf(),
+        row: r.row,
+        sample_id: r.sample_id.clone(),
+        path: r.image_rel.clone(),
+        problem,
+    };
+    let bytes = std::fs::read(&r.image).map_err(|e| err(format!("cannot be read: {e}")))?;
+    image::decode(&bytes).map_err(|e| err(e.to_string()))?;
+    Ok(batch.put_bytes(&bytes)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_parse_strictly() {
+        assert_eq!(label(Some("3"), 4), Ok(Some(3)));
+        assert_eq!(label(Some("3.0"), 4), Ok(Some(3)));
+        assert_eq!(label(None, 4), Ok(None));
+        assert!(label(Some("7"), 4).unwrap_err().contains("expected 0..=4"));
+        assert!(
+            label(Some("2: Minimal"), 4)
+                .unwrap_err()
+                .contains("not a number")
+        );
+        assert!(label(Some("2.5"), 4).is_err());
+    }
+
+    #[test]
+    fn image_paths_stay_relative() {
+        assert!(relative_image_path("a/b.png").is_ok());
+        assert!(relative_image_path("./a.png").is_ok());
+        assert!(relative_image_path("../a.png").is_err());
+        assert!(relative_image_path("a/../../b.png").is_err());
+        assert!(relative_image_path("/etc/passwd").is_err());
+    }
+}

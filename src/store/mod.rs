@@ -1,0 +1,373 @@
+//! The content-addressed object store: immutable blobs named by their blake3 hash.
+//!
+//! Layout under the store root: `objects/ab/cdef…` (the hex hash split after two characters)
+//! and `tmp/` (staging on the same filesystem). Invariants: an object is written once and never
+//! changed (mode 0400); writes go to a temp file, are made durable (fsync or one `syncfs` for a
+//! [`Batch`]), then renamed into place and the directory is fsynced, so a reader never sees a
+//! partial object; putting an object that exists is a no-op. The store never talks to the index.
+
+mod batch;
+
+pub use batch::Batch;
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::id::Hash;
+
+/// Files at least this large are hashed with blake3's mmap + rayon and never read whole.
+pub const LARGE_FILE: u64 = 4 << 20;
+
+/// An error of the store, naming the path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("could not {action} `{path}`")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("object {hash:#} is missing from the store (`{path}`)")]
+    Missing { hash: Hash, path: PathBuf },
+    #[error("object {expected:#} is corrupt: its content hashes to {actual:#} (`{path}`)")]
+    HashMismatch {
+        path: PathBuf,
+        expected: Hash,
+        actual: Hash,
+    },
+}
+
+impl Error {
+    pub fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a put did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Put {
+    pub hash: Hash,
+    pub size: u64,
+    /// False when the object was already in the store and nothing was written.
+    pub new: bool,
+}
+
+/// The state of one object, as found by [`Store::check`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Health {
+    Ok,
+    Missing,
+    Corrupt { actual: Hash },
+}
+
+/// The object store rooted at a directory (normally `$KTRACK_HOME`).
+#[derive(Clone, Debug)]
+pub struct Store {
+    objects: PathBuf,
+    tmp: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed, mode 0700) the store under `home`.
+    pub fn open(home: &Path) -> Result<Store> {
+        let objects = home.join("objects");
+        let tmp = home.join("tmp");
+        for dir in [home, objects.as_path(), tmp.as_path()] {
+            create_private_dir(dir)?;
+        }
+        Ok(Store { objects, tmp })
+    }
+
+    /// Where an object lives (whether or not it exists).
+    pub fn path_of(&self, hash: &Hash) -> PathBuf {
+        let hex = hash.hex();
+        self.objects.join(&hex[..2]).join(&hex[2..])
+    }
+
+    pub fn tmp_dir(&self) -> &Path {
+        &self.tmp
+    }
+
+    pub fn has(&self, hash: &Hash) -> bool {
+        self.path_of(hash).is_file()
+    }
+
+    /// Starts a batch of puts that become durable and visible together on [`Batch::commit`].
+    pub fn batch(&self) -> Batch<'_> {
+        Batch::new(self)
+    }
+
+    /// Puts one file, streaming it (large files are hashed with mmap + rayon).
+    pub fn put_file(&self, path: &Path) -> Result<Put> {
+        let batch = self.batch();
+        let put = batch.put_file(path)?;
+        batch.commit()?;
+        Ok(put)
+    }
+
+    /// Puts a byte string.
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<Put> {
+        let batch = self.batch();
+        let put = batch.put_bytes(bytes)?;
+        batch.commit()?;
+        Ok(put)
+    }
+
+    /// Puts whatever a reader yields, hashing while it streams into a temp file.
+    pub fn put_reader(&self, reader: &mut dyn Read) -> Result<Put> {
+        let batch = self.batch();
+        let put = batch.put_reader(reader)?;
+        batch.commit()?;
+        Ok(put)
+    }
+
+    /// Opens an object for reading.
+    pub fn open_object(&self, hash: &Hash) -> Result<File> {
+        let path = self.path_of(hash);
+        File::open(&path).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                Error::Missing { hash: *hash, path }
+            } else {
+                Error::Io {
+                    action: "open object",
+                    path,
+                    source: e,
+                }
+            }
+        })
+    }
+
+    /// Reads a whole object into memory (for small objects: records, manifests, images).
+    pub fn read(&self, hash: &Hash) -> Result<Vec<u8>> {
+        let mut file = self.open_object(hash)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(Error::io("read object", self.path_of(hash)))?;
+        Ok(bytes)
+    }
+
+    /// Re-hashes one object.
+    pub fn check(&self, hash: &Hash) -> Result<Health> {
+        let path = self.path_of(hash);
+        match hash_file(&path) {
+            Ok((actual, _)) if actual == *hash => Ok(Health::Ok),
+            Ok((actual, _)) => Ok(Health::Corrupt { actual }),
+            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                Ok(Health::Missing)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every object in the store, sorted. Names that are not hashes (stray files) are skipped.
+    pub fn list(&self) -> Result<Vec<Hash>> {
+        let shards = fs::read_dir(&self.objects).map_err(Error::io("list", &self.objects))?;
+        let mut dirs = Vec::new();
+        for entry in shards {
+            let entry = entry.map_err(Error::io("list", &self.objects))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.len() == 2 && entry.path().is_dir() {
+                dirs.push((name.to_string(), entry.path()));
+            }
+        }
+        let mut all: Vec<Hash> = dirs
+            .par_iter()
+            .map(|(prefix, dir)| -> Result<Vec<Hash>> {
+                let mut out = Vec::new();
+                for entry in fs::read_dir(dir).map_err(Error::io("list", dir))? {
+                    let entry = entry.map_err(Error::io("list", dir))?;
+                    let hex = format!("{prefix}{}", entry.file_name().to_string_lossy());
+                    if let Ok(hash) = hex.parse::<Hash>() {
+                        out.push(hash);
+                    }
+                }
+                Ok(out)
+            })
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect();
+        all.sort();
+        Ok(all)
+    }
+
+    /// Size in bytes of an object.
+    pub fn size(&self, hash: &Hash) -> Result<u64> {
+        let path = self.path_of(hash);
+        fs::metadata(&path)
+            .map(|m| m.len())
+            .map_err(Error::io("stat object", path))
+    }
+
+    /// Deletes an object (garbage collection only). Missing objects are not an error.
+    pub fn remove(&self, hash: &Hash) -> Result<()> {
+        let path = self.path_of(hash);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::Io {
+                action: "remove object",
+                path,
+                source: e,
+            }),
+        }
+    }
+}
+
+/// Hashes a file: small ones with one read, large ones with mmap + rayon.
+pub fn hash_file(path: &Path) -> Result<(Hash, u64)> {
+    let meta = fs::metadata(path).map_err(Error::io("read", path))?;
+    let mut hasher = blake3::Hasher::new();
+    if meta.len() >= LARGE_FILE {
+        hasher
+            .update_mmap_rayon(path)
+            .map_err(Error::io("hash", path))?;
+    } else {
+        let bytes = fs::read(path).map_err(Error::io("read", path))?;
+        hasher.update(&bytes);
+    }
+    Ok((hasher.finalize().into(), meta.len()))
+}
+
+pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
+    match fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(dir)
+    {
+        Ok(()) => Ok(()),
+        Err(e) => Err(Error::Io {
+            action: "create directory",
+            path: dir.to_path_buf(),
+            source: e,
+        }),
+    }
+}
+
+/// Writes `bytes` to a new temp file in `dir`, returning its path (not yet durable).
+pub(crate) fn write_temp(dir: &Path, bytes: &[u8]) -> Result<PathBuf> {
+    let (mut file, path) = new_temp(dir)?;
+    file.write_all(bytes).map_err(Error::io("write", &path))?;
+    Ok(path)
+}
+
+pub(crate) fn new_temp(dir: &Path) -> Result<(File, PathBuf)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    loop {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!("put-{}-{n}", std::process::id()));
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(file) => return Ok((file, path)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(Error::Io {
+                    action: "create temp file in",
+                    path: dir.to_path_buf(),
+                    source: e,
+                });
+            }
+        }
+    }
+}
+
+pub(crate) fn make_read_only(path: &Path) -> Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(0o400))
+        .map_err(Error::io("set permissions of", path))
+}
+
+pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io("sync directory", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_is_idempotent_and_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = store.put_bytes(b"femur").unwrap();
+        assert!(a.new);
+        let b = store.put_bytes(b"femur").unwrap();
+        assert!(!b.new);
+        assert_eq!(a.hash, Hash::of(b"femur"));
+        assert_eq!(store.read(&a.hash).unwrap(), b"femur");
+        let mode = fs::metadata(store.path_of(&a.hash))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o400);
+        assert_eq!(store.list().unwrap(), vec![a.hash]);
+        assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn large_files_stream_and_hash_like_small_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("home")).unwrap();
+        let big = dir.path().join("big.bin");
+        let bytes: Vec<u8> = (0..(LARGE_FILE as usize + 12345))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        fs::write(&big, &bytes).unwrap();
+        let put = store.put_file(&big).unwrap();
+        assert_eq!(put.hash, Hash::of(&bytes));
+        assert_eq!(put.size, bytes.len() as u64);
+        assert_eq!(store.check(&put.hash).unwrap(), Health::Ok);
+        let mut reader: &[u8] = &bytes;
+        assert_eq!(store.put_reader(&mut reader).unwrap().hash, put.hash);
+    }
+
+    #[test]
+    fn check_finds_corrupt_and_missing_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let put = store.put_bytes(b"tibia").unwrap();
+        let path = store.path_of(&put.hash);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        fs::write(&path, b"tibiA").unwrap();
+        assert_eq!(
+            store.check(&put.hash).unwrap(),
+            Health::Corrupt {
+                actual: Hash::of(b"tibiA")
+            }
+        );
+        store.remove(&put.hash).unwrap();
+        assert_eq!(store.check(&put.hash).unwrap(), Health::Missing);
+        assert!(matches!(store.read(&put.hash), Err(Error::Missing { .. })));
+    }
+
+    #[test]
+    fn a_dropped_batch_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        {
+            let batch = store.batch();
+            batch.put_bytes(b"patella").unwrap();
+        }
+        assert!(store.list().unwrap().is_empty());
+        assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
+    }
+}

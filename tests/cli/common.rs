@@ -1,0 +1,231 @@
+//! The test context: a temp directory with its own `KTRACK_HOME`, fixtures written by code,
+//! output capture with redactions, and a fingerprint of the store and index.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+
+pub const NOW: &str = "2026-01-01T00:00:00Z";
+
+pub struct TestContext {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestContext {
+    pub fn new() -> TestContext {
+        TestContext {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.root().join("home")
+    }
+
+    /// The binary, run in the temp dir with its own home and a pinned clock.
+    pub fn ktrack<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = Command::cargo_bin("ktrack").expect("binary built");
+        cmd.current_dir(self.root())
+            .env("KTRACK_HOME", self.home())
+            .env("KTRACK_NOW", NOW)
+            .env_remove("KTRACK_LOG")
+            .env("NO_COLOR", "1")
+            .args(args);
+        cmd
+    }
+
+    /// Runs and renders exit code, stdout and stderr with the temp dir redacted.
+    pub fn run<I, S>(&self, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let out = self.ktrack(args).output().expect("binary runs");
+        self.render(&out)
+    }
+
+    pub fn render(&self, out: &Output) -> String {
+        let root = self.root().display().to_string();
+        let real = self
+            .root()
+            .canonicalize()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| root.clone());
+        let redact = |s: &[u8]| {
+            let text = String::from_utf8_lossy(s).to_string();
+            let text = text.replace(&real, "[TEMP]").replace(&root, "[TEMP]");
+            redact_timings(&text)
+        };
+        format!(
+            "exit_code: {}\n----- stdout -----\n{}----- stderr -----\n{}",
+            out.status.code().unwrap_or(-1),
+            redact(&out.stdout),
+            redact(&out.stderr)
+        )
+    }
+
+    /// Runs and expects success; returns stdout.
+    pub fn ok<I, S>(&self, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let out = self.ktrack(args).output().expect("binary runs");
+        assert!(
+            out.status.success(),
+            "command failed:\n{}",
+            self.render(&out)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 stdout")
+    }
+
+    pub fn write(&self, rel: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.root().join(rel);
+        std::fs::create_dir_all(p.parent().expect("has parent")).expect("mkdir");
+        std::fs::write(&p, contents).expect("write fixture");
+        p
+    }
+
+    /// A small cohort under `name/`: `patients` patients × 2 knees × `visits` visits of 16x16
+    /// 16-bit PNGs, a manifest and a descriptor `name.toml`. Returns the descriptor path.
+    pub fn cohort(&self, name: &str, patients: usize, visits: usize) -> PathBuf {
+        let mut csv =
+            String::from("sample_id,patient_id,side,visit_month,image_path,kl,incidence_4y\n");
+        for p in 0..patients {
+            for side in ["L", "R"] {
+                for v in 0..visits {
+                    let kl = (p * 7 + v + usize::from(side == "R")) % 5;
+                    let rel = format!("img/{p:03}_{side}_{v}.png");
+                    let px: Vec<u16> = (0..256)
+                        .map(|i| ((i * 97 + p * 13 + v * 5 + kl * 1000) % 65535) as u16)
+                        .collect();
+                    self.write(
+                        &format!("{name}/{rel}"),
+                        ktrack::data::image::encode_png16(16, 16, &px),
+                    );
+                    let inc = if v == 0 && kl <= 1 {
+                        ((p + 1) % 3 == 0) as u8 as i32
+                    } else {
+                        -1
+                    };
+                    let inc = if inc < 0 {
+                        String::new()
+                    } else {
+                        inc.to_string()
+                    };
+                    csv.push_str(&format!(
+                        "P{p:03}_{side}_{v},P{p:03},{side},{},{rel},{kl},{inc}\n",
+                        v * 12
+                    ));
+                }
+            }
+        }
+        self.write(&format!("{name}/manifest.csv"), csv);
+        self.descriptor(name, "")
+    }
+
+    /// Writes `name.toml` for the cohort in `name/`, with extra TOML appended.
+    pub fn descriptor(&self, name: &str, extra_columns: &str) -> PathBuf {
+        self.write(
+            &format!("{name}.toml"),
+            format!(
+                "name = \"{name}\"\nmanifest = \"{name}/manifest.csv\"\nimage_root = \"{name}\"\n\n[columns]\n\
+                 sample_id = \"sample_id\"\npatient_id = \"patient_id\"\nside = \"side\"\n\
+                 visit = \"visit_month\"\nimage = \"image_path\"\nkl = \"kl\"\nincidence_4y = \"incidence_4y\"\n{extra_columns}"
+            ),
+        )
+    }
+
+    /// Every file under `objects/` with its size, and every row of every index table.
+    pub fn fingerprint(&self) -> Fingerprint {
+        let mut files = BTreeMap::new();
+        let objects = self.home().join("objects");
+        if objects.exists() {
+            for shard in std::fs::read_dir(&objects).expect("objects dir") {
+                let shard = shard.expect("entry").path();
+                for f in std::fs::read_dir(&shard).expect("shard") {
+                    let f = f.expect("entry").path();
+                    let len = std::fs::metadata(&f).expect("stat").len();
+                    files.insert(
+                        f.strip_prefix(&objects)
+                            .expect("inside")
+                            .display()
+                            .to_string(),
+                        len,
+                    );
+                }
+            }
+        }
+        let mut tables = BTreeMap::new();
+        let db = self.home().join("ktrack.db");
+        if db.exists() {
+            let index = ktrack::index::Index::open(&db).expect("open index");
+            let names: Vec<(String,)> = index
+                .run(sqlx::query_as("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '_sqlx%' ORDER BY name").fetch_all(index.pool()))
+                .expect("tables");
+            for (name,) in names {
+                let rows: Vec<(String,)> = index
+                    .run(
+                        sqlx::query_as(&format!(
+                            "SELECT quote(json_array(*)) FROM (SELECT * FROM \"{name}\") ORDER BY 1"
+                        ))
+                        .fetch_all(index.pool()),
+                    )
+                    .unwrap_or_default();
+                tables.insert(name, rows.into_iter().map(|r| r.0).collect::<Vec<_>>());
+            }
+        }
+        let tmp_files = std::fs::read_dir(self.home().join("tmp"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        Fingerprint {
+            files,
+            tables,
+            tmp_files,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Fingerprint {
+    pub files: BTreeMap<String, u64>,
+    pub tables: BTreeMap<String, Vec<String>>,
+    pub tmp_files: usize,
+}
+
+/// Replaces durations and rates (`1.2s`, `35 MB/s`) so snapshots are stable.
+pub fn redact_timings(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let words: Vec<&str> = line.split(' ').collect();
+        let mut redacted = Vec::with_capacity(words.len());
+        for (i, w) in words.iter().enumerate() {
+            let number = |s: &str| !s.is_empty() && s.parse::<f64>().is_ok();
+            let is_secs = w.strip_suffix('s').is_some_and(number);
+            let next_is_rate = words
+                .get(i + 1)
+                .is_some_and(|n| n.starts_with("MB/s") || n.starts_with("images/s"));
+            let bare = w.trim_start_matches('(');
+            redacted.push(if is_secs {
+                "[SECS]".to_string()
+            } else if next_is_rate && number(bare) {
+                format!("{}[RATE]", &w[..w.len() - bare.len()])
+            } else {
+                w.to_string()
+            });
+        }
+        out.push_str(&redacted.join(" "));
+        out.push('\n');
+    }
+    out
+}

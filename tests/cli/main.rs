@@ -1,0 +1,5 @@
+//! End-to-end tests of the `ktrack` binary: one module per command, sharing [`TestContext`].
+
+mod common;
+mod data;
+mod help;
