@@ -18,6 +18,7 @@ pub mod context;
 pub mod data;
 pub mod id;
 pub mod index;
+pub mod metrics;
 pub mod output;
 pub mod rng;
 pub mod store;

@@ -9,6 +9,7 @@ use crate::data::catalog::{self, Detail};
 use crate::data::descriptor::Dataset;
 use crate::data::fraction::{self, FractionOptions};
 use crate::data::split::{self, SplitOptions};
+use crate::data::synth::{self, SynthSpec};
 use crate::data::{Label, Partition, import};
 use crate::index::IdKind;
 use crate::output::{Format, Table, bytes, thousands};
@@ -55,6 +56,32 @@ pub enum Command {
         seed: u64,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+    },
+    /// Generate synthetic knee cohorts as real files (PNG + CSV + reports).
+    ///
+    /// Either from descriptors with a `[synth]` table (`datasets/synthetic-*.toml`), or ad hoc
+    /// with `--kind … --out DIR` (which also writes `DIR/dataset.toml`).
+    Synth {
+        /// Synthetic dataset descriptors.
+        descriptors: Vec<PathBuf>,
+        #[arg(long, value_enum, requires = "out")]
+        kind: Option<crate::data::synth::Kind>,
+        #[arg(long, default_value_t = 100)]
+        patients: usize,
+        /// Image side in pixels.
+        #[arg(long, default_value_t = 64)]
+        size: u32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output folder for `--kind`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Import each generated cohort afterwards.
+        #[arg(long)]
+        import: bool,
+        /// Also write example images (one per KL grade, one per cohort) into this folder.
+        #[arg(long)]
+        examples: Option<PathBuf>,
     },
     /// List cohorts, splits and fractions.
     Ls {
@@ -171,6 +198,80 @@ pub fn run(env: &Env, cmd: Command) -> Result<()> {
             }
             Ok(())
         }
+        Command::Synth {
+            descriptors,
+            kind,
+            patients,
+            size,
+            seed,
+            out,
+            import,
+            examples,
+        } => {
+            let wrote_examples = examples.is_some();
+            if let Some(dir) = examples {
+                for path in synth::write_examples(&dir)? {
+                    env.printer.status("Wrote", path.display());
+                }
+            }
+            let mut paths = descriptors;
+            if let (Some(kind), Some(out)) = (kind, out) {
+                let spec = SynthSpec {
+                    kind,
+                    patients,
+                    image_size: size,
+                    seed,
+                };
+                std::fs::create_dir_all(&out)
+                    .with_context(|| format!("could not create `{}`", out.display()))?;
+                let path = out.join("dataset.toml");
+                std::fs::write(
+                    &path,
+                    synth::descriptor_toml(&spec, kind.name(), "manifest.csv", "."),
+                )
+                .with_context(|| format!("could not write `{}`", path.display()))?;
+                paths.push(path);
+            }
+            if paths.is_empty() && wrote_examples {
+                return Ok(());
+            }
+            if paths.is_empty() {
+                anyhow::bail!(
+                    "nothing to generate: name synthetic descriptors, or use --kind with --out"
+                );
+            }
+            for path in &paths {
+                let report = synth_one(env, path)?;
+                if report.skipped {
+                    env.printer.status(
+                        "Fresh",
+                        format!(
+                            "{} images of {} already generated → {}",
+                            thousands(report.images as u64),
+                            report.kind.name(),
+                            report.manifest.display()
+                        ),
+                    );
+                } else {
+                    env.printer.status(
+                        "Generated",
+                        format!(
+                            "{} images of {} ({} patients) in {:.1}s ({:.0} images/s) → {}",
+                            thousands(report.images as u64),
+                            report.kind.name(),
+                            thousands(report.patients as u64),
+                            report.seconds,
+                            report.images_per_second,
+                            report.manifest.display()
+                        ),
+                    );
+                }
+            }
+            if import {
+                run_import(env, &paths, Format::Table)?;
+            }
+            Ok(())
+        }
         Command::Ls { format } => {
             let k = env.open()?;
             let listing = catalog::ls(&k)?;
@@ -238,7 +339,28 @@ pub fn run(env: &Env, cmd: Command) -> Result<()> {
     }
 }
 
-fn run_import(env: &Env, descriptors: &[PathBuf], format: Format) -> Result<()> {
+/// Generates the cohort a synthetic descriptor describes.
+pub(crate) fn synth_one(env: &Env, path: &std::path::Path) -> Result<synth::SynthReport> {
+    let dataset = Dataset::load(path)?;
+    let spec = dataset
+        .descriptor
+        .synth
+        .clone()
+        .ok_or_else(|| synth::Error::NotSynthetic(path.to_path_buf()))?;
+    let bar = env.printer.bar(0, "Generating");
+    let report = synth::generate(
+        &spec,
+        &dataset.manifest,
+        &dataset.image_root,
+        &bar,
+        &env.interrupt,
+    )
+    .with_context(|| format!("could not generate `{}`", path.display()))?;
+    bar.finish_and_clear();
+    Ok(report)
+}
+
+pub(crate) fn run_import(env: &Env, descriptors: &[PathBuf], format: Format) -> Result<()> {
     let k = env.open()?;
     let mut reports = Vec::new();
     for path in descriptors {

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::synth::SynthSpec;
+
 /// Descriptor errors name the descriptor file.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -85,6 +87,9 @@ pub struct Descriptor {
     pub manifest: PathBuf,
     pub image_root: PathBuf,
     pub columns: Columns,
+    /// Synthetic cohorts: how `ktrack data synth` generates the files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synth: Option<SynthSpec>,
 }
 
 /// A loaded descriptor with its paths resolved against the descriptor's folder.

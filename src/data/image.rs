@@ -64,6 +64,36 @@ pub fn sniff(bytes: &[u8]) -> Option<Format> {
     }
 }
 
+/// Checks that bytes decode as an image, without converting pixels (what an import needs).
+///
+/// PNG is decoded into its native buffer (inflate, CRCs, unfiltering); JPEG and DICOM take the
+/// full [`decode`] path.
+pub fn validate(bytes: &[u8]) -> Result<(u32, u32), Error> {
+    match sniff(bytes).ok_or(Error::Unknown)? {
+        Format::Png => {
+            let err = |e: png::DecodingError| Error::Decode {
+                format: Format::Png,
+                message: e.to_string(),
+            };
+            let mut reader = png::Decoder::new(Cursor::new(bytes))
+                .read_info()
+                .map_err(err)?;
+            let mut buf = vec![0; reader.output_buffer_size().unwrap_or(0)];
+            let info = reader.next_frame(&mut buf).map_err(err)?;
+            if info.width == 0 || info.height == 0 {
+                return Err(Error::Empty {
+                    width: info.width,
+                    height: info.height,
+                });
+            }
+            // Trailing chunks (and their CRCs) must be intact too.
+            reader.finish().map_err(err)?;
+            Ok((info.width, info.height))
+        }
+        _ => decode(bytes).map(|i| (i.width, i.height)),
+    }
+}
+
 /// Decodes an image file's bytes.
 pub fn decode(bytes: &[u8]) -> Result<GrayImage, Error> {
     let format = sniff(bytes).ok_or(Error::Unknown)?;

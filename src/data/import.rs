@@ -223,6 +223,11 @@ pub fn import_with_rules(
     if puts.len() != rows.len() {
         return Err(Error::Interrupted);
     }
+    tracing::debug!(
+        seconds = start.elapsed().as_secs_f64(),
+        images = puts.len(),
+        "images validated and staged"
+    );
 
     let mut samples: Vec<Sample> = rows
         .iter()
@@ -264,6 +269,10 @@ pub fn import_with_rules(
     let new_images = puts.iter().filter(|p| p.new).count();
     let image_bytes: u64 = puts.iter().map(|p| p.size).sum();
     batch.commit()?;
+    tracing::debug!(
+        seconds = start.elapsed().as_secs_f64(),
+        "store batch committed"
+    );
 
     let now = k.clock.now();
     let mut objects: Vec<(Hash, u64, &str)> =
@@ -289,6 +298,7 @@ pub fn import_with_rules(
         Ok::<_, index::Error>(new)
     })?;
 
+    tracing::debug!(seconds = start.elapsed().as_secs_f64(), "index written");
     Ok(ImportReport {
         name: dataset.name().to_string(),
         cohort,
@@ -495,7 +505,7 @@ fn stage_image(batch: &store::Batch<'_>, manifest: &Path, r: &Row) -> Result<sto
         problem,
     };
     let bytes = std::fs::read(&r.image).map_err(|e| err(format!("cannot be read: {e}")))?;
-    image::decode(&bytes).map_err(|e| err(e.to_string()))?;
+    image::validate(&bytes).map_err(|e| err(e.to_string()))?;
     Ok(batch.put_bytes(&bytes)?)
 }
 

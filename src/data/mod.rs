@@ -13,6 +13,7 @@ pub mod import;
 pub mod manifest;
 pub mod split;
 pub mod strata;
+pub mod synth;
 
 use std::fmt;
 use std::str::FromStr;

@@ -256,7 +256,8 @@ impl Drop for Batch<'_> {
     }
 }
 
-fn syncfs(dir: &Path) -> Result<()> {
+/// Flushes every dirty page of the filesystem holding `dir`.
+pub fn syncfs(dir: &Path) -> Result<()> {
     let file = File::open(dir).map_err(Error::io("open", dir))?;
     // SAFETY: `syncfs` only reads the descriptor, which `file` keeps open for the call.
     let rc = unsafe { libc::syncfs(file.as_raw_fd()) };

@@ -8,7 +8,7 @@
 
 mod batch;
 
-pub use batch::Batch;
+pub use batch::{Batch, syncfs};
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
