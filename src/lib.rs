@@ -20,6 +20,7 @@ pub mod id;
 pub mod index;
 pub mod metrics;
 pub mod output;
+pub mod predictions;
 pub mod rng;
 pub mod store;
 pub mod table;

@@ -6,6 +6,7 @@
 mod bench;
 mod data;
 mod init;
+mod metrics;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -57,6 +58,8 @@ pub enum Command {
     /// Cohorts: import, generate, split, fraction, list, show.
     #[command(subcommand)]
     Data(data::Command),
+    /// Metrics of a predictions file (scikit-learn definitions).
+    Metrics(metrics::Args),
     /// Benchmarks that print ratios against a reference measured in the same run.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -99,6 +102,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Init(args) => init::run(&env, args),
         Command::Data(cmd) => data::run(&env, cmd),
+        Command::Metrics(args) => metrics::run(&env, args),
         Command::Bench(cmd) => bench::run(&env, cmd),
     };
     match result {

@@ -3,4 +3,5 @@
 mod common;
 mod data;
 mod help;
+mod metrics;
 mod synth;
