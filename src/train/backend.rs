@@ -1,0 +1,167 @@
+//! Backends chosen at run time: `cpu` (burn-flex, pure Rust, the default) or, with the cargo
+//! feature `tch`, `tch-cpu` and `cuda:N` (LibTorch). Also pins the CPU thread count, since
+//! parallel reductions may change with it, and describes the device for run records.
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::prelude::Device;
+use serde::{Deserialize, Serialize};
+
+/// Where training runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum DeviceKind {
+    /// burn-flex on the CPU (pure Rust).
+    Cpu,
+    /// LibTorch on the CPU (feature `tch`).
+    TchCpu,
+    /// LibTorch on a CUDA GPU (feature `tch`).
+    Cuda(usize),
+}
+
+impl DeviceKind {
+    /// The backend family, part of a run's identity ("flex" or "tch").
+    pub fn backend(self) -> &'static str {
+        match self {
+            DeviceKind::Cpu => "flex",
+            DeviceKind::TchCpu | DeviceKind::Cuda(_) => "tch",
+        }
+    }
+
+    /// True when results must be bit-identical on a rerun (CPU backends).
+    pub fn deterministic(self) -> bool {
+        !matches!(self, DeviceKind::Cuda(_))
+    }
+
+    /// The burn device (without autodiff).
+    pub fn device(self) -> Result<Device, Error> {
+        match self {
+            DeviceKind::Cpu => Ok(Device::flex()),
+            #[cfg(feature = "tch")]
+            DeviceKind::TchCpu => Ok(Device::libtorch()),
+            #[cfg(feature = "tch")]
+            DeviceKind::Cuda(i) => Ok(Device::libtorch_cuda(i)),
+            #[cfg(not(feature = "tch"))]
+            other => Err(Error::NotBuilt(other)),
+        }
+    }
+}
+
+impl fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceKind::Cpu => f.write_str("cpu"),
+            DeviceKind::TchCpu => f.write_str("tch-cpu"),
+            DeviceKind::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+impl FromStr for DeviceKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<DeviceKind, Error> {
+        match s {
+            "cpu" => Ok(DeviceKind::Cpu),
+            "tch-cpu" => Ok(DeviceKind::TchCpu),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|i| i.parse().ok())
+                .map(DeviceKind::Cuda)
+                .ok_or_else(|| Error::Unknown(s.to_string())),
+        }
+    }
+}
+
+impl From<DeviceKind> for String {
+    fn from(d: DeviceKind) -> String {
+        d.to_string()
+    }
+}
+
+impl TryFrom<String> for DeviceKind {
+    type Error = Error;
+    fn try_from(s: String) -> Result<DeviceKind, Error> {
+        s.parse()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("unknown device `{0}`: expected cpu, tch-cpu or cuda:N")]
+    Unknown(String),
+    #[error("device `{0}` needs LibTorch, but this ktrack was built without the `tch` feature")]
+    NotBuilt(DeviceKind),
+}
+
+impl Error {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::NotBuilt(_) => Some(
+                "build with `cargo build --release --features tch` (see README, \"LibTorch and GPUs\"), or use --device cpu"
+                    .into(),
+            ),
+            Error::Unknown(_) => None,
+        }
+    }
+}
+
+/// Sets the CPU thread pool size once per process; returns the size in effect.
+pub fn pin_threads(threads: usize) -> usize {
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global();
+    #[cfg(feature = "tch")]
+    {
+        // LibTorch has its own intra-op pool.
+        tch::set_num_threads(threads as i32);
+    }
+    rayon::current_num_threads()
+}
+
+/// Facts about the backend for run records.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackendInfo {
+    pub device: String,
+    pub backend: String,
+    pub device_name: String,
+    pub threads: usize,
+    pub libtorch: Option<String>,
+    pub cuda: Option<String>,
+}
+
+pub fn describe(kind: DeviceKind) -> BackendInfo {
+    let cpu_name = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    #[allow(unused_mut)]
+    let mut info = BackendInfo {
+        device: kind.to_string(),
+        backend: kind.backend().to_string(),
+        device_name: cpu_name,
+        threads: rayon::current_num_threads(),
+        libtorch: None,
+        cuda: None,
+    };
+    #[cfg(feature = "tch")]
+    if kind.backend() == "tch" {
+        info.libtorch = Some(tch_version());
+        if let DeviceKind::Cuda(_) = kind {
+            info.device_name = format!("CUDA device (cudnn {})", tch::Cuda::cudnn_is_available());
+            info.cuda = Some(format!("{} device(s)", tch::Cuda::device_count()));
+        }
+    }
+    info
+}
+
+#[cfg(feature = "tch")]
+fn tch_version() -> String {
+    // torch-sys records the LibTorch it was built against.
+    option_env!("LIBTORCH_VERSION").unwrap_or("2.x").to_string()
+}

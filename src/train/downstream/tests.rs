@@ -1,0 +1,237 @@
+//! Downstream training on tiny synthetic data: both protocols run, seeded reruns are
+//! bit-identical, and an interrupted run resumes to exactly the uninterrupted result.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicUsize;
+
+use super::*;
+use crate::data::Side;
+use crate::data::image::encode_png16;
+use crate::data::synth::{self, Kind, SynthSpec};
+use crate::id::Hash;
+use crate::train::data::Normalize;
+use crate::train::{Observer, Quiet};
+
+/// Synthetic OAI-like knees rendered at 32 px, served from memory.
+struct Images(BTreeMap<Hash, Vec<u8>>);
+
+impl ImageSource for Images {
+    fn bytes(&self, image: &Hash) -> Result<Vec<u8>, String> {
+        self.0
+            .get(image)
+            .cloned()
+            .ok_or_else(|| format!("no image {image}"))
+    }
+}
+
+fn cohort(task: Label) -> (Images, Vec<Example>, Vec<Example>, Vec<Example>) {
+    let sims = synth::simulate(&SynthSpec {
+        kind: Kind::OaiLike,
+        patients: 60,
+        image_size: 32,
+        seed: 4,
+    });
+    let mut images = BTreeMap::new();
+    let mut examples = Vec::new();
+    for s in sims.iter().filter(|s| s.visit == 0) {
+        let Some(label) = (match task {
+            Label::Kl => s.kl,
+            Label::Incidence4y => s.incidence_4y,
+            Label::Progression4y => s.progression_4y,
+        }) else {
+            continue;
+        };
+        let png = encode_png16(32, 32, &s.render(32));
+        let hash = Hash::of(&png);
+        images.insert(hash, png);
+        examples.push(Example {
+            sample_id: s.sample_id.clone(),
+            patient_id: s.patient_id.clone(),
+            side: s.side,
+            image: hash,
+            label,
+        });
+    }
+    let n = examples.len();
+    let test = examples.split_off(n * 8 / 10);
+    let val = examples.split_off(n * 6 / 10);
+    (Images(images), examples, val, test)
+}
+
+fn config(protocol: Protocol, augment: bool) -> DownstreamConfig {
+    DownstreamConfig {
+        arch: Arch::ResnetTiny,
+        task: Label::Kl,
+        protocol,
+        preprocess: Preprocess {
+            image_size: 32,
+            normalize: Normalize::Zscore,
+            flip_left: true,
+        },
+        augment: if augment {
+            Augment::default()
+        } else {
+            Augment::off()
+        },
+        epochs: 3,
+        batch_size: 16,
+        lr: 3e-3,
+        weight_decay: 1e-4,
+        warmup_epochs: 0.5,
+        patience: None,
+        seed: 9,
+        device: DeviceKind::Cpu,
+        threads: 2,
+    }
+}
+
+fn outputs(dir: &Path) -> BTreeMap<String, Hash> {
+    [
+        "best.safetensors",
+        "predictions-test.parquet",
+        "predictions-val.parquet",
+    ]
+    .into_iter()
+    .map(|f| {
+        (
+            f.to_string(),
+            Hash::of(&std::fs::read(dir.join(f)).unwrap()),
+        )
+    })
+    .collect()
+}
+
+fn train(
+    cfg: &DownstreamConfig,
+    dir: &Path,
+    observer: &dyn Observer,
+    interrupt: &AtomicBool,
+) -> Result<DownstreamReport, Error> {
+    let (images, train, val, test) = cohort(cfg.task);
+    let data = DownstreamData {
+        train,
+        val: val.clone(),
+        evals: vec![("val".into(), val), ("test".into(), test)],
+        images: &images,
+    };
+    run(cfg, &Init::Random, &data, dir, observer, interrupt)
+}
+
+#[test]
+fn finetune_is_bit_identical_when_repeated() {
+    let cfg = config(Protocol::Finetune, true);
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let ra = train(&cfg, a.path(), &Quiet, &AtomicBool::new(false)).unwrap();
+    train(&cfg, b.path(), &Quiet, &AtomicBool::new(false)).unwrap();
+    assert_eq!(ra.epochs_run, 3);
+    assert!(!ra.cached_features);
+    assert!(ra.curves.iter().all(|c| c.train_loss.is_finite()));
+    assert_eq!(outputs(a.path()), outputs(b.path()));
+    let preds = Predictions::from_parquet(
+        &std::fs::read(a.path().join("predictions-test.parquet")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(preds.kind, TaskKind::Kl);
+    assert!(
+        preds
+            .probs
+            .iter()
+            .all(|p| (p.iter().sum::<f64>() - 1.0).abs() < 1e-4)
+    );
+    assert!(
+        !a.path().join("checkpoints").exists(),
+        "resume state is removed once done"
+    );
+}
+
+#[test]
+fn linear_probe_caches_features_and_keeps_the_encoder() {
+    let cfg = DownstreamConfig {
+        task: Label::Progression4y,
+        ..config(Protocol::Linear, false)
+    };
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let r = train(&cfg, a.path(), &Quiet, &AtomicBool::new(false)).unwrap();
+    assert!(r.cached_features);
+    train(&cfg, b.path(), &Quiet, &AtomicBool::new(false)).unwrap();
+    assert_eq!(outputs(a.path()), outputs(b.path()));
+    // The probe's encoder is the seeded random init, untouched by training.
+    let device = Device::flex();
+    let fresh = Classifier::new(cfg.arch, 1, cfg.seed, &device);
+    let trained = import::load_checkpoint(
+        Classifier::new(cfg.arch, 1, 0, &device),
+        &a.path().join("best.safetensors"),
+    )
+    .unwrap();
+    let w = |m: &Classifier| m.encoder.conv1.weight.val().into_data();
+    assert_eq!(w(&fresh), w(&trained));
+    let preds = Predictions::from_parquet(
+        &std::fs::read(a.path().join("predictions-test.parquet")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(preds.kind, TaskKind::Binary);
+}
+
+/// Sets the interrupt flag two steps into the second epoch.
+struct InterruptAt {
+    step: AtomicUsize,
+    seen: AtomicUsize,
+    flag: Arc<AtomicBool>,
+}
+
+impl Observer for InterruptAt {
+    fn start(&self, total: usize, _done: usize) {
+        self.step.store(total / 3 + 2, Ordering::SeqCst);
+    }
+
+    fn step(&self, _epoch: usize, _batch: usize) {
+        if self.seen.fetch_add(1, Ordering::SeqCst) + 1 == self.step.load(Ordering::SeqCst) {
+            self.flag.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+#[test]
+fn an_interrupted_run_resumes_to_the_same_result() {
+    for (protocol, augment) in [(Protocol::Finetune, true), (Protocol::Linear, false)] {
+        let cfg = config(protocol, augment);
+        let whole = tempfile::tempdir().unwrap();
+        train(&cfg, whole.path(), &Quiet, &AtomicBool::new(false)).unwrap();
+        let cut = tempfile::tempdir().unwrap();
+        let flag = Arc::new(AtomicBool::new(false));
+        let observer = InterruptAt {
+            step: AtomicUsize::new(usize::MAX),
+            seen: AtomicUsize::new(0),
+            flag: flag.clone(),
+        };
+        let err = train(&cfg, cut.path(), &observer, &flag).unwrap_err();
+        assert!(matches!(err, Error::Interrupted { epoch: 1 }), "{err}");
+        let resumed = train(&cfg, cut.path(), &Quiet, &AtomicBool::new(false)).unwrap();
+        assert_eq!(resumed.resumed_from_epoch, Some(1));
+        assert_eq!(outputs(whole.path()), outputs(cut.path()), "{protocol:?}");
+    }
+}
+
+#[test]
+fn empty_sets_are_errors() {
+    let cfg = config(Protocol::Linear, false);
+    let images = Images(BTreeMap::new());
+    let data = DownstreamData {
+        train: vec![],
+        val: vec![],
+        evals: vec![],
+        images: &images,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let err = run(
+        &cfg,
+        &Init::Random,
+        &data,
+        dir.path(),
+        &Quiet,
+        &AtomicBool::new(false),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::EmptySet { .. }));
+    let _ = Side::L;
+}
