@@ -209,11 +209,7 @@ mod tests {
 
     /// Writes `encoder` as a torchvision-style safetensors state dict (with `fc.*` and
     /// `num_batches_tracked`), optionally dropping, renaming or reshaping one tensor.
-    fn torchvision_file(
-        encoder: &ResNet,
-        path: &Path,
-        edit: &dyn Fn(&mut Vec<Entry>),
-    ) {
+    fn torchvision_file(encoder: &ResNet, path: &Path, edit: &dyn Fn(&mut Vec<Entry>)) {
         let mut tensors: Vec<Entry> = encoder
             .collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
             .into_iter()

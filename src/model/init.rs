@@ -21,6 +21,16 @@ impl Seeder {
         }
     }
 
+    /// `n` normal draws with standard deviation `sd`.
+    pub fn normals(&mut self, n: usize, sd: f64) -> Vec<f32> {
+        self.normal(n, sd)
+    }
+
+    /// `n` uniform draws in ±`bound`.
+    pub fn uniforms(&mut self, n: usize, bound: f64) -> Vec<f32> {
+        self.uniform(n, bound)
+    }
+
     fn normal(&mut self, n: usize, sd: f64) -> Vec<f32> {
         (0..n)
             .map(|_| (sd * rng::normal(&mut self.rng)) as f32)

@@ -5,6 +5,7 @@ pub mod classifier;
 pub mod import;
 pub mod init;
 pub mod resnet;
+pub mod ssl;
 
 pub use classifier::Classifier;
 pub use resnet::{Arch, ResNet};

@@ -297,23 +297,30 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize, shuffle: bool) -> Vec<usiz
     order
 }
 
-/// Prepares one sample: augmentation (if asked) from its own seeded stream, normalisation,
-/// tiling to three channels.
+/// Prepares one sample: augmentation (if asked) from its own seeded stream (per epoch,
+/// position and view), normalisation, tiling to three channels.
 fn prepare(
     base: &[f32],
     size: usize,
     aug: Option<&Augment>,
     normalize_how: Normalize,
-    key: (u64, usize, usize),
+    key: (u64, usize, usize, usize),
 ) -> Vec<f32> {
     let mut px = match aug {
         Some(a) if a.enabled => {
-            let (seed, epoch, pos) = key;
-            let mut r = rng::stream(
-                "augment",
-                &[&(epoch as u64).to_le_bytes(), &(pos as u64).to_le_bytes()],
-                seed,
+            let (seed, epoch, pos, view) = key;
+            let (e, p, v) = (
+                (epoch as u64).to_le_bytes(),
+                (pos as u64).to_le_bytes(),
+                (view as u64).to_le_bytes(),
             );
+            // View 0 keeps the stream of single-view passes.
+            let parts: Vec<&[u8]> = if view == 0 {
+                vec![&e, &p]
+            } else {
+                vec![&e, &p, &v]
+            };
+            let mut r = rng::stream("augment", &parts, seed);
             augment(base, size, a, &mut r)
         }
         _ => base.to_vec(),
@@ -347,6 +354,9 @@ pub struct Pass {
     pub prefetch: usize,
     /// Drop a last batch smaller than this (BatchNorm cannot train on one sample).
     pub min_batch: usize,
+    /// Augmented views per sample (2 for contrastive pretraining); pixels hold view 0 of every
+    /// sample, then view 1, …
+    pub views: usize,
 }
 
 impl Loader {
@@ -368,16 +378,18 @@ impl Loader {
                         break;
                     }
                     let start = bi * pass.batch_size;
-                    let per: Vec<Vec<f32>> = chunk
+                    let jobs: Vec<(usize, usize, usize)> = (0..pass.views.max(1))
+                        .flat_map(|v| chunk.iter().enumerate().map(move |(k, &row)| (v, k, row)))
+                        .collect();
+                    let per: Vec<Vec<f32>> = jobs
                         .par_iter()
-                        .enumerate()
-                        .map(|(k, &row)| {
+                        .map(|&(v, k, row)| {
                             prepare(
                                 images.get(row),
                                 size,
                                 pass.augment.as_ref(),
                                 pass.normalize,
-                                (pass.seed, pass.epoch, start + k),
+                                (pass.seed, pass.epoch, start + k, v),
                             )
                         })
                         .collect();
@@ -464,6 +476,7 @@ mod tests {
             skip,
             prefetch: 2,
             min_batch: 1,
+            views: 1,
         };
         Loader::spawn(images.clone(), labels.clone(), pass)
             .map(|b| (b.index, b.pixels, b.labels))

@@ -325,6 +325,7 @@ pub fn run(
                 skip: state.batch,
                 prefetch: 2,
                 min_batch: 2,
+                views: 1,
             };
             for batch in Loader::spawn(train_images.clone(), train_labels.clone(), pass) {
                 if interrupt.load(Ordering::Relaxed) {
@@ -477,6 +478,7 @@ fn eval_batches(images: &Arc<BaseImages>, cfg: &DownstreamConfig) -> Loader {
             skip: 0,
             prefetch: 2,
             min_batch: 1,
+            views: 1,
         },
     )
 }

@@ -7,7 +7,9 @@ pub mod backend;
 pub mod checkpoint;
 pub mod data;
 pub mod downstream;
+pub mod pretrain;
 pub mod schedule;
+pub mod text;
 
 use std::path::PathBuf;
 

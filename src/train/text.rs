@@ -1,0 +1,136 @@
+//! Report text for image-text pretraining: a word-level tokenizer trained on the impressions
+//! with the `tokenizers` crate (saved as `tokenizer.json`), or a user's `tokenizer.json`, and
+//! batches of padded token ids.
+
+use std::path::Path;
+
+use burn::prelude::*;
+use tokenizers::decoders::DecoderWrapper;
+use tokenizers::models::wordlevel::{WordLevel, WordLevelTrainerBuilder};
+use tokenizers::normalizers::Lowercase;
+use tokenizers::pre_tokenizers::whitespace::Whitespace;
+use tokenizers::processors::PostProcessorWrapper;
+use tokenizers::{AddedToken, Tokenizer, TokenizerBuilder, TokenizerImpl};
+
+use super::Error;
+
+pub const PAD: &str = "[PAD]";
+pub const UNK: &str = "[UNK]";
+
+/// Trains a lower-cased word-level tokenizer (vocabulary capped at `vocab_size`).
+pub fn train_tokenizer(corpus: &[String], vocab_size: usize) -> Result<Tokenizer, Error> {
+    let err = |e: tokenizers::Error| Error::Data(format!("tokenizer: {e}"));
+    let mut trainer = WordLevelTrainerBuilder::default()
+        .min_frequency(1)
+        .vocab_size(vocab_size)
+        .show_progress(false)
+        .special_tokens(vec![
+            AddedToken::from(PAD, true),
+            AddedToken::from(UNK, true),
+        ])
+        .build()
+        .map_err(|e| Error::Data(format!("tokenizer: {e}")))?;
+    let model = WordLevel::builder()
+        .unk_token(UNK.into())
+        .build()
+        .map_err(err)?;
+    let mut tok: TokenizerImpl<
+        WordLevel,
+        Lowercase,
+        Whitespace,
+        PostProcessorWrapper,
+        DecoderWrapper,
+    > = TokenizerBuilder::new()
+        .with_model(model)
+        .with_normalizer(Some(Lowercase))
+        .with_pre_tokenizer(Some(Whitespace {}))
+        .build()
+        .map_err(err)?;
+    tok.train(&mut trainer, corpus.iter()).map_err(err)?;
+    Ok(Tokenizer::from(tok))
+}
+
+pub fn load_tokenizer(path: &Path) -> Result<Tokenizer, Error> {
+    Tokenizer::from_file(path).map_err(|e| Error::file("load tokenizer", path)(e.to_string()))
+}
+
+pub fn save_tokenizer(tok: &Tokenizer, path: &Path) -> Result<(), Error> {
+    let json = tok
+        .to_string(true)
+        .map_err(|e| Error::file("save tokenizer", path)(e.to_string()))?;
+    super::checkpoint::write_atomic(path, json.as_bytes())
+}
+
+/// The id used for padding (`[PAD]`, else 0).
+pub fn pad_id(tok: &Tokenizer) -> u32 {
+    tok.token_to_id(PAD).unwrap_or(0)
+}
+
+/// Token ids `[batch, max_len]` and the padding mask (true where padded).
+pub fn encode_batch(
+    tok: &Tokenizer,
+    texts: &[&str],
+    max_len: usize,
+    device: &Device,
+) -> Result<(Tensor<2, Int>, Tensor<2, Bool>), Error> {
+    let pad = pad_id(tok);
+    let mut ids = Vec::with_capacity(texts.len() * max_len);
+    let mut mask = Vec::with_capacity(texts.len() * max_len);
+    for t in texts {
+        let enc = tok
+            .encode(*t, false)
+            .map_err(|e| Error::Data(format!("tokenizer: {e}")))?;
+        let mut row: Vec<i64> = enc
+            .get_ids()
+            .iter()
+            .take(max_len)
+            .map(|&i| i64::from(i))
+            .collect();
+        if row.is_empty() {
+            row.push(i64::from(tok.token_to_id(UNK).unwrap_or(pad)));
+        }
+        let n = row.len();
+        row.resize(max_len, i64::from(pad));
+        ids.extend(row);
+        mask.extend((0..max_len).map(|i| i >= n));
+    }
+    let b = texts.len();
+    Ok((
+        Tensor::<2, Int>::from_data(TensorData::new(ids, [b, max_len]), device),
+        Tensor::<2, Bool>::from_data(TensorData::new(mask, [b, max_len]), device),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trains_encodes_and_round_trips() {
+        let corpus: Vec<String> = vec![
+            "Mild medial joint space narrowing.".into(),
+            "No acute fracture.".into(),
+        ];
+        let tok = train_tokenizer(&corpus, 100).unwrap();
+        assert_eq!(pad_id(&tok), 0);
+        let (ids, pad) = encode_batch(
+            &tok,
+            &["medial narrowing", "no fracture at all"],
+            6,
+            &Device::flex(),
+        )
+        .unwrap();
+        let ids = ids.into_data().try_to_vec::<i64>().unwrap();
+        assert_eq!(ids.len(), 12);
+        assert!(ids[2] == 0 && ids[0] > 1);
+        let pad = pad.into_data().try_to_vec::<bool>().unwrap();
+        assert_eq!(&pad[..3], &[false, false, true]);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tokenizer.json");
+        save_tokenizer(&tok, &p).unwrap();
+        assert_eq!(
+            load_tokenizer(&p).unwrap().get_vocab_size(true),
+            tok.get_vocab_size(true)
+        );
+    }
+}
