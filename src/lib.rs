@@ -12,6 +12,7 @@
 //! Support: [`id`] (hashes and prefixes), [`rng`] (seeded ChaCha streams), [`table`] (Parquet
 //! in and out), [`output`] (printer, tables, progress).
 
+pub mod audit;
 pub mod bench;
 pub mod cli;
 pub mod context;
@@ -22,7 +23,9 @@ pub mod metrics;
 pub mod model;
 pub mod output;
 pub mod predictions;
+pub mod report;
 pub mod rng;
+pub mod runner;
 pub mod store;
 pub mod table;
 pub mod train;

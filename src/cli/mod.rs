@@ -4,9 +4,13 @@
 //! errors, 2 for usage (clap), 101 for bugs (panics).
 
 mod bench;
+mod compare;
 mod data;
+mod exec;
 mod init;
 mod metrics;
+mod run;
+mod status;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -58,6 +62,14 @@ pub enum Command {
     /// Cohorts: import, generate, split, fraction, list, show.
     #[command(subcommand)]
     Data(data::Command),
+    /// Run a sweep: plan, skip what is done, resume what was cut, execute the rest.
+    Run(run::Args),
+    /// Execute exactly one planned run (what a cluster job calls).
+    Exec(exec::Args),
+    /// Runs by status; failed runs show their error.
+    Status(status::Args),
+    /// Compare inits: metric tables with confidence intervals and paired tests.
+    Compare(compare::Args),
     /// Metrics of a predictions file (scikit-learn definitions).
     Metrics(metrics::Args),
     /// Benchmarks that print ratios against a reference measured in the same run.
@@ -102,6 +114,10 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Init(args) => init::run(&env, args),
         Command::Data(cmd) => data::run(&env, cmd),
+        Command::Run(args) => run::run(&env, args),
+        Command::Exec(args) => exec::run(&env, args),
+        Command::Status(args) => status::run(&env, args),
+        Command::Compare(args) => compare::run(&env, args),
         Command::Metrics(args) => metrics::run(&env, args),
         Command::Bench(cmd) => bench::run(&env, cmd),
     };
@@ -199,6 +215,18 @@ fn hint(e: &anyhow::Error) -> Option<String> {
         } else if let Some(x) = c.downcast_ref::<fraction::Error>() {
             x.hint()
         } else if let Some(x) = c.downcast_ref::<crate::index::Error>() {
+            x.hint()
+        } else if let Some(x) = c.downcast_ref::<crate::runner::Error>() {
+            x.hint()
+        } else if let Some(x) = c.downcast_ref::<crate::runner::spec::Error>() {
+            x.hint()
+        } else if let Some(x) = c.downcast_ref::<crate::runner::exec::Error>() {
+            x.hint()
+        } else if let Some(x) = c.downcast_ref::<crate::report::compare::Error>() {
+            x.hint()
+        } else if let Some(x) = c.downcast_ref::<crate::train::backend::Error>() {
+            x.hint()
+        } else if let Some(x) = c.downcast_ref::<crate::model::import::Error>() {
             x.hint()
         } else {
             None

@@ -188,16 +188,29 @@ pub fn import_with_rules(
         check_inside(&table.path, r, &root)?;
     }
 
+    // Files whose size, mtime and inode are unchanged since an earlier import are not read
+    // again (their objects are in the store), like git's index.
+    let known: HashMap<String, (i64, i64, i64, Hash)> = k.index.run(async {
+        let rows: Vec<(String, i64, i64, i64, String)> =
+            sqlx::query_as("SELECT path, size, mtime_ns, inode, hash FROM file_stats")
+                .fetch_all(k.index.pool())
+                .await?;
+        Ok::<_, index::Error>(
+            rows.into_iter()
+                .filter_map(|(p, s, m, i, h)| Some((p, (s, m, i, h.parse().ok()?))))
+                .collect(),
+        )
+    })?;
     progress.set_length(rows.len() as u64);
     let batch = k.store.batch();
     let failed = AtomicBool::new(false);
-    let staged: Vec<Result<store::Put, Error>> = rows
+    let staged: Vec<Result<(store::Put, Option<FileStat>), Error>> = rows
         .par_iter()
         .map(|r| {
             if failed.load(Ordering::Relaxed) || interrupt.load(Ordering::Relaxed) {
                 return Err(Error::Interrupted);
             }
-            let result = stage_image(&batch, &table.path, r);
+            let result = stage_image(&batch, &k.store, &known, &table.path, r);
             if result.is_err() {
                 failed.store(true, Ordering::Relaxed);
             }
@@ -207,10 +220,14 @@ pub fn import_with_rules(
         .collect();
     // Report the first real error by row (an `Interrupted` only means another row failed).
     let mut puts = Vec::with_capacity(rows.len());
+    let mut stats = Vec::new();
     let mut first_err = None;
     for result in staged {
         match result {
-            Ok(p) => puts.push(p),
+            Ok((p, stat)) => {
+                puts.push(p);
+                stats.extend(stat);
+            }
             Err(Error::Interrupted) => {}
             Err(e) => {
                 first_err.get_or_insert(e);
@@ -290,6 +307,7 @@ pub fn import_with_rules(
             n_patients: n_patients as i64,
             imported_at: now.clone(),
         };
+        index::runs::remember_files(&mut tx, &stats).await?;
         let new = cohorts::insert(&mut tx, &row).await?;
         if new {
             cohorts::insert_samples(&mut tx, &cohort, &samples).await?;
@@ -496,7 +514,17 @@ fn check_inside(manifest: &Path, r: &Row, root: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-fn stage_image(batch: &store::Batch<'_>, manifest: &Path, r: &Row) -> Result<store::Put, Error> {
+/// (canonical path, size, mtime in ns, inode, hash) of an imported file.
+type FileStat = (String, i64, i64, i64, Hash);
+
+fn stage_image(
+    batch: &store::Batch<'_>,
+    store: &store::Store,
+    known: &HashMap<String, (i64, i64, i64, Hash)>,
+    manifest: &Path,
+    r: &Row,
+) -> Result<(store::Put, Option<FileStat>), Error> {
+    use std::os::unix::fs::MetadataExt;
     let err = |problem: String| Error::ImageContent {
         manifest: manifest.to_path_buf(),
         row: r.row,
@@ -504,9 +532,32 @@ fn stage_image(batch: &store::Batch<'_>, manifest: &Path, r: &Row) -> Result<sto
         path: r.image_rel.clone(),
         problem,
     };
+    let real = r
+        .image
+        .canonicalize()
+        .map_err(|e| err(format!("cannot be read: {e}")))?;
+    let key = real.display().to_string();
+    let meta = std::fs::metadata(&real).map_err(|e| err(format!("cannot be read: {e}")))?;
+    let stat = (
+        meta.size() as i64,
+        meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        meta.ino() as i64,
+    );
+    if let Some((size, mtime, inode, hash)) = known.get(&key)
+        && (*size, *mtime, *inode) == stat
+        && store.has(hash)
+    {
+        let put = store::Put {
+            hash: *hash,
+            size: stat.0 as u64,
+            new: false,
+        };
+        return Ok((put, None));
+    }
     let bytes = std::fs::read(&r.image).map_err(|e| err(format!("cannot be read: {e}")))?;
     image::validate(&bytes).map_err(|e| err(e.to_string()))?;
-    Ok(batch.put_bytes(&bytes)?)
+    let put = batch.put_bytes(&bytes)?;
+    Ok((put, Some((key, stat.0, stat.1, stat.2, put.hash))))
 }
 
 #[cfg(test)]

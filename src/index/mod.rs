@@ -7,6 +7,7 @@
 //! "database is locked". Everything here can be rebuilt from record objects in the store.
 
 pub mod cohorts;
+pub mod runs;
 pub mod splits;
 
 use std::future::Future;
@@ -142,8 +143,9 @@ impl Index {
         let pattern = format!("{}%", prefix.as_str());
         let mut found: Vec<(Hash, IdKind)> = Vec::new();
         for kind in kinds {
+            let key = if *kind == IdKind::Run { "id" } else { "hash" };
             let sql = format!(
-                "SELECT hash FROM {} WHERE hash LIKE ?1 LIMIT 10",
+                "SELECT {key} FROM {} WHERE {key} LIKE ?1 LIMIT 10",
                 kind.table()
             );
             let rows: Vec<(String,)> =
@@ -178,6 +180,7 @@ pub enum IdKind {
     Cohort,
     Split,
     Fraction,
+    Run,
     Object,
 }
 
@@ -187,6 +190,7 @@ impl IdKind {
             IdKind::Cohort => "cohorts",
             IdKind::Split => "splits",
             IdKind::Fraction => "fractions",
+            IdKind::Run => "runs",
             IdKind::Object => "objects",
         }
     }
@@ -196,6 +200,7 @@ impl IdKind {
             IdKind::Cohort => "cohort",
             IdKind::Split => "split",
             IdKind::Fraction => "fraction",
+            IdKind::Run => "run",
             IdKind::Object => "object",
         }
     }

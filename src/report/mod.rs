@@ -1,0 +1,5 @@
+//! Results: comparison tables and their renderings (terminal, Markdown, CSV, JSON, LaTeX),
+//! exports of runs and metrics, and plots.
+
+pub mod compare;
+pub mod render;

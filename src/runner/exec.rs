@@ -1,0 +1,560 @@
+//! Executing one claimed run: gather its inputs by hash from the store, train in the run's
+//! scratch directory (`runs/<id>/`, which also holds its resume checkpoints and log), then put
+//! every output into the store and write the run record (an object) and its index rows in one
+//! transaction. Nothing here decides which run to execute.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use serde_json::json;
+
+use super::resolved::{DownstreamRun, InitRef, PretrainRun, ResolvedRun, Source};
+use crate::audit::env;
+use crate::context::Ktrack;
+use crate::data::manifest;
+use crate::data::{Label, Partition, Sample};
+use crate::id::Hash;
+use crate::index::{self, runs, splits};
+use crate::predictions::Predictions;
+use crate::store::Store;
+use crate::table;
+use crate::train::data::{Example, ImageSource};
+use crate::train::downstream::{self, DownstreamData, Init};
+use crate::train::pretrain::{self, PretrainData};
+use crate::train::{self as training, Observer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("input {what} {hash} is not in the index or the store")]
+    Missing { what: &'static str, hash: Hash },
+    #[error(
+        "leakage: {patients} patient(s) of the {sets} were in the pretraining data of run {pretrain} (e.g. `{example}`)"
+    )]
+    Leakage {
+        pretrain: Hash,
+        patients: usize,
+        sets: String,
+        example: String,
+    },
+    #[error("pretraining run {0} has not finished")]
+    DependencyNotDone(Hash),
+    #[error("{0}")]
+    Data(String),
+    #[error(transparent)]
+    Train(#[from] training::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    #[error(transparent)]
+    Index(#[from] index::Error),
+}
+
+impl Error {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::Leakage { .. } => Some(
+                "pretrain on the train partition (`data = [\"train\", …]`), or set `allow_leakage = true` on the init to accept and record it"
+                    .into(),
+            ),
+            Error::Missing { .. } => Some("run `ktrack verify`; a bundle import may be missing objects".into()),
+            _ => None,
+        }
+    }
+
+    pub fn is_interrupt(&self) -> bool {
+        matches!(self, Error::Train(training::Error::Interrupted { .. }))
+    }
+}
+
+/// Images read from the store.
+pub struct StoreImages<'a>(pub &'a Store);
+
+impl ImageSource for StoreImages<'_> {
+    fn bytes(&self, image: &Hash) -> Result<Vec<u8>, String> {
+        self.0.read(image).map_err(|e| e.to_string())
+    }
+}
+
+/// What a finished run produced.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Outcome {
+    pub run: Hash,
+    pub record: Hash,
+    pub outputs: Vec<(String, Hash)>,
+    /// (evaluation set, metric, value)
+    pub metrics: Vec<(String, String, f64)>,
+    pub seconds: f64,
+    pub images_per_second: f64,
+}
+
+/// A log of the run's progress (kept in the store) that also forwards to an observer.
+struct Logged<'a> {
+    inner: &'a dyn Observer,
+    file: Mutex<std::fs::File>,
+}
+
+impl Logged<'_> {
+    fn line(&self, text: &str) {
+        if let Ok(mut f) = self.file.lock() {
+            let _ = writeln!(f, "{text}");
+        }
+    }
+}
+
+impl Observer for Logged<'_> {
+    fn start(&self, total: usize, done: usize) {
+        self.line(&format!("start: {total} steps, {done} done"));
+        self.inner.start(total, done);
+    }
+
+    fn step(&self, epoch: usize, batch: usize) {
+        self.inner.step(epoch, batch);
+    }
+
+    fn epoch(&self, epoch: usize, loss: f64, metric: f64) {
+        self.line(&format!(
+            "epoch {epoch}: train loss {loss:.6}, validation metric {metric:.6}"
+        ));
+        self.inner.epoch(epoch, loss, metric);
+    }
+}
+
+/// The samples of a cohort version, from its manifest object.
+pub fn cohort_samples(store: &Store, cohort: &Hash) -> Result<Vec<Sample>, Error> {
+    let bytes = store.read(cohort).map_err(|_| Error::Missing {
+        what: "cohort manifest",
+        hash: *cohort,
+    })?;
+    Ok(manifest::read_canonical(&bytes)
+        .map_err(|e| Error::Data(e.to_string()))?
+        .samples)
+}
+
+/// sample id → partition, from the split's assignment object.
+pub fn assignment(k: &Ktrack, split: &Hash) -> Result<BTreeMap<String, Partition>, Error> {
+    let row = k
+        .index
+        .run(async {
+            let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
+            splits::get_split(&mut c, split).await
+        })?
+        .ok_or(Error::Missing {
+            what: "split",
+            hash: *split,
+        })?;
+    let bytes = k.store.read(&row.assignment)?;
+    let t = table::read(&bytes).map_err(|e| Error::Data(e.to_string()))?;
+    let ids = table::strings(&t.batch, "sample_id").map_err(|e| Error::Data(e.to_string()))?;
+    let parts = table::strings(&t.batch, "partition").map_err(|e| Error::Data(e.to_string()))?;
+    Ok((0..t.batch.num_rows())
+        .filter_map(|i| Partition::parse(parts.value(i)).map(|p| (ids.value(i).to_string(), p)))
+        .collect())
+}
+
+fn fraction_members(k: &Ktrack, fraction: &Hash) -> Result<BTreeSet<String>, Error> {
+    let row = k
+        .index
+        .run(async {
+            let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
+            splits::get_fraction(&mut c, fraction).await
+        })?
+        .ok_or(Error::Missing {
+            what: "label fraction",
+            hash: *fraction,
+        })?;
+    let bytes = k.store.read(&row.members)?;
+    let t = table::read(&bytes).map_err(|e| Error::Data(e.to_string()))?;
+    let ids = table::strings(&t.batch, "sample_id").map_err(|e| Error::Data(e.to_string()))?;
+    Ok((0..t.batch.num_rows())
+        .map(|i| ids.value(i).to_string())
+        .collect())
+}
+
+fn example(s: &Sample, label: u8) -> Example {
+    Example {
+        sample_id: s.sample_id.clone(),
+        patient_id: s.patient_id.clone(),
+        side: s.side,
+        image: s.image,
+        label,
+    }
+}
+
+fn labelled(samples: &[Sample], task: Label, keep: impl Fn(&Sample) -> bool) -> Vec<Example> {
+    samples
+        .iter()
+        .filter(|s| keep(s))
+        .filter_map(|s| s.label(task).map(|l| example(s, l)))
+        .collect()
+}
+
+/// The (cohort, patient) pairs a pretraining run saw, from its `seen` output.
+fn seen_patients(k: &Ktrack, pretrain: &Hash) -> Result<BTreeSet<(String, String)>, Error> {
+    let outputs = k.index.run(async {
+        let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
+        runs::outputs(&mut c, pretrain).await
+    })?;
+    let seen = outputs
+        .iter()
+        .find(|(r, _)| r == "seen")
+        .map(|(_, h)| *h)
+        .ok_or(Error::DependencyNotDone(*pretrain))?;
+    let t = table::read(&k.store.read(&seen)?).map_err(|e| Error::Data(e.to_string()))?;
+    let cohorts = table::strings(&t.batch, "cohort").map_err(|e| Error::Data(e.to_string()))?;
+    let patients =
+        table::strings(&t.batch, "patient_id").map_err(|e| Error::Data(e.to_string()))?;
+    Ok((0..t.batch.num_rows())
+        .map(|i| (cohorts.value(i).to_string(), patients.value(i).to_string()))
+        .collect())
+}
+
+fn output_of(k: &Ktrack, run: &Hash, role: &str) -> Result<Hash, Error> {
+    let outputs = k.index.run(async {
+        let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
+        runs::outputs(&mut c, run).await
+    })?;
+    outputs
+        .into_iter()
+        .find(|(r, _)| r == role)
+        .map(|(_, h)| h)
+        .ok_or(Error::DependencyNotDone(*run))
+}
+
+/// Links a store object into the run directory under a name the trainer understands.
+fn link_object(store: &Store, hash: &Hash, dir: &Path, name: &str) -> Result<PathBuf, Error> {
+    let src = store.path_of(hash);
+    if !src.is_file() {
+        return Err(Error::Missing {
+            what: "object",
+            hash: *hash,
+        });
+    }
+    let dst = dir.join(name);
+    let _ = std::fs::remove_file(&dst);
+    std::os::unix::fs::symlink(&src, &dst)
+        .map_err(|e| Error::Data(format!("cannot link `{}`: {e}", dst.display())))?;
+    Ok(dst)
+}
+
+/// Executes a run (already claimed) in `run_dir` and records it. Returns its outcome.
+pub fn execute(
+    k: &Ktrack,
+    id: &Hash,
+    resolved: &ResolvedRun,
+    run_dir: &Path,
+    observer: &dyn Observer,
+    interrupt: &AtomicBool,
+) -> Result<Outcome, Error> {
+    std::fs::create_dir_all(run_dir)
+        .map_err(|e| Error::Data(format!("cannot create `{}`: {e}", run_dir.display())))?;
+    let log_path = run_dir.join("log.txt");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| Error::Data(format!("cannot open `{}`: {e}", log_path.display())))?;
+    let logged = Logged {
+        inner: observer,
+        file: Mutex::new(file),
+    };
+    let started_at = k.clock.now();
+    logged.line(&format!(
+        "run {id:#} started at {started_at} on {}",
+        env::hostname()
+    ));
+    let t0 = Instant::now();
+    let result = match resolved {
+        ResolvedRun::Downstream(d) => run_downstream(k, id, d, run_dir, &logged, interrupt),
+        ResolvedRun::Pretrain(p) => run_pretrain(k, p, run_dir, &logged, interrupt),
+    };
+    let (mut outputs, metrics, extra, images_per_second) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            logged.line(&format!("stopped: {e}"));
+            return Err(e);
+        }
+    };
+    let finished_at = k.clock.now();
+    let seconds = t0.elapsed().as_secs_f64();
+    logged.line(&format!("finished at {finished_at} in {seconds:.1}s"));
+    let (device, seed) = match resolved {
+        ResolvedRun::Downstream(d) => (d.config.device, d.config.seed),
+        ResolvedRun::Pretrain(p) => (p.config.device, p.config.seed),
+    };
+    let environment = env::capture(device, seed, &started_at, &finished_at);
+
+    // Outputs, the log and the record go into the store together.
+    let batch = k.store.batch();
+    let mut stored: Vec<(String, Hash, u64)> = Vec::new();
+    for (role, path) in outputs.drain(..) {
+        let put = batch.put_file(&path)?;
+        stored.push((role, put.hash, put.size));
+    }
+    let log = batch.put_file(&log_path)?;
+    stored.push(("log".into(), log.hash, log.size));
+    let metrics_json: BTreeMap<&str, BTreeMap<&str, Option<f64>>> =
+        metrics
+            .iter()
+            .fold(BTreeMap::new(), |mut m, (set, name, v)| {
+                m.entry(set.as_str())
+                    .or_default()
+                    .insert(name.as_str(), v.is_finite().then_some(*v));
+                m
+            });
+    let record = json!({
+        "ktrack": "run",
+        "format": 1,
+        "id": id.hex(),
+        "kind": resolved.kind(),
+        "spec": resolved.to_json(),
+        "outputs": stored.iter().map(|(r, h, _)| (r.clone(), json!(h.hex()))).collect::<serde_json::Map<_, _>>(),
+        "metrics": metrics_json,
+        "environment": environment,
+        "details": extra,
+        "seconds": seconds,
+    });
+    let record_put = batch.put_bytes(crate::id::canonical_json(&record).as_bytes())?;
+    batch.commit()?;
+
+    let outputs: Vec<(String, Hash)> = stored.iter().map(|(r, h, _)| (r.clone(), *h)).collect();
+    let now = k.clock.now();
+    k.index.run(async {
+        let mut tx = k.index.begin_write().await?;
+        let objects: Vec<(Hash, u64, &str)> = stored
+            .iter()
+            .map(|(r, h, s)| (*h, *s, r.split(':').next().unwrap_or("output")))
+            .chain([(record_put.hash, record_put.size, "record")])
+            .collect();
+        index::insert_objects(&mut tx, &objects, &now).await?;
+        runs::finish(
+            &mut tx,
+            id,
+            &runs::Finished {
+                record: record_put.hash,
+                outputs: &outputs,
+                metrics: &metrics,
+                started_at: &started_at,
+                finished_at: &finished_at,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok::<_, index::Error>(())
+    })?;
+    let _ = std::fs::remove_dir_all(run_dir);
+    Ok(Outcome {
+        run: *id,
+        record: record_put.hash,
+        outputs,
+        metrics,
+        seconds,
+        images_per_second,
+    })
+}
+
+type Produced = (
+    Vec<(String, PathBuf)>,
+    Vec<(String, String, f64)>,
+    serde_json::Value,
+    f64,
+);
+
+fn run_downstream(
+    k: &Ktrack,
+    id: &Hash,
+    d: &DownstreamRun,
+    run_dir: &Path,
+    observer: &dyn Observer,
+    interrupt: &AtomicBool,
+) -> Result<Produced, Error> {
+    let task = d.config.task;
+    let samples = cohort_samples(&k.store, &d.cohort)?;
+    let parts = assignment(k, &d.split)?;
+    let members = fraction_members(k, &d.fraction)?;
+    let parts_ref = &parts;
+    let in_part = |p: Partition| move |s: &Sample| parts_ref.get(&s.sample_id) == Some(&p);
+    let train = labelled(&samples, task, |s| members.contains(&s.sample_id));
+    let val = labelled(&samples, task, in_part(Partition::Val));
+    let test = labelled(&samples, task, in_part(Partition::Test));
+    let mut evals = vec![
+        ("val".to_string(), val.clone()),
+        ("test".to_string(), test.clone()),
+    ];
+    let mut external_samples = Vec::new();
+    for e in &d.external {
+        let ext = cohort_samples(&k.store, &e.cohort)?;
+        evals.push((e.name.clone(), labelled(&ext, task, |_| true)));
+        external_samples.push((e.cohort, ext));
+    }
+
+    let mut leakage = json!(null);
+    let init = match &d.init {
+        InitRef::Random => Init::Random,
+        InitRef::Torchvision { weights, format } => Init::Torchvision(link_object(
+            &k.store,
+            weights,
+            run_dir,
+            &format!("init.{format}"),
+        )?),
+        InitRef::Pretrain { run, allow_leakage } => {
+            // Leakage guard: no test or external patient may have been seen in pretraining.
+            let seen = seen_patients(k, run)?;
+            let mut leaked: BTreeSet<(String, String)> = BTreeSet::new();
+            let cohort = d.cohort.hex();
+            for s in samples
+                .iter()
+                .filter(|s| parts.get(&s.sample_id) == Some(&Partition::Test))
+            {
+                let key = (cohort.clone(), s.patient_id.clone());
+                if seen.contains(&key) {
+                    leaked.insert(key);
+                }
+            }
+            for (c, ext) in &external_samples {
+                for s in ext {
+                    let key = (c.hex(), s.patient_id.clone());
+                    if seen.contains(&key) {
+                        leaked.insert(key);
+                    }
+                }
+            }
+            if !leaked.is_empty() && !allow_leakage {
+                return Err(Error::Leakage {
+                    pretrain: *run,
+                    patients: leaked.len(),
+                    sets: "test partition or external cohorts".into(),
+                    example: leaked
+                        .iter()
+                        .next()
+                        .map(|(_, p)| p.clone())
+                        .unwrap_or_default(),
+                });
+            }
+            leakage = json!({ "pretrain": run.hex(), "patients": leaked.len(), "allowed": allow_leakage });
+            let encoder = output_of(k, run, "encoder")?;
+            Init::Encoder(link_object(
+                &k.store,
+                &encoder,
+                run_dir,
+                "init.safetensors",
+            )?)
+        }
+    };
+    let images = StoreImages(&k.store);
+    let data = DownstreamData {
+        train,
+        val,
+        evals,
+        images: &images,
+    };
+    let report = downstream::run(&d.config, &init, &data, run_dir, observer, interrupt)?;
+    let mut outputs = vec![("checkpoint".to_string(), report.checkpoint.clone())];
+    let mut metrics = Vec::new();
+    for (set, path) in &report.predictions {
+        let bytes = std::fs::read(path).map_err(|e| Error::Data(e.to_string()))?;
+        let preds = Predictions::from_parquet(&bytes).map_err(|e| Error::Data(e.to_string()))?;
+        for (m, v) in preds.metrics() {
+            metrics.push((set.clone(), m.to_string(), v));
+        }
+        outputs.push((format!("predictions:{set}"), path.clone()));
+    }
+    outputs.push(("curves".into(), run_dir.join("curves.json")));
+    let _ = id;
+    let extra = json!({
+        "best_epoch": report.best_epoch,
+        "best_val_metric": report.best_val_metric,
+        "epochs_run": report.epochs_run,
+        "cached_features": report.cached_features,
+        "resumed_from_epoch": report.resumed_from_epoch,
+        "train_examples": data.train.len(),
+        "leakage": leakage,
+    });
+    Ok((outputs, metrics, extra, report.train_images_per_second))
+}
+
+fn run_pretrain(
+    k: &Ktrack,
+    p: &PretrainRun,
+    run_dir: &Path,
+    observer: &dyn Observer,
+    interrupt: &AtomicBool,
+) -> Result<Produced, Error> {
+    let text = p.config.method.uses_text();
+    let mut examples = Vec::new();
+    let mut reports = Vec::new();
+    let mut seen: Vec<(String, String, String)> = Vec::new();
+    for Source { cohort, split } in &p.sources {
+        let samples = cohort_samples(&k.store, cohort)?;
+        let parts = match split {
+            Some(s) => Some(assignment(k, s)?),
+            None => None,
+        };
+        for s in &samples {
+            if let Some(parts) = &parts
+                && parts.get(&s.sample_id) != Some(&Partition::Train)
+            {
+                continue;
+            }
+            if text && s.report.is_none() {
+                continue;
+            }
+            examples.push(example(s, 0));
+            reports.push(s.report.clone().unwrap_or_default());
+            seen.push((cohort.hex(), s.sample_id.clone(), s.patient_id.clone()));
+        }
+    }
+    let tokenizer = match &p.tokenizer {
+        Some(h) => Some(link_object(&k.store, h, run_dir, "user-tokenizer.json")?),
+        None => None,
+    };
+    let images = StoreImages(&k.store);
+    let data = PretrainData {
+        examples,
+        reports: text.then_some(reports),
+        images: &images,
+        tokenizer,
+    };
+    let report = pretrain::run(&p.config, &data, run_dir, observer, interrupt)?;
+    // Exactly which samples the run saw, for the leakage guard of downstream runs.
+    let seen_path = run_dir.join("seen.parquet");
+    let col = |f: &dyn Fn(&(String, String, String)) -> String| -> arrow::array::ArrayRef {
+        std::sync::Arc::new(arrow::array::StringArray::from(
+            seen.iter().map(f).collect::<Vec<_>>(),
+        ))
+    };
+    let batch = table::batch(vec![
+        ("cohort", col(&|s| s.0.clone()), false),
+        ("sample_id", col(&|s| s.1.clone()), false),
+        ("patient_id", col(&|s| s.2.clone()), false),
+    ])
+    .map_err(|e| Error::Data(e.to_string()))?;
+    let bytes = table::write(
+        &batch,
+        &BTreeMap::from([("ktrack.schema".to_string(), "ktrack.seen/1".to_string())]),
+    )
+    .map_err(|e| Error::Data(e.to_string()))?;
+    crate::train::checkpoint::write_atomic(&seen_path, &bytes)?;
+    let mut outputs = vec![
+        ("encoder".to_string(), report.encoder.clone()),
+        ("curves".to_string(), run_dir.join("curves.json")),
+        ("seen".to_string(), seen_path),
+    ];
+    if let Some(t) = &report.text_encoder {
+        outputs.push(("text_encoder".into(), t.clone()));
+    }
+    if let Some(t) = &report.tokenizer {
+        outputs.push(("tokenizer".into(), t.clone()));
+    }
+    let final_loss = report.curves.last().map_or(f64::NAN, |c| c.loss);
+    let metrics = vec![("train".to_string(), "loss".to_string(), final_loss)];
+    let extra = json!({
+        "images": data.examples.len(),
+        "epochs_run": report.curves.len(),
+        "resumed_from_epoch": report.resumed_from_epoch,
+        "images_per_second": report.images_per_second,
+    });
+    Ok((outputs, metrics, extra, report.images_per_second))
+}

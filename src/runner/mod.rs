@@ -1,0 +1,579 @@
+//! `ktrack run` and `ktrack exec`: sweep specs → resolved runs with identities → a DAG
+//! executed by claiming runs atomically in the index.
+//!
+//! Finished runs are skipped by identity; a run whose claimer died (stale heartbeat) is
+//! reclaimed and resumes from its last checkpoint; an interrupted run is released and resumes
+//! on the next `run`. `--jobs N` runs N claims at once; several processes may share a store.
+
+pub mod exec;
+pub mod plan;
+pub mod resolved;
+pub mod slurm;
+pub mod spec;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::context::Ktrack;
+use crate::id::Hash;
+use crate::index::{self, runs};
+use crate::train::Observer;
+use plan::{Plan, PlanOptions, PlannedRun};
+use resolved::ResolvedRun;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Spec(#[from] spec::Error),
+    #[error(transparent)]
+    Plan(#[from] plan::Error),
+    #[error(transparent)]
+    Index(#[from] index::Error),
+    #[error(transparent)]
+    Exec(#[from] exec::Error),
+    #[error("run {0} is not in the index")]
+    UnknownRun(Hash),
+    #[error("run {id} is held by `{by}` (heartbeat {age_s}s ago)")]
+    Held { id: Hash, by: String, age_s: i64 },
+    #[error("run {id} needs run {needs}, which is {status}")]
+    Blocked {
+        id: Hash,
+        needs: Hash,
+        status: &'static str,
+    },
+    #[error("the stored spec of run {0} cannot be read: {1}")]
+    BadSpec(Hash, String),
+    #[error(transparent)]
+    Slurm(#[from] slurm::Error),
+}
+
+impl Error {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::Spec(e) => e.hint(),
+            Error::Exec(e) => e.hint(),
+            Error::Held { .. } => {
+                Some("wait for it, or let the heartbeat go stale if its process died".into())
+            }
+            Error::Blocked { .. } => Some(
+                "run the dependency first (`ktrack exec` it, or `ktrack run` the sweep)".into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// Options of `ktrack run`.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub spec: PathBuf,
+    pub plan: PlanOptions,
+    pub jobs: usize,
+    pub dry_run: bool,
+    /// A running run whose heartbeat is older than this is reclaimed.
+    pub stale_after: Duration,
+    /// Rerun runs that failed before (default); otherwise leave them failed.
+    pub retry_failed: bool,
+}
+
+/// How ktrack reports a sweep's progress (the CLI draws bars and prints lines).
+pub trait SweepObserver: Sync {
+    fn status(&self, _verb: &str, _message: String) {}
+    /// A run is starting; the returned observer follows its training.
+    fn run_started(&self, _run: &PlannedRun) -> Box<dyn Observer + '_> {
+        Box::new(crate::train::Quiet)
+    }
+    fn run_finished(&self, _run: &PlannedRun, _outcome: &Result<exec::Outcome, String>) {}
+}
+
+/// A silent observer.
+pub struct Silent;
+
+impl SweepObserver for Silent {}
+
+/// Counts of a plan by status before execution.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Counts {
+    pub total: usize,
+    pub done: usize,
+    pub new: usize,
+    pub failed: usize,
+    pub running: usize,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PlanRow {
+    pub id: Hash,
+    pub kind: &'static str,
+    pub label: String,
+    pub status: runs::Status,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SweepReport {
+    pub sweep: String,
+    pub before: Counts,
+    pub rows: Vec<PlanRow>,
+    pub skipped: Vec<plan::Skipped>,
+    pub executed: Vec<(Hash, String, f64)>,
+    pub failed: Vec<(Hash, String, String)>,
+    pub interrupted: bool,
+    pub seconds: f64,
+    pub prepared: plan::Prepared,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A name for this process in claims.
+pub fn worker_id() -> String {
+    format!(
+        "{}:{}:{}",
+        crate::audit::env::hostname(),
+        std::process::id(),
+        now_ms()
+    )
+}
+
+/// Keeps the heartbeat of this process's claims fresh until dropped.
+pub struct Heartbeat {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Heartbeat {
+    pub fn start(k: Arc<Ktrack>, worker: String, every: Duration) -> Heartbeat {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("ktrack-heartbeat".into())
+            .spawn(move || {
+                let mut last = Instant::now();
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(200));
+                    if last.elapsed() >= every {
+                        last = Instant::now();
+                        let _ = k.index.run(async {
+                            let mut c =
+                                k.index.pool().acquire().await.map_err(index::Error::from)?;
+                            runs::heartbeat(&mut c, &worker, now_ms()).await
+                        });
+                    }
+                }
+            })
+            .expect("spawning a thread only fails when the OS is out of resources");
+        Heartbeat {
+            stop,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Loads and validates the spec, prepares data and plans (no execution).
+pub fn plan_sweep(
+    k: &Ktrack,
+    opts: &RunOptions,
+    ui: &dyn SweepObserver,
+    interrupt: &AtomicBool,
+) -> Result<(spec::LoadedSpec, Plan), Error> {
+    let spec = spec::LoadedSpec::load(&opts.spec)?;
+    let status = |verb: &str, msg: String| ui.status(verb, msg);
+    let prepared = plan::prepare(k, &spec, &opts.plan, &status, interrupt)?;
+    let plan = plan::plan(&spec, &prepared, &opts.plan);
+    Ok((spec, plan))
+}
+
+/// Records the plan in the index (idempotent) and returns each run's status.
+pub fn record_plan(
+    k: &Ktrack,
+    spec: &spec::LoadedSpec,
+    plan: &Plan,
+) -> Result<HashMap<Hash, (runs::Status, Option<i64>)>, Error> {
+    let new: Vec<runs::NewRun> = plan
+        .runs
+        .iter()
+        .map(|r| runs::NewRun {
+            id: r.id,
+            kind: r.resolved.kind(),
+            spec: r.resolved.to_json().to_string(),
+            label: r.label.clone(),
+            deps: r.deps.clone(),
+            inputs: inputs_of(&r.resolved),
+            axes: r.axes.clone(),
+        })
+        .collect();
+    let ids: Vec<Hash> = plan.runs.iter().map(|r| r.id).collect();
+    let now = k.clock.now();
+    let name = spec.spec.name.clone();
+    let path = spec.path.display().to_string();
+    Ok(k.index.run(async {
+        let mut tx = k.index.begin_write().await?;
+        runs::insert_planned(&mut tx, &new, &now).await?;
+        runs::upsert_sweep(&mut tx, &name, &path, &spec.hash, &ids, &now).await?;
+        let statuses = runs::statuses(&mut tx, &ids).await?;
+        tx.commit().await?;
+        Ok::<_, index::Error>(statuses)
+    })?)
+}
+
+/// The lineage edges of a run, by role.
+pub fn inputs_of(r: &ResolvedRun) -> Vec<(String, String)> {
+    match r {
+        ResolvedRun::Downstream(d) => {
+            let mut v = vec![
+                ("cohort".to_string(), d.cohort.hex()),
+                ("split".to_string(), d.split.hex()),
+                ("fraction".to_string(), d.fraction.hex()),
+            ];
+            match &d.init {
+                resolved::InitRef::Random => {}
+                resolved::InitRef::Torchvision { weights, .. } => {
+                    v.push(("weights".into(), weights.hex()))
+                }
+                resolved::InitRef::Pretrain { run, .. } => v.push(("pretrain".into(), run.hex())),
+            }
+            for e in &d.external {
+                v.push((format!("external:{}", e.name), e.cohort.hex()));
+            }
+            v
+        }
+        ResolvedRun::Pretrain(p) => {
+            let mut v = Vec::new();
+            for (i, s) in p.sources.iter().enumerate() {
+                v.push((format!("source:{i}"), s.cohort.hex()));
+                if let Some(split) = &s.split {
+                    v.push((format!("source:{i}:split"), split.hex()));
+                }
+            }
+            if let Some(t) = &p.tokenizer {
+                v.push(("tokenizer".into(), t.hex()));
+            }
+            v
+        }
+    }
+}
+
+/// Plans and executes a sweep.
+pub fn run_sweep(
+    k: &Arc<Ktrack>,
+    opts: &RunOptions,
+    ui: &dyn SweepObserver,
+    interrupt: &AtomicBool,
+) -> Result<SweepReport, Error> {
+    let t0 = Instant::now();
+    let (spec, plan) = plan_sweep(k, opts, ui, interrupt)?;
+    let statuses = record_plan(k, &spec, &plan)?;
+    let mut before = Counts {
+        total: plan.runs.len(),
+        ..Counts::default()
+    };
+    let mut rows = Vec::with_capacity(plan.runs.len());
+    for r in &plan.runs {
+        let status = statuses.get(&r.id).map_or(runs::Status::Planned, |s| s.0);
+        match status {
+            runs::Status::Done => before.done += 1,
+            runs::Status::Failed => before.failed += 1,
+            runs::Status::Running => before.running += 1,
+            runs::Status::Planned => before.new += 1,
+        }
+        rows.push(PlanRow {
+            id: r.id,
+            kind: r.resolved.kind(),
+            label: r.label.clone(),
+            status,
+        });
+    }
+    let mut report = SweepReport {
+        sweep: spec.spec.name.clone(),
+        before,
+        rows,
+        skipped: plan.skipped.clone(),
+        executed: Vec::new(),
+        failed: Vec::new(),
+        interrupted: false,
+        seconds: 0.0,
+        prepared: plan.prepared.clone(),
+    };
+    if opts.dry_run {
+        report.seconds = t0.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+    let pending: Vec<PlannedRun> = plan
+        .runs
+        .iter()
+        .filter(|r| {
+            let s = statuses.get(&r.id).map_or(runs::Status::Planned, |s| s.0);
+            s != runs::Status::Done && (opts.retry_failed || s != runs::Status::Failed)
+        })
+        .cloned()
+        .collect();
+    if pending.is_empty() {
+        report.seconds = t0.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+    let worker = worker_id();
+    let _heartbeat = Heartbeat::start(k.clone(), worker.clone(), Duration::from_secs(5));
+    let queue = Mutex::new(pending);
+    let executed = Mutex::new(Vec::new());
+    let failed = Mutex::new(Vec::new());
+    let stale_ms = opts.stale_after.as_millis() as i64;
+    std::thread::scope(|scope| {
+        for _ in 0..opts.jobs.max(1) {
+            scope.spawn(|| {
+                worker_loop(
+                    k,
+                    &worker,
+                    &queue,
+                    stale_ms,
+                    opts.retry_failed,
+                    ui,
+                    interrupt,
+                    &executed,
+                    &failed,
+                );
+            });
+        }
+    });
+    report.executed = executed.into_inner().unwrap_or_default();
+    report.failed = failed.into_inner().unwrap_or_default();
+    report.interrupted = interrupt.load(Ordering::Relaxed);
+    report.seconds = t0.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+enum Pick {
+    Run(Box<PlannedRun>),
+    Wait,
+    Empty,
+}
+
+/// Finds a run whose dependencies are done and claims it.
+fn pick(
+    k: &Ktrack,
+    worker: &str,
+    queue: &Mutex<Vec<PlannedRun>>,
+    stale_ms: i64,
+    retry_failed: bool,
+    failed: &Mutex<Vec<(Hash, String, String)>>,
+) -> Result<Pick, index::Error> {
+    let mut q = queue.lock().expect("queue lock is not poisoned");
+    if q.is_empty() {
+        return Ok(Pick::Empty);
+    }
+    let now = k.clock.now();
+    let mut i = 0;
+    while i < q.len() {
+        let r = &q[i];
+        let (claimed, status, blocked) = k.index.run(async {
+            let mut tx = k.index.begin_write().await?;
+            let deps = runs::deps(&mut tx, &r.id).await?;
+            let blocked = deps
+                .iter()
+                .find(|(_, s)| *s == runs::Status::Failed)
+                .map(|(h, _)| *h);
+            let ready = deps.iter().all(|(_, s)| *s == runs::Status::Done);
+            let mut claimed = false;
+            if ready {
+                let current = runs::get(&mut tx, &r.id).await?.map(|row| row.status);
+                if retry_failed || current != Some(runs::Status::Failed) {
+                    claimed = runs::claim(&mut tx, &r.id, worker, now_ms(), stale_ms, &now).await?;
+                }
+            }
+            let status = runs::get(&mut tx, &r.id).await?.map(|row| row.status);
+            tx.commit().await?;
+            Ok::<_, index::Error>((claimed, status, blocked))
+        })?;
+        if claimed {
+            return Ok(Pick::Run(Box::new(q.remove(i))));
+        }
+        match (status, blocked) {
+            (Some(runs::Status::Done), _) => {
+                q.remove(i);
+            }
+            (_, Some(dep)) => {
+                let r = q.remove(i);
+                failed.lock().expect("lock is not poisoned").push((
+                    r.id,
+                    r.label.clone(),
+                    format!("its dependency {dep} failed"),
+                ));
+            }
+            (Some(runs::Status::Failed), _) if !retry_failed => {
+                q.remove(i);
+            }
+            _ => i += 1,
+        }
+    }
+    Ok(if q.is_empty() {
+        Pick::Empty
+    } else {
+        Pick::Wait
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn worker_loop(
+    k: &Ktrack,
+    worker: &str,
+    queue: &Mutex<Vec<PlannedRun>>,
+    stale_ms: i64,
+    retry_failed: bool,
+    ui: &dyn SweepObserver,
+    interrupt: &AtomicBool,
+    executed: &Mutex<Vec<(Hash, String, f64)>>,
+    failed: &Mutex<Vec<(Hash, String, String)>>,
+) {
+    loop {
+        if interrupt.load(Ordering::Relaxed) {
+            return;
+        }
+        let run = match pick(k, worker, queue, stale_ms, retry_failed, failed) {
+            Ok(Pick::Run(r)) => r,
+            Ok(Pick::Wait) => {
+                // Dependencies are running here or in another process.
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            }
+            Ok(Pick::Empty) => return,
+            Err(e) => {
+                ui.status("Error", format!("index: {e}"));
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let observer = ui.run_started(&run);
+        let result = exec::execute(
+            k,
+            &run.id,
+            &run.resolved,
+            &k.run_dir(&run.id),
+            observer.as_ref(),
+            interrupt,
+        );
+        drop(observer);
+        let outcome = match result {
+            Ok(o) => {
+                executed.lock().expect("lock is not poisoned").push((
+                    run.id,
+                    run.label.clone(),
+                    o.seconds,
+                ));
+                Ok(o)
+            }
+            Err(e) if e.is_interrupt() => {
+                let _ = k.index.run(async {
+                    let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
+                    runs::release(&mut c, &run.id, worker).await
+                });
+                Err(e.to_string())
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                let now = k.clock.now();
+                let _ = k.index.run(async {
+                    let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
+                    runs::fail(&mut c, &run.id, worker, &msg, &now).await
+                });
+                failed.lock().expect("lock is not poisoned").push((
+                    run.id,
+                    run.label.clone(),
+                    msg.clone(),
+                ));
+                Err(msg)
+            }
+        };
+        ui.run_finished(&run, &outcome);
+    }
+}
+
+/// `ktrack exec RUN`: executes exactly one run (what a cluster job calls).
+pub fn exec_one(
+    k: &Arc<Ktrack>,
+    id: &Hash,
+    stale_after: Duration,
+    observer: &dyn Observer,
+    interrupt: &AtomicBool,
+) -> Result<Option<exec::Outcome>, Error> {
+    let row = k
+        .index
+        .run(async {
+            let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
+            runs::get(&mut c, id).await
+        })?
+        .ok_or(Error::UnknownRun(*id))?;
+    if row.status == runs::Status::Done {
+        return Ok(None);
+    }
+    let deps = k.index.run(async {
+        let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
+        runs::deps(&mut c, id).await
+    })?;
+    if let Some((needs, status)) = deps.iter().find(|(_, s)| *s != runs::Status::Done) {
+        return Err(Error::Blocked {
+            id: *id,
+            needs: *needs,
+            status: status.name(),
+        });
+    }
+    let resolved =
+        ResolvedRun::from_json(&row.spec).map_err(|e| Error::BadSpec(*id, e.to_string()))?;
+    let worker = worker_id();
+    let now = k.clock.now();
+    let claimed = k.index.run(async {
+        let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
+        runs::claim(
+            &mut c,
+            id,
+            &worker,
+            now_ms(),
+            stale_after.as_millis() as i64,
+            &now,
+        )
+        .await
+    })?;
+    if !claimed {
+        let row = k
+            .index
+            .run(async {
+                let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
+                runs::get(&mut c, id).await
+            })?
+            .ok_or(Error::UnknownRun(*id))?;
+        if row.status == runs::Status::Done {
+            return Ok(None);
+        }
+        return Err(Error::Held {
+            id: *id,
+            by: row.claimed_by.unwrap_or_default(),
+            age_s: (now_ms() - row.heartbeat_ms.unwrap_or(0)) / 1000,
+        });
+    }
+    let _heartbeat = Heartbeat::start(k.clone(), worker.clone(), Duration::from_secs(5));
+    match exec::execute(k, id, &resolved, &k.run_dir(id), observer, interrupt) {
+        Ok(o) => Ok(Some(o)),
+        Err(e) => {
+            let _ = k.index.run(async {
+                let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
+                if e.is_interrupt() {
+                    runs::release(&mut c, id, &worker).await
+                } else {
+                    runs::fail(&mut c, id, &worker, &e.to_string(), &k.clock.now()).await
+                }
+            });
+            Err(e.into())
+        }
+    }
+}

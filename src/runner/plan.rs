@@ -1,0 +1,462 @@
+//! From a validated spec to runs: prepare the data (generate synthetic cohorts if asked,
+//! import, split, fractions, store weights files — all idempotent and cheap when nothing
+//! changed), then expand the grid into resolved runs with identities and dependencies
+//! (pretraining before the downstream runs that use it).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use indicatif::ProgressBar;
+
+use super::resolved::{DownstreamRun, External, InitRef, PretrainRun, ResolvedRun, Source};
+use super::spec::{InitSpec, LoadedSpec};
+use crate::audit::env::VERSION;
+use crate::context::Ktrack;
+use crate::data::descriptor::Dataset;
+use crate::data::fraction::{self, FractionOptions};
+use crate::data::split::{self, SplitOptions};
+use crate::data::{Label, import, synth};
+use crate::id::Hash;
+use crate::index::{self, runs::Axes, splits};
+use crate::train::DeviceKind;
+use crate::train::data::Preprocess;
+use crate::train::downstream::DownstreamConfig;
+use crate::train::pretrain::{PretrainConfig, ssl_augment};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("could not prepare dataset `{path}`")]
+    Dataset {
+        path: PathBuf,
+        #[source]
+        source: anyhow::Error,
+    },
+    #[error(transparent)]
+    Split(#[from] split::Error),
+    #[error(transparent)]
+    Fraction(#[from] fraction::Error),
+    #[error(transparent)]
+    Index(#[from] index::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    #[error("weights file `{path}` for init `{init}` must end in .pth, .pt or .safetensors")]
+    WeightsFormat { init: String, path: PathBuf },
+}
+
+/// Choices from the command line that shape the plan.
+#[derive(Clone, Debug, Default)]
+pub struct PlanOptions {
+    /// torchvision weights for `torchvision` inits without their own `weights`.
+    pub imagenet_weights: Option<PathBuf>,
+    /// Overrides of `[run]`.
+    pub device: Option<DeviceKind>,
+    pub threads: Option<usize>,
+}
+
+/// The data a sweep runs on, by hash.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Prepared {
+    pub cohort: Hash,
+    pub cohort_name: String,
+    pub external: Vec<External>,
+    pub split: Hash,
+    /// (task, fraction) → fraction id.
+    pub fractions: BTreeMap<(Label, String), Hash>,
+    /// Pretraining data descriptor (as written in the spec) → cohort.
+    pub sources: BTreeMap<String, Hash>,
+    /// Init name → (weights object, format), for torchvision inits that have a file.
+    pub weights: BTreeMap<String, (Hash, String)>,
+}
+
+/// A run of the plan.
+#[derive(Clone, Debug)]
+pub struct PlannedRun {
+    pub id: Hash,
+    pub resolved: ResolvedRun,
+    pub label: String,
+    pub deps: Vec<Hash>,
+    pub axes: Option<Axes>,
+}
+
+/// An init that cannot run, and why (e.g. no ImageNet weights file given).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Skipped {
+    pub init: String,
+    pub reason: String,
+    pub runs: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub runs: Vec<PlannedRun>,
+    pub skipped: Vec<Skipped>,
+    pub prepared: Prepared,
+}
+
+fn frac_key(f: f64) -> String {
+    format!("{f}")
+}
+
+/// Generates (if asked and missing) and imports a dataset; returns its cohort version.
+fn cohort_of(
+    k: &Ktrack,
+    path: &Path,
+    generate: bool,
+    status: &dyn Fn(&str, String),
+    interrupt: &AtomicBool,
+) -> Result<(Hash, String), Error> {
+    let wrap = |e: anyhow::Error| Error::Dataset {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let dataset = Dataset::load(path).map_err(|e| wrap(e.into()))?;
+    if generate && let Some(spec) = &dataset.descriptor.synth {
+        let r = synth::generate(
+            spec,
+            &dataset.manifest,
+            &dataset.image_root,
+            &ProgressBar::hidden(),
+            interrupt,
+        )
+        .map_err(|e| wrap(e.into()))?;
+        if !r.skipped {
+            status(
+                "Generated",
+                format!(
+                    "{} images of {} ({:.0} images/s)",
+                    r.images,
+                    r.kind.name(),
+                    r.images_per_second
+                ),
+            );
+        }
+    }
+    let report = import::import(k, &dataset, &ProgressBar::hidden(), interrupt)
+        .map_err(|e| wrap(e.into()))?;
+    if report.new_cohort {
+        status(
+            "Imported",
+            format!(
+                "{} images of `{}` → cohort {}",
+                report.images, report.name, report.cohort
+            ),
+        );
+    }
+    Ok((report.cohort, report.name))
+}
+
+/// Prepares every input of the sweep.
+pub fn prepare(
+    k: &Ktrack,
+    spec: &LoadedSpec,
+    opts: &PlanOptions,
+    status: &dyn Fn(&str, String),
+    interrupt: &AtomicBool,
+) -> Result<Prepared, Error> {
+    let s = &spec.spec;
+    let generate = s.cohorts.generate;
+    let (cohort, cohort_name) = cohort_of(
+        k,
+        &spec.resolve(&s.cohorts.train),
+        generate,
+        status,
+        interrupt,
+    )?;
+    let mut external = Vec::new();
+    for e in &s.cohorts.external {
+        let (hash, name) = cohort_of(k, &spec.resolve(e), generate, status, interrupt)?;
+        external.push(External { name, cohort: hash });
+    }
+    let mut sources = BTreeMap::new();
+    for p in s.pretrain.values() {
+        for d in &p.data {
+            if d != "train" && !sources.contains_key(d) {
+                let (hash, _) =
+                    cohort_of(k, &spec.resolve(Path::new(d)), generate, status, interrupt)?;
+                sources.insert(d.clone(), hash);
+            }
+        }
+    }
+
+    let split_opts = SplitOptions {
+        cohort,
+        train: s.split.train,
+        val: s.split.val,
+        test: s.split.test,
+        stratify: if s.split.stratify == "none" {
+            None
+        } else {
+            s.split.stratify.parse().ok()
+        },
+        seed: s.split.seed,
+    };
+    let split_id = split_opts.id();
+    let split_known = k.index.run(async {
+        let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
+        splits::get_split(&mut c, &split_id).await
+    })?;
+    if split_known.is_none() {
+        let r = split::split(k, &split_opts)?;
+        status("Split", format!("cohort {} → split {}", cohort, r.id));
+    }
+
+    let mut fractions = BTreeMap::new();
+    for task in &s.grid.tasks {
+        let ids: Vec<(f64, Hash)> = s
+            .fractions
+            .values
+            .iter()
+            .map(|&f| {
+                (
+                    f,
+                    fraction::fraction_id(&split_id, f, *task, s.fractions.seed),
+                )
+            })
+            .collect();
+        let missing = k.index.run(async {
+            let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
+            let mut missing = false;
+            for (_, id) in &ids {
+                missing |= splits::get_fraction(&mut c, id).await?.is_none();
+            }
+            Ok::<_, index::Error>(missing)
+        })?;
+        if missing {
+            fraction::fraction(
+                k,
+                &FractionOptions {
+                    split: split_id,
+                    fractions: s.fractions.values.clone(),
+                    stratify: *task,
+                    seed: s.fractions.seed,
+                },
+            )?;
+            status(
+                "Fractions",
+                format!(
+                    "{} of split {} by {task}",
+                    s.fractions.values.len(),
+                    split_id
+                ),
+            );
+        }
+        for (f, id) in ids {
+            fractions.insert((*task, frac_key(f)), id);
+        }
+    }
+
+    let mut weights = BTreeMap::new();
+    for (name, init) in &s.inits {
+        if let InitSpec::Torchvision { weights: w } = init {
+            let path = match (w, &opts.imagenet_weights) {
+                (Some(w), _) => spec.resolve(w),
+                (None, Some(p)) => p.clone(),
+                (None, None) => continue,
+            };
+            let format = match path
+                .extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_ascii_lowercase)
+                .as_deref()
+            {
+                Some("pth") | Some("pt") => "pth".to_string(),
+                Some("safetensors") => "safetensors".to_string(),
+                _ => {
+                    return Err(Error::WeightsFormat {
+                        init: name.clone(),
+                        path,
+                    });
+                }
+            };
+            let put = k.store.put_file(&path)?;
+            let now = k.clock.now();
+            k.index.run(async {
+                let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
+                index::insert_object(&mut c, &put.hash, put.size, "weights", &now).await
+            })?;
+            weights.insert(name.clone(), (put.hash, format));
+        }
+    }
+    Ok(Prepared {
+        cohort,
+        cohort_name,
+        external,
+        split: split_id,
+        fractions,
+        sources,
+        weights,
+    })
+}
+
+/// Expands the grid into resolved runs.
+pub fn plan(spec: &LoadedSpec, prepared: &Prepared, opts: &PlanOptions) -> Plan {
+    let s = &spec.spec;
+    let device = opts.device.unwrap_or(s.run.device);
+    let threads = opts.threads.unwrap_or(s.run.threads);
+    let preprocess = Preprocess {
+        image_size: s.train.image_size,
+        normalize: s.train.normalize,
+        flip_left: s.train.flip_left,
+    };
+    let mut runs = Vec::new();
+    let mut pretrain_ids: BTreeMap<&str, Hash> = BTreeMap::new();
+    for (name, p) in &s.pretrain {
+        let sources = p
+            .data
+            .iter()
+            .map(|d| {
+                if d == "train" {
+                    Source {
+                        cohort: prepared.cohort,
+                        split: Some(prepared.split),
+                    }
+                } else {
+                    Source {
+                        cohort: prepared.sources[d],
+                        split: None,
+                    }
+                }
+            })
+            .collect();
+        let resolved = ResolvedRun::Pretrain(PretrainRun {
+            ktrack: VERSION.to_string(),
+            config: PretrainConfig {
+                method: p.method,
+                arch: p.arch.unwrap_or(s.train.arch),
+                preprocess: preprocess.clone(),
+                augment: p.augment.clone().unwrap_or_else(ssl_augment),
+                epochs: p.epochs,
+                batch_size: p.batch_size,
+                lr: p.lr,
+                weight_decay: p.weight_decay,
+                warmup_epochs: p.warmup_epochs,
+                temperature: p.temperature,
+                projection_dim: p.projection_dim,
+                moco_queue: p.moco_queue,
+                moco_momentum: p.moco_momentum,
+                convirt_lambda: p.convirt_lambda,
+                text: p.text.clone(),
+                seed: p.seed,
+                device,
+                threads,
+            },
+            sources,
+            tokenizer: p
+                .tokenizer
+                .as_ref()
+                .map(|t| Hash::of(&std::fs::read(spec.resolve(t)).unwrap_or_default())),
+        });
+        let id = resolved.id();
+        pretrain_ids.insert(name, id);
+        runs.push(PlannedRun {
+            id,
+            label: format!("pretrain {name} ({})", p.method.name()),
+            resolved,
+            deps: vec![],
+            axes: None,
+        });
+    }
+
+    let mut skipped = Vec::new();
+    let fractions = spec.grid_fractions();
+    for init_name in &s.grid.inits {
+        let init = match &s.inits[init_name] {
+            InitSpec::Random => InitRef::Random,
+            InitSpec::Torchvision { .. } => match prepared.weights.get(init_name) {
+                Some((w, format)) => InitRef::Torchvision {
+                    weights: *w,
+                    format: format.clone(),
+                },
+                None => {
+                    skipped.push(Skipped {
+                        init: init_name.clone(),
+                        reason: "no torchvision weights file: set `weights` in the spec, --imagenet-weights or KTRACK_IMAGENET_WEIGHTS".into(),
+                        runs: s.grid.tasks.len() * s.grid.protocols.len() * fractions.len() * s.grid.seeds.len(),
+                    });
+                    continue;
+                }
+            },
+            InitSpec::Pretrain {
+                pretrain,
+                allow_leakage,
+            } => InitRef::Pretrain {
+                run: pretrain_ids[pretrain.as_str()],
+                allow_leakage: *allow_leakage,
+            },
+        };
+        let deps = match &init {
+            InitRef::Pretrain { run, .. } => vec![*run],
+            _ => vec![],
+        };
+        for task in &s.grid.tasks {
+            for protocol in &s.grid.protocols {
+                let h = s.train.resolve(*protocol);
+                for &f in &fractions {
+                    for &seed in &s.grid.seeds {
+                        let resolved = ResolvedRun::Downstream(DownstreamRun {
+                            ktrack: VERSION.to_string(),
+                            config: DownstreamConfig {
+                                arch: s.train.arch,
+                                task: *task,
+                                protocol: *protocol,
+                                preprocess: preprocess.clone(),
+                                augment: h.augment.clone(),
+                                epochs: h.epochs,
+                                batch_size: h.batch_size,
+                                lr: h.lr,
+                                weight_decay: h.weight_decay,
+                                warmup_epochs: h.warmup_epochs,
+                                patience: h.patience,
+                                seed,
+                                device,
+                                threads,
+                            },
+                            cohort: prepared.cohort,
+                            split: prepared.split,
+                            fraction: prepared.fractions[&(*task, frac_key(f))],
+                            fraction_value: f,
+                            init: init.clone(),
+                            external: prepared.external.clone(),
+                        });
+                        runs.push(PlannedRun {
+                            id: resolved.id(),
+                            label: format!(
+                                "{task} {} {init_name} {} seed {seed}",
+                                protocol.name(),
+                                pct(f)
+                            ),
+                            resolved,
+                            deps: deps.clone(),
+                            axes: Some(Axes {
+                                init: init_name.clone(),
+                                task: task.name().to_string(),
+                                protocol: protocol.name().to_string(),
+                                fraction: f,
+                                seed: seed as i64,
+                                arch: s.train.arch.name().to_string(),
+                            }),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    // The same run may come from two grid cells (e.g. two inits with one weights file).
+    let mut seen = std::collections::BTreeSet::new();
+    runs.retain(|r| seen.insert(r.id));
+    Plan {
+        runs,
+        skipped,
+        prepared: prepared.clone(),
+    }
+}
+
+pub fn pct(f: f64) -> String {
+    let p = f * 100.0;
+    if (p - p.round()).abs() < 1e-9 {
+        format!("{}%", p.round())
+    } else {
+        format!("{p}%")
+    }
+}
