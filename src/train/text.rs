@@ -120,7 +120,7 @@ mod tests {
             &Device::flex(),
         )
         .unwrap();
-        let ids = ids.into_data().try_to_vec::<i64>().unwrap();
+        let ids: Vec<i64> = ids.into_data().iter::<i64>().collect();
         assert_eq!(ids.len(), 12);
         assert!(ids[2] == 0 && ids[0] > 1);
         let pad = pad.into_data().try_to_vec::<bool>().unwrap();
