@@ -61,8 +61,8 @@ pub struct Prepared {
     pub cohort_name: String,
     pub external: Vec<External>,
     pub split: Hash,
-    /// (task, fraction) → fraction id.
-    pub fractions: BTreeMap<(Label, String), Hash>,
+    /// "task:fraction" → fraction id.
+    pub fractions: BTreeMap<String, Hash>,
     /// Pretraining data descriptor (as written in the spec) → cohort.
     pub sources: BTreeMap<String, Hash>,
     /// Init name → (weights object, format), for torchvision inits that have a file.
@@ -94,8 +94,8 @@ pub struct Plan {
     pub prepared: Prepared,
 }
 
-fn frac_key(f: f64) -> String {
-    format!("{f}")
+fn frac_key(task: Label, f: f64) -> String {
+    format!("{}:{f}", task.name())
 }
 
 /// Generates (if asked and missing) and imports a dataset; returns its cohort version.
@@ -242,7 +242,7 @@ pub fn prepare(
             );
         }
         for (f, id) in ids {
-            fractions.insert((*task, frac_key(f)), id);
+            fractions.insert(frac_key(*task, f), id);
         }
     }
 
@@ -301,7 +301,17 @@ pub fn plan(spec: &LoadedSpec, prepared: &Prepared, opts: &PlanOptions) -> Plan 
     };
     let mut runs = Vec::new();
     let mut pretrain_ids: BTreeMap<&str, Hash> = BTreeMap::new();
-    for (name, p) in &s.pretrain {
+    // Only pretraining runs that an init of the grid uses.
+    let used: std::collections::BTreeSet<&str> = s
+        .grid
+        .inits
+        .iter()
+        .filter_map(|i| match &s.inits[i] {
+            InitSpec::Pretrain { pretrain, .. } => Some(pretrain.as_str()),
+            _ => None,
+        })
+        .collect();
+    for (name, p) in s.pretrain.iter().filter(|(n, _)| used.contains(n.as_str())) {
         let sources = p
             .data
             .iter()
@@ -414,7 +424,7 @@ pub fn plan(spec: &LoadedSpec, prepared: &Prepared, opts: &PlanOptions) -> Plan 
                             },
                             cohort: prepared.cohort,
                             split: prepared.split,
-                            fraction: prepared.fractions[&(*task, frac_key(f))],
+                            fraction: prepared.fractions[&frac_key(*task, f)],
                             fraction_value: f,
                             init: init.clone(),
                             external: prepared.external.clone(),

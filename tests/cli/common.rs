@@ -44,6 +44,22 @@ impl TestContext {
         cmd
     }
 
+    /// The binary as a plain `std::process::Command` (for spawning in the background).
+    pub fn spawnable<I, S>(&self, args: I) -> std::process::Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("ktrack"));
+        cmd.current_dir(self.root())
+            .env("KTRACK_HOME", self.home())
+            .env("KTRACK_NOW", NOW)
+            .env_remove("KTRACK_LOG")
+            .env("NO_COLOR", "1")
+            .args(args);
+        cmd
+    }
+
     /// Runs and renders exit code, stdout and stderr with the temp dir redacted.
     pub fn run<I, S>(&self, args: I) -> String
     where
@@ -229,3 +245,121 @@ pub fn redact_timings(text: &str) -> String {
     }
     out
 }
+
+impl TestContext {
+    /// A reduced quickstart in the temp dir: four tiny synthetic cohorts (32 px), two
+    /// pretraining runs and a small grid. `extra` is appended to the spec.
+    pub fn mini_study(&self, grid: &str, extra: &str) -> PathBuf {
+        for (kind, patients) in [
+            ("oai-like", 24),
+            ("most-like", 10),
+            ("nyu-like", 16),
+            ("hospital", 40),
+        ] {
+            let labels = match kind {
+                "oai-like" | "most-like" => {
+                    "kl = \"kl\"\nincidence_4y = \"incidence_4y\"\nprogression_4y = \"progression_4y\"\n"
+                }
+                "hospital" => "report = \"impression\"\n",
+                _ => "",
+            };
+            self.write(
+                &format!("datasets/{kind}.toml"),
+                format!(
+                    "name = \"{kind}\"\nmanifest = \"data/{kind}/manifest.csv\"\nimage_root = \"data/{kind}\"\n\n[columns]\n\
+                     sample_id = \"sample_id\"\npatient_id = \"patient_id\"\nside = \"side\"\nvisit = \"visit_month\"\nimage = \"image_path\"\n{labels}\n\
+                     [synth]\nkind = \"{kind}\"\npatients = {patients}\nimage_size = 32\nseed = 3\n"
+                ),
+            );
+        }
+        self.write(
+            "experiments/mini.toml",
+            format!(
+                r#"name = "mini"
+
+[cohorts]
+train = "../datasets/oai-like.toml"
+external = ["../datasets/most-like.toml"]
+
+[split]
+train = 0.6
+val = 0.2
+test = 0.2
+
+[fractions]
+values = [0.5, 1.0]
+
+[pretrain.img]
+method = "simclr"
+data = ["train", "../datasets/nyu-like.toml"]
+epochs = 2
+batch_size = 16
+projection_dim = 16
+
+[pretrain.txt]
+method = "clip"
+data = ["../datasets/hospital.toml"]
+epochs = 2
+batch_size = 16
+projection_dim = 16
+text = {{ max_len = 24, vocab_size = 200, dim = 32, layers = 1, heads = 2 }}
+
+[inits.imagenet]
+kind = "torchvision"
+
+[inits.random]
+kind = "random"
+
+[inits.img]
+kind = "pretrain"
+pretrain = "img"
+
+[inits.txt]
+kind = "pretrain"
+pretrain = "txt"
+
+{grid}
+
+[train]
+arch = "resnet-tiny"
+image_size = 32
+
+[train.linear]
+epochs = 3
+batch_size = 16
+
+[train.finetune]
+epochs = 2
+batch_size = 16
+
+[run]
+threads = 2
+{extra}"#
+            ),
+        )
+    }
+
+    /// Every run's (label, status, attempts) from the JSON status listing.
+    pub fn runs(&self) -> Vec<(String, String, i64)> {
+        let out = self.ok(["status", "--format", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("status JSON");
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|r| {
+                (
+                    r["label"].as_str().unwrap_or_default().to_string(),
+                    r["status"].as_str().unwrap_or_default().to_string(),
+                    r["attempts"].as_i64().unwrap_or(0),
+                )
+            })
+            .collect()
+    }
+}
+
+pub const MINI_GRID: &str = r#"[grid]
+inits = ["imagenet", "random", "img", "txt"]
+tasks = ["kl", "progression_4y"]
+protocols = ["linear", "finetune"]
+fractions = [0.5]
+seeds = [0]"#;

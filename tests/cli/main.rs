@@ -4,4 +4,5 @@ mod common;
 mod data;
 mod help;
 mod metrics;
+mod run;
 mod synth;

@@ -161,7 +161,7 @@ fn default_image_size() -> u32 {
 }
 
 /// Bumped whenever the generator's output changes for the same spec.
-pub const GENERATOR_VERSION: u32 = 1;
+pub const GENERATOR_VERSION: u32 = 2;
 
 /// One simulated image with its labels.
 #[derive(Clone, Debug)]
@@ -272,14 +272,17 @@ pub fn simulate(spec: &SynthSpec) -> Vec<SimImage> {
             };
             for &visit in &present {
                 let severity = s0 + rate * visit as f64 / 12.0;
+                // What the image shows varies around the true severity (positioning, beam
+                // angle), so neighbouring grades overlap as in real readings.
+                let shown = severity + 0.3 * rng::normal(&mut r);
                 let params = KneeParams {
-                    severity,
+                    severity: shown,
                     rate,
                     scale,
                     alignment_deg: alignment,
                     shift: (0.015 * rng::normal(&mut r), 0.015 * rng::normal(&mut r)),
                     soft_tissue: (0.15 + 0.7 * load).min(1.0),
-                    effusion: effusion_draw < 0.08 + 0.06 * severity.max(0.0),
+                    effusion: effusion_draw < 0.08 + 0.06 * shown.max(0.0),
                     hardware,
                     mirror: side == Side::L,
                     knee_seed,
@@ -290,10 +293,10 @@ pub fn simulate(spec: &SynthSpec) -> Vec<SimImage> {
                 let noise_seed = rand::RngCore::next_u64(&mut r);
                 let report = prof.reports.then(|| {
                     let findings = report::Findings {
-                        medial_narrowing: knee::medial_narrowing(severity, alignment),
-                        lateral_narrowing: knee::lateral_narrowing(severity, alignment),
-                        osteophytes: knee::osteophyte_size(severity),
-                        sclerosis: knee::sclerosis(severity),
+                        medial_narrowing: knee::medial_narrowing(shown, alignment),
+                        lateral_narrowing: knee::lateral_narrowing(shown, alignment),
+                        osteophytes: knee::osteophyte_size(shown),
+                        sclerosis: knee::sclerosis(shown),
                         effusion: params.effusion,
                         alignment_deg: alignment,
                         hardware,

@@ -1,0 +1,349 @@
+//! `ktrack run`, `exec` and `status` end to end on a reduced quickstart: the whole sweep runs,
+//! a second run skips everything, two processes share a store without executing a run twice,
+//! a killed run resumes, the leakage guard holds, and bad specs fail before anything runs.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::common::{MINI_GRID, TestContext};
+
+#[test]
+fn a_sweep_runs_then_skips_everything() {
+    let ctx = TestContext::new();
+    let spec = ctx.mini_study(MINI_GRID, "");
+    let first = ctx.run(["run", spec.to_str().unwrap()]);
+    assert!(first.starts_with("exit_code: 0"), "{first}");
+    assert!(
+        first.contains("init `imagenet` skipped (4 runs)"),
+        "{first}"
+    );
+    assert!(
+        first.contains("14 runs, 0 were done, 14 executed, 0 failed"),
+        "{first}"
+    );
+    // The compare tables end the run: task × protocol, inits by fraction, test and external.
+    assert!(
+        first.contains("task kl, protocol linear — qwk [95% CI]; difference to `random`"),
+        "{first}"
+    );
+    assert!(
+        first.contains("test 50%") && first.contains("most-like 50%"),
+        "{first}"
+    );
+    let runs = ctx.runs();
+    assert_eq!(runs.len(), 14);
+    assert!(
+        runs.iter().all(|(_, s, a)| s == "done" && *a == 1),
+        "{runs:?}"
+    );
+
+    let t = Instant::now();
+    let second = ctx.run(["run", spec.to_str().unwrap(), "--no-compare"]);
+    assert!(
+        second.contains("14 runs, 14 were done, 0 executed, 0 failed"),
+        "{second}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "a finished sweep is skipped quickly"
+    );
+    let plan = ctx.run(["run", spec.to_str().unwrap(), "--dry-run"]);
+    assert!(
+        plan.contains("Plan 14 runs of `mini`: 14 done, 0 new, 0 failed, 0 running"),
+        "{plan}"
+    );
+
+    // Status lists every run with its test metric; compare works on its own too.
+    let status = ctx.ok(["status", "mini"]);
+    assert!(
+        status.contains("kl linear img 50% seed 0") && status.contains("qwk"),
+        "{status}"
+    );
+    let csv = ctx.ok([
+        "compare",
+        "--sweep",
+        "mini",
+        "--task",
+        "progression_4y",
+        "--format",
+        "csv",
+        "--bootstrap",
+        "200",
+    ]);
+    assert!(
+        csv.starts_with(
+            "table,row_axis,row,col_axis,col,metric,seeds,estimate,lo,hi,diff,p,test\n"
+        ),
+        "{csv}"
+    );
+    assert!(csv.contains("img,fraction,test 50%,auroc,1,"), "{csv}");
+}
+
+#[test]
+fn two_processes_share_a_store_without_running_a_run_twice() {
+    let ctx = TestContext::new();
+    let grid = MINI_GRID.replace(
+        r#"inits = ["imagenet", "random", "img", "txt"]"#,
+        r#"inits = ["random", "img"]"#,
+    );
+    let spec = ctx.mini_study(&grid, "");
+    // Generate and import once, so both processes start on the same data.
+    ctx.ok(["run", spec.to_str().unwrap(), "--dry-run"]);
+    let spawn = || {
+        ctx.spawnable(["run", spec.to_str().unwrap(), "--jobs", "2", "--no-compare"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ktrack")
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    for out in [&a, &b] {
+        let text = ctx.render(out);
+        assert!(out.status.success(), "{text}");
+        assert!(!text.contains("database is locked"), "{text}");
+    }
+    let runs = ctx.runs();
+    assert_eq!(runs.len(), 9);
+    assert!(
+        runs.iter()
+            .all(|(_, s, attempts)| s == "done" && *attempts == 1),
+        "each run executed once: {runs:?}"
+    );
+}
+
+#[test]
+fn a_killed_run_is_reclaimed_and_resumes_from_its_checkpoint() {
+    let ctx = TestContext::new();
+    let grid = r#"[grid]
+inits = ["random"]
+tasks = ["kl"]
+protocols = ["finetune"]
+fractions = [1.0]
+seeds = [0]"#;
+    let spec = ctx.mini_study(grid, "");
+    // Long enough to be caught mid-training.
+    let text = std::fs::read_to_string(&spec).unwrap().replace(
+        "[train.finetune]\nepochs = 2",
+        "[train.finetune]\nepochs = 40\npatience = 40",
+    );
+    std::fs::write(&spec, text).unwrap();
+    ctx.ok(["run", spec.to_str().unwrap(), "--dry-run"]);
+    let mut child = ctx
+        .spawnable(["run", spec.to_str().unwrap(), "--no-compare"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the first epoch checkpoint, then kill -9.
+    let runs_dir = ctx.home().join("runs");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let has_ckpt = std::fs::read_dir(&runs_dir)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.path().join("checkpoints/current").exists())
+            })
+            .unwrap_or(false);
+        if has_ckpt || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let runs = ctx.runs();
+    assert_eq!(
+        runs[0].1, "running",
+        "the killed claim is still held: {runs:?}"
+    );
+    // A fresh process waits out the stale heartbeat, reclaims and resumes.
+    let out = ctx.ok([
+        "run",
+        spec.to_str().unwrap(),
+        "--stale-after",
+        "1",
+        "--no-compare",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["executed"].as_array().unwrap().len(), 1, "{out}");
+    let runs = ctx.runs();
+    assert_eq!((runs[0].1.as_str(), runs[0].2), ("done", 2), "{runs:?}");
+    let status = ctx.ok(["status", "--format", "json"]);
+    let id = serde_json::from_str::<serde_json::Value>(&status).unwrap()[0]["record"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let record =
+        std::fs::read_to_string(ctx.home().join("objects").join(&id[..2]).join(&id[2..])).unwrap();
+    let record: serde_json::Value = serde_json::from_str(&record).unwrap();
+    assert!(
+        record["details"]["resumed_from_epoch"].as_u64().unwrap() >= 1,
+        "{record}"
+    );
+}
+
+#[test]
+fn exec_runs_exactly_one_planned_run() {
+    let ctx = TestContext::new();
+    let grid = r#"[grid]
+inits = ["random", "img"]
+tasks = ["kl"]
+protocols = ["linear"]
+fractions = [1.0]
+seeds = [0]"#;
+    let spec = ctx.mini_study(grid, "");
+    let plan = ctx.ok([
+        "run",
+        spec.to_str().unwrap(),
+        "--dry-run",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&plan).unwrap();
+    let find = |label: &str| {
+        v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["label"] == label)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let probe = find("kl linear img 100% seed 0");
+    let blocked = ctx.run(["exec", &probe[..10]]);
+    assert!(
+        blocked.starts_with("exit_code: 1") && blocked.contains("which is planned"),
+        "{blocked}"
+    );
+    let pretrain = find("pretrain img (simclr)");
+    ctx.ok(["exec", &pretrain[..10]]);
+    ctx.ok(["exec", &probe[..10]]);
+    let again = ctx.run(["exec", &probe[..10]]);
+    assert!(again.contains("had already finished"), "{again}");
+    let runs = ctx.runs();
+    let done: Vec<&String> = runs
+        .iter()
+        .filter(|r| r.1 == "done")
+        .map(|r| &r.0)
+        .collect();
+    assert_eq!(done.len(), 2, "{runs:?}");
+}
+
+#[test]
+fn the_leakage_guard_stops_pretraining_on_test_patients() {
+    let ctx = TestContext::new();
+    let grid = r#"[grid]
+inits = ["leaky"]
+tasks = ["kl"]
+protocols = ["linear"]
+fractions = [1.0]
+seeds = [0]"#;
+    // Pretraining on the whole internal cohort includes its test patients.
+    let extra = "\n[pretrain.all]\nmethod = \"simclr\"\ndata = [\"../datasets/oai-like.toml\"]\nepochs = 1\nbatch_size = 16\nprojection_dim = 16\n\n[inits.leaky]\nkind = \"pretrain\"\npretrain = \"all\"\n";
+    let spec = ctx.mini_study(grid, extra);
+    let out = ctx.run(["run", spec.to_str().unwrap(), "--no-compare"]);
+    assert!(out.starts_with("exit_code: 1"), "{out}");
+    assert!(
+        out.contains("leakage:")
+            && out
+                .contains("of the test partition or external cohorts were in the pretraining data"),
+        "{out}"
+    );
+    let allowed = std::fs::read_to_string(&spec).unwrap().replace(
+        "pretrain = \"all\"\n",
+        "pretrain = \"all\"\nallow_leakage = true\n",
+    );
+    std::fs::write(&spec, allowed).unwrap();
+    let out = ctx.run(["run", spec.to_str().unwrap(), "--no-compare"]);
+    assert!(out.starts_with("exit_code: 0"), "{out}");
+}
+
+#[test]
+fn bad_specs_fail_before_anything_runs() {
+    let ctx = TestContext::new();
+    let spec = ctx.mini_study(MINI_GRID, "");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    let cases = [
+        (
+            "unknown_key",
+            text.replace("[run]\nthreads = 2", "[run]\nthreads = 2\ngpus = 1"),
+        ),
+        (
+            "dangling_init",
+            text.replace(
+                r#"inits = ["imagenet", "random", "img", "txt"]"#,
+                r#"inits = ["random", "moco"]"#,
+            ),
+        ),
+        (
+            "dangling_pretrain",
+            text.replace("pretrain = \"txt\"", "pretrain = \"clip\""),
+        ),
+        (
+            "bad_fraction",
+            text.replace("values = [0.5, 1.0]", "values = [0.5, 1.5]"),
+        ),
+        (
+            "missing_file",
+            text.replace("../datasets/most-like.toml", "../datasets/most.toml"),
+        ),
+        (
+            "bad_task",
+            text.replace(
+                r#"tasks = ["kl", "progression_4y"]"#,
+                r#"tasks = ["kl", "womac"]"#,
+            ),
+        ),
+    ];
+    for (name, body) in cases {
+        ctx.write("experiments/bad.toml", body);
+        let out = ctx.run(["run", "experiments/bad.toml"]);
+        assert!(out.starts_with("exit_code: 1"), "{name}: {out}");
+        insta::assert_snapshot!(format!("bad_spec_{name}"), out);
+    }
+    assert!(
+        !ctx.home().join("ktrack.db").exists() || ctx.runs().is_empty(),
+        "nothing was planned"
+    );
+}
+
+#[test]
+fn slurm_dry_run_prints_the_job_arrays() {
+    let ctx = TestContext::new();
+    let grid = MINI_GRID.replace(
+        r#"inits = ["imagenet", "random", "img", "txt"]"#,
+        r#"inits = ["img"]"#,
+    );
+    let spec = ctx.mini_study(&grid, "");
+    let out = ctx.ok([
+        "run",
+        spec.to_str().unwrap(),
+        "--executor",
+        "slurm",
+        "--dry-run",
+        "--partition",
+        "gpu",
+        "--gpus",
+        "1",
+        "--time",
+        "02:00:00",
+        "--account",
+        "oa",
+    ]);
+    assert!(
+        out.contains("#SBATCH --array=0-0") && out.contains("#SBATCH --array=0-3"),
+        "{out}"
+    );
+    assert!(
+        out.contains("#SBATCH --partition=gpu")
+            && out.contains("#SBATCH --gpus=1")
+            && out.contains("#SBATCH --account=oa"),
+        "{out}"
+    );
+    assert!(out.contains("--no-progress exec \"$RUN\""), "{out}");
+}
