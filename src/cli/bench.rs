@@ -26,10 +26,130 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
+    /// Forward + backward images/s on every available backend, side by side.
+    Train {
+        #[arg(long, value_enum, default_value = "resnet18")]
+        arch: crate::model::Arch,
+        /// Image side in pixels.
+        #[arg(long, default_value_t = 128)]
+        size: usize,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Timed steps (after two warm-up steps).
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// Devices to compare (default: cpu, plus tch-cpu when built with `tch`).
+        #[arg(long, value_delimiter = ',')]
+        devices: Vec<crate::train::DeviceKind>,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Re-running a finished sweep of N runs: every run skipped.
+    Skip {
+        #[arg(long, default_value_t = 1000)]
+        runs: usize,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// `compare` over an index of N finished runs, without and with bootstrap.
+    Compare {
+        #[arg(long, default_value_t = 100_000)]
+        runs: usize,
+        /// Bootstrap replicates for the one-table timing.
+        #[arg(long, default_value_t = 2000)]
+        bootstrap: usize,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
 }
 
 pub fn run(env: &Env, cmd: Command) -> Result<()> {
     match cmd {
+        Command::Train {
+            arch,
+            size,
+            batch,
+            steps,
+            devices,
+            threads,
+            format,
+        } => {
+            let devices = if devices.is_empty() {
+                crate::bench::train::available()
+            } else {
+                devices
+            };
+            let rows = crate::bench::train::run(&crate::bench::train::TrainBenchOptions {
+                arch,
+                size,
+                batch,
+                steps,
+                warmup: 2,
+                devices,
+                threads,
+            })?;
+            if format == Format::Json {
+                return Ok(env.printer.data(&serde_json::to_string_pretty(&rows)?)?);
+            }
+            let mut t = crate::output::Table::new(["device", "images/s", "s/step", "ratio"]);
+            for r in &rows {
+                t.row([
+                    r.device.clone(),
+                    format!("{:.1}", r.images_per_second),
+                    format!("{:.3}", r.seconds_per_step),
+                    format!("{:.2}", r.ratio),
+                ]);
+            }
+            env.printer.data(&format!(
+                "forward + backward + AdamW step, {arch} at {size} px, batch {batch}, {threads} CPU threads\n{}",
+                super::data::render(&t, format)
+            ))?;
+            Ok(())
+        }
+        Command::Skip { runs, format } => {
+            let r = crate::bench::skip::run(runs)?;
+            if format == Format::Json {
+                return Ok(env.printer.data(&serde_json::to_string_pretty(&r)?)?);
+            }
+            env.printer.data(&format!(
+                "re-running a finished sweep of {} runs: {:.3} s ({:.0} µs per run; target < 1 s)\n\
+                 reference: listing the same runs from SQLite {:.3} s; ratio {:.1}",
+                r.runs,
+                r.seconds,
+                r.micros_per_run,
+                r.reference_count_seconds,
+                r.ratio_to_reference
+            ))?;
+            Ok(())
+        }
+        Command::Compare {
+            runs,
+            bootstrap,
+            format,
+        } => {
+            let r = crate::bench::compare::run(runs, bootstrap)?;
+            if format == Format::Json {
+                return Ok(env.printer.data(&serde_json::to_string_pretty(&r)?)?);
+            }
+            env.printer.data(&format!(
+                "compare over {} finished runs (index filled in {:.1} s)\n\
+                 reference: scanning the metric rows in SQLite   {:.3} s\n\
+                 compare without bootstrap ({} tables)       {:.3} s (target < 0.2 s; ratio to the scan {:.1})\n\
+                 compare one table with bootstrap ({} cells, B = {}) {:.3} s",
+                r.runs,
+                r.fill_seconds,
+                r.reference_scan_seconds,
+                r.compare_tables,
+                r.compare_seconds,
+                r.compare_seconds / r.reference_scan_seconds.max(1e-9),
+                r.bootstrap_cells,
+                r.bootstrap_replicates,
+                r.bootstrap_seconds
+            ))?;
+            Ok(())
+        }
         Command::Ingest {
             images,
             size,

@@ -33,6 +33,9 @@ pub struct Args {
     /// The metric (default: qwk for KL, auroc for binary tasks).
     #[arg(long)]
     pub metric: Option<String>,
+    /// Only runs with this seed.
+    #[arg(long)]
+    pub run_seed: Option<i64>,
     /// The init others are compared with (default: imagenet, else random).
     #[arg(long)]
     pub baseline: Option<String>,
@@ -61,6 +64,7 @@ pub fn run(env: &Env, args: Args) -> Result<()> {
         protocol: args.protocol,
         eval: args.eval,
         metric: args.metric,
+        run_seed: args.run_seed,
         baseline: args.baseline,
         rows: args.rows,
         cols: args.cols,

@@ -299,6 +299,21 @@ pub async fn finish(conn: &mut SqliteConnection, id: &Hash, f: &Finished<'_>) ->
             .execute(&mut *conn)
             .await?;
     }
+    index_points(conn, Some(id)).await
+}
+
+/// (Re)fills `run_points` from axes and metrics, for one run or all.
+pub async fn index_points(conn: &mut SqliteConnection, run: Option<&Hash>) -> Result<()> {
+    let hex = run.map(|r| r.hex()).unwrap_or_default();
+    sqlx::query(
+        "INSERT OR REPLACE INTO run_points (task, protocol, fraction, eval_set, metric, init, seed, run, value)
+         SELECT a.task, a.protocol, a.fraction, m.eval_set, m.metric, a.init, a.seed, a.run, m.value
+         FROM run_axes a JOIN run_metrics m ON m.run = a.run
+         WHERE ?1 = '' OR a.run = ?1",
+    )
+    .bind(hex)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

@@ -53,6 +53,8 @@ pub struct CompareOptions {
     /// Evaluation sets to show (default: every set but `val`).
     pub eval: Vec<String>,
     pub metric: Option<String>,
+    /// Only runs with this seed.
+    pub run_seed: Option<i64>,
     /// The init the others are compared with (default: `imagenet` if present, else `random`).
     pub baseline: Option<String>,
     pub rows: Axis,
@@ -71,6 +73,7 @@ impl Default for CompareOptions {
             protocol: None,
             eval: Vec::new(),
             metric: None,
+            run_seed: None,
             baseline: None,
             rows: Axis::Init,
             cols: Axis::Fraction,
@@ -98,32 +101,6 @@ impl Error {
         match self {
             Error::Nothing(_) => Some("run a sweep first (`ktrack run experiments/quickstart.toml`), or relax the filters".into()),
             _ => None,
-        }
-    }
-}
-
-/// One finished run's headline numbers on one evaluation set.
-#[derive(Clone, Debug)]
-struct Point {
-    run: Hash,
-    init: String,
-    task: String,
-    protocol: String,
-    fraction: f64,
-    seed: i64,
-    eval: String,
-    metric: String,
-    value: f64,
-}
-
-impl Point {
-    fn axis(&self, a: Axis) -> String {
-        match a {
-            Axis::Init => self.init.clone(),
-            Axis::Fraction => crate::runner::plan::pct(self.fraction),
-            Axis::Task => self.task.clone(),
-            Axis::Protocol => self.protocol.clone(),
-            Axis::Eval => self.eval.clone(),
         }
     }
 }
@@ -172,26 +149,73 @@ impl CompareTable {
     }
 }
 
-fn load_points(k: &Ktrack, opts: &CompareOptions) -> Result<Vec<Point>, Error> {
-    // Every filter is bound; an empty one matches everything.
-    let sql = "SELECT r.id, a.init, a.task, a.protocol, a.fraction, a.seed, m.eval_set, m.metric, m.value
-         FROM runs r JOIN run_axes a ON a.run = r.id JOIN run_metrics m ON m.run = r.id
-         WHERE r.status = 'done' AND m.eval_set <> 'val'
-           AND (?1 = '' OR r.id IN (SELECT run FROM sweep_runs WHERE sweep = ?1))
-           AND (?2 = '' OR a.task = ?2)
-           AND (?3 = '' OR a.protocol = ?3)
-           AND m.metric = CASE WHEN ?4 <> '' THEN ?4 WHEN a.task = 'kl' THEN 'qwk' ELSE 'auroc' END";
+/// One grid point (init, task, protocol, fraction, evaluation set) with its metric summarised
+/// over seeds in SQL, and paired with the baseline's runs of the same seeds.
+#[derive(Clone, Debug)]
+struct Atom {
+    init: String,
+    task: String,
+    protocol: String,
+    fraction: f64,
+    eval: String,
+    metric: String,
+    /// Seeds with a finite value, their sum and sum of squares.
+    n: i64,
+    sum: f64,
+    sumsq: f64,
+    /// A run of this point (the only one when `n` is 1) and its baseline partner.
+    run: String,
+    base_run: Option<String>,
+    /// Seeds paired with the baseline, and sums of the differences.
+    pairs: i64,
+    dsum: f64,
+    dsumsq: f64,
+}
+
+impl Atom {
+    fn axis(&self, a: Axis) -> String {
+        match a {
+            Axis::Init => self.init.clone(),
+            Axis::Fraction => crate::runner::plan::pct(self.fraction),
+            Axis::Task => self.task.clone(),
+            Axis::Protocol => self.protocol.clone(),
+            Axis::Eval => self.eval.clone(),
+        }
+    }
+}
+
+/// Every init name in the index (the default baseline is chosen among them).
+fn inits(k: &Ktrack) -> Result<BTreeSet<String>, Error> {
+    let rows: Vec<String> = k
+        .index
+        .run(sqlx::query_scalar("SELECT DISTINCT init FROM run_axes").fetch_all(k.index.pool()))
+        .map_err(index::Error::from)?;
+    Ok(rows.into_iter().collect())
+}
+
+fn load_atoms(k: &Ktrack, opts: &CompareOptions, baseline: &str) -> Result<Vec<Atom>, Error> {
+    // One ordered scan of `run_points` (keyed in this grouping order); each grid point comes
+    // back with its seeds' values, which are summarised and paired with the baseline here.
     type Row = (
         String,
         String,
-        String,
-        String,
         f64,
-        i64,
         String,
         String,
-        Option<f64>,
+        String,
+        String,
+        Option<String>,
     );
+    let sql = "SELECT task, protocol, fraction, eval_set, metric, init, min(run),
+                      group_concat(seed || ':' || value, ',')
+               FROM run_points
+               WHERE eval_set <> 'val'
+                 AND (?1 = '' OR run IN (SELECT run FROM sweep_runs WHERE sweep = ?1))
+                 AND (?2 = '' OR task = ?2)
+                 AND (?3 = '' OR protocol = ?3)
+                 AND metric = CASE WHEN ?4 <> '' THEN ?4 WHEN task = 'kl' THEN 'qwk' ELSE 'auroc' END
+                 AND (?5 IS NULL OR seed = ?5)
+               GROUP BY task, protocol, fraction, eval_set, metric, init";
     let rows: Vec<Row> = k
         .index
         .run(
@@ -200,27 +224,78 @@ fn load_points(k: &Ktrack, opts: &CompareOptions) -> Result<Vec<Point>, Error> {
                 .bind(opts.task.clone().unwrap_or_default())
                 .bind(opts.protocol.clone().unwrap_or_default())
                 .bind(opts.metric.clone().unwrap_or_default())
+                .bind(opts.run_seed)
                 .fetch_all(k.index.pool()),
         )
         .map_err(index::Error::from)?;
     let eval: BTreeSet<&str> = opts.eval.iter().map(String::as_str).collect();
-    rows.into_iter()
-        .filter(|r| eval.is_empty() || eval.contains(r.6.as_str()))
-        .map(|r| {
-            Ok(Point {
-                run: parse_hash(&r.0)?,
-                init: r.1,
-                task: r.2,
-                protocol: r.3,
-                fraction: r.4,
-                seed: r.5,
-                eval: r.6,
-                metric: r.7,
-                value: r.8.unwrap_or(f64::NAN),
+    let parse = |list: &Option<String>| -> Vec<(i64, f64)> {
+        list.as_deref()
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|pair| {
+                let (s, v) = pair.split_once(':')?;
+                Some((s.parse().ok()?, v.parse().ok()?))
             })
-        })
-        .collect::<Result<_, index::Error>>()
-        .map_err(Error::from)
+            .filter(|(_, v): &(i64, f64)| v.is_finite())
+            .collect()
+    };
+    // The baseline's values by grid point and seed, and its run (for single-seed pairing).
+    type Key<'a> = (&'a str, &'a str, u64, &'a str, &'a str);
+    let mut base: std::collections::HashMap<Key<'_>, (std::collections::HashMap<i64, f64>, &str)> =
+        Default::default();
+    for r in rows.iter().filter(|r| r.5 == baseline) {
+        base.insert(
+            (&r.0, &r.1, r.2.to_bits(), &r.3, &r.4),
+            (parse(&r.7).into_iter().collect(), &r.6),
+        );
+    }
+    let mut atoms = Vec::new();
+    for r in rows
+        .iter()
+        .filter(|r| eval.is_empty() || eval.contains(r.3.as_str()))
+    {
+        let values = parse(&r.7);
+        let partner = (r.5 != baseline)
+            .then(|| {
+                base.get(&(
+                    r.0.as_str(),
+                    r.1.as_str(),
+                    r.2.to_bits(),
+                    r.3.as_str(),
+                    r.4.as_str(),
+                ))
+            })
+            .flatten();
+        let mut atom = Atom {
+            init: r.5.clone(),
+            task: r.0.clone(),
+            protocol: r.1.clone(),
+            fraction: r.2,
+            eval: r.3.clone(),
+            metric: r.4.clone(),
+            n: values.len() as i64,
+            sum: values.iter().map(|(_, v)| v).sum(),
+            sumsq: values.iter().map(|(_, v)| v * v).sum(),
+            run: r.6.clone(),
+            base_run: partner.map(|p| p.1.to_string()),
+            pairs: 0,
+            dsum: 0.0,
+            dsumsq: 0.0,
+        };
+        if let Some((by_seed, _)) = partner {
+            for (seed, v) in &values {
+                if let Some(b) = by_seed.get(seed) {
+                    let d = v - b;
+                    atom.pairs += 1;
+                    atom.dsum += d;
+                    atom.dsumsq += d * d;
+                }
+            }
+        }
+        atoms.push(atom);
+    }
+    Ok(atoms)
 }
 
 fn sort_values(axis: Axis, mut v: Vec<String>, baseline: Option<&str>) -> Vec<String> {
@@ -243,8 +318,19 @@ pub fn compare(k: &Ktrack, opts: &CompareOptions) -> Result<Vec<CompareTable>, E
     if opts.rows == opts.cols {
         return Err(Error::SameAxes(opts.rows.name()));
     }
-    let points = load_points(k, opts)?;
-    if points.is_empty() {
+    let inits = inits(k)?;
+    let baseline = opts
+        .baseline
+        .clone()
+        .or_else(|| {
+            ["imagenet", "random"]
+                .into_iter()
+                .find(|b| inits.contains(*b))
+                .map(String::from)
+        })
+        .filter(|b| inits.contains(b.as_str()));
+    let atoms = load_atoms(k, opts, baseline.as_deref().unwrap_or(""))?;
+    if atoms.is_empty() {
         let mut filters = Vec::new();
         if let Some(s) = &opts.sweep {
             filters.push(format!("sweep `{s}`"));
@@ -262,17 +348,6 @@ pub fn compare(k: &Ktrack, opts: &CompareOptions) -> Result<Vec<CompareTable>, E
         };
         return Err(Error::Nothing(f));
     }
-    let inits: BTreeSet<&str> = points.iter().map(|p| p.init.as_str()).collect();
-    let baseline = opts
-        .baseline
-        .clone()
-        .or_else(|| {
-            ["imagenet", "random"]
-                .into_iter()
-                .find(|b| inits.contains(b))
-                .map(String::from)
-        })
-        .filter(|b| inits.contains(b.as_str()));
     // Evaluation sets sit side by side: unless eval is the row or column axis, it is folded
     // into the columns ("test 10%", "most-like 10%"); the other axes split tables.
     let fold_eval = opts.rows != Axis::Eval && opts.cols != Axis::Eval;
@@ -280,7 +355,7 @@ pub fn compare(k: &Ktrack, opts: &CompareOptions) -> Result<Vec<CompareTable>, E
         .into_iter()
         .filter(|a| *a != opts.rows && *a != opts.cols && *a != Axis::Eval)
         .collect();
-    let col_of = |p: &Point| -> (String, String) {
+    let col_of = |p: &Atom| -> (String, String) {
         if fold_eval {
             (p.eval.clone(), p.axis(opts.cols))
         } else {
@@ -295,10 +370,10 @@ pub fn compare(k: &Ktrack, opts: &CompareOptions) -> Result<Vec<CompareTable>, E
         }
     };
 
-    let mut tables: BTreeMap<Vec<String>, Vec<&Point>> = BTreeMap::new();
-    for p in &points {
-        let key: Vec<String> = fixed_axes.iter().map(|a| p.axis(*a)).collect();
-        tables.entry(key).or_default().push(p);
+    let mut tables: BTreeMap<Vec<String>, Vec<&Atom>> = BTreeMap::new();
+    for a in &atoms {
+        let key: Vec<String> = fixed_axes.iter().map(|x| a.axis(*x)).collect();
+        tables.entry(key).or_default().push(a);
     }
     let mut out = Vec::new();
     for (key, pts) in tables {
@@ -319,18 +394,15 @@ pub fn compare(k: &Ktrack, opts: &CompareOptions) -> Result<Vec<CompareTable>, E
             .filter(|ec| pts.iter().any(|p| &col_of(p) == ec))
             .map(|ec| col_text(&ec))
             .collect();
-        let mut by_cell: BTreeMap<(String, String), Vec<&Point>> = BTreeMap::new();
-        for p in &pts {
-            by_cell
-                .entry((p.axis(opts.rows), col_text(&col_of(p))))
-                .or_default()
-                .push(p);
-        }
         let mut cells = Vec::new();
-        for ((r, c), cell_pts) in &by_cell {
-            let cell = summarise(k, cell_pts, &pts, baseline.as_deref(), opts)?;
-            cells.push((r.clone(), c.clone(), cell));
+        for a in &pts {
+            cells.push((
+                a.axis(opts.rows),
+                col_text(&col_of(a)),
+                summarise(k, a, baseline.as_deref(), opts)?,
+            ));
         }
+        cells.sort_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
         out.push(CompareTable {
             fixed: fixed_axes
                 .iter()
@@ -349,22 +421,8 @@ pub fn compare(k: &Ktrack, opts: &CompareOptions) -> Result<Vec<CompareTable>, E
     Ok(out)
 }
 
-/// The baseline's points paired with a cell's (same task, protocol, fraction, eval, seed).
-fn baseline_of<'a>(p: &Point, all: &[&'a Point], baseline: &str) -> Option<&'a Point> {
-    all.iter()
-        .find(|b| {
-            b.init == baseline
-                && b.task == p.task
-                && b.protocol == p.protocol
-                && b.fraction == p.fraction
-                && b.eval == p.eval
-                && b.seed == p.seed
-                && b.metric == p.metric
-        })
-        .copied()
-}
-
-fn predictions_of(k: &Ktrack, run: &Hash, eval: &str) -> Result<Predictions, Error> {
+fn predictions_of(k: &Ktrack, run: &str, eval: &str) -> Result<Predictions, Error> {
+    let run = parse_hash(run)?;
     let role = format!("predictions:{eval}");
     let hash: Option<String> = k
         .index
@@ -376,7 +434,7 @@ fn predictions_of(k: &Ktrack, run: &Hash, eval: &str) -> Result<Predictions, Err
         )
         .map_err(index::Error::from)?;
     let hash =
-        parse_hash(&hash.ok_or_else(|| Error::Predictions(*run, format!("run has no {role}")))?)?;
+        parse_hash(&hash.ok_or_else(|| Error::Predictions(run, format!("run has no {role}")))?)?;
     let bytes = k
         .store
         .read(&hash)
@@ -384,126 +442,142 @@ fn predictions_of(k: &Ktrack, run: &Hash, eval: &str) -> Result<Predictions, Err
     Predictions::from_parquet(&bytes).map_err(|e| Error::Predictions(hash, e.to_string()))
 }
 
+/// Mean, sd (ddof 1) and t-interval from a count, sum and sum of squares.
+fn from_sums(n: i64, sum: f64, sumsq: f64, level: f64) -> stats::SeedSummary {
+    use statrs::distribution::{ContinuousCDF, StudentsT};
+    let nf = n as f64;
+    let mean = sum / nf;
+    if n < 2 {
+        return stats::SeedSummary {
+            n: n as usize,
+            mean,
+            sd: f64::NAN,
+            lo: f64::NAN,
+            hi: f64::NAN,
+        };
+    }
+    let var = ((sumsq - nf * mean * mean) / (nf - 1.0)).max(0.0);
+    let sd = var.sqrt();
+    let t = StudentsT::new(0.0, 1.0, nf - 1.0)
+        .map(|d| d.inverse_cdf(1.0 - (1.0 - level) / 2.0))
+        .unwrap_or(f64::NAN);
+    let half = t * sd / nf.sqrt();
+    stats::SeedSummary {
+        n: n as usize,
+        mean,
+        sd,
+        lo: mean - half,
+        hi: mean + half,
+    }
+}
+
 fn summarise(
     k: &Ktrack,
-    pts: &[&Point],
-    all: &[&Point],
+    a: &Atom,
     baseline: Option<&str>,
     opts: &CompareOptions,
 ) -> Result<Cell, Error> {
-    let metric = pts[0].metric.clone();
-    let values: Vec<f64> = pts.iter().map(|p| p.value).collect();
-    let is_baseline = baseline.is_some_and(|b| pts.iter().all(|p| p.init == b));
-    let pairs: Vec<(&Point, &Point)> = match baseline {
-        Some(b) if !is_baseline => pts
-            .iter()
-            .filter_map(|p| baseline_of(p, all, b).map(|q| (*p, q)))
-            .collect(),
-        _ => Vec::new(),
-    };
     let mut cell = Cell {
-        metric: metric.clone(),
-        seeds: pts.len(),
-        estimate: f64::NAN,
+        metric: a.metric.clone(),
+        seeds: a.n as usize,
+        estimate: if a.n > 0 {
+            a.sum / a.n as f64
+        } else {
+            f64::NAN
+        },
         lo: None,
         hi: None,
         diff: None,
         p: None,
         test: None,
     };
-    if pts.len() >= 2 {
-        let s = stats::over_seeds(&values, opts.level);
-        cell.estimate = s.mean;
+    let is_baseline = baseline == Some(a.init.as_str());
+    if a.pairs > 0 && !is_baseline {
+        cell.diff = Some(a.dsum / a.pairs as f64);
+    }
+    if a.n >= 2 {
+        let s = from_sums(a.n, a.sum, a.sumsq, opts.level);
         cell.lo = s.lo.is_finite().then_some(s.lo);
         cell.hi = s.hi.is_finite().then_some(s.hi);
-        if pairs.len() >= 2 {
-            let diffs: Vec<f64> = pairs.iter().map(|(p, q)| p.value - q.value).collect();
-            let d = stats::over_seeds(&diffs, opts.level);
-            cell.diff = Some(d.mean);
-            cell.p = paired_t_p(&diffs);
+        if a.pairs >= 2 && !is_baseline {
+            cell.p = paired_t_p_from_sums(a.pairs, a.dsum, a.dsumsq);
             cell.test = Some("paired t over seeds");
         }
         return Ok(cell);
     }
-    let p = pts[0];
-    cell.estimate = p.value;
-    if let Some((_, q)) = pairs.first() {
-        cell.diff = Some(p.value - q.value);
+    if opts.bootstrap == 0 || a.n == 0 {
+        return Ok(cell);
     }
-    if opts.bootstrap > 0 {
-        let preds = predictions_of(k, &p.run, &p.eval)?;
-        let patients: Vec<&str> = preds.patient_id.iter().map(String::as_str).collect();
-        let clusters = Clusters::by_patient(&patients, &preds.label);
-        let m = metric.clone();
-        let ci = stats::bootstrap_ci(
+    let preds = predictions_of(k, &a.run, &a.eval)?;
+    let patients: Vec<&str> = preds.patient_id.iter().map(String::as_str).collect();
+    let clusters = Clusters::by_patient(&patients, &preds.label);
+    let m = a.metric.clone();
+    let ci = stats::bootstrap_ci(
+        &clusters,
+        preds.len(),
+        &|idx| preds.metric_on(&m, idx),
+        opts.bootstrap,
+        opts.level,
+        opts.seed,
+    );
+    cell.lo = ci.lo.is_finite().then_some(ci.lo);
+    cell.hi = ci.hi.is_finite().then_some(ci.hi);
+    let Some(base_run) = a.base_run.as_deref().filter(|_| !is_baseline) else {
+        return Ok(cell);
+    };
+    let base = predictions_of(k, base_run, &a.eval)?;
+    // Pair the two prediction sets case by case (same evaluation cases).
+    let order: BTreeMap<&str, usize> = base
+        .sample_id
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.as_str(), i))
+        .collect();
+    let aligned: Vec<(usize, usize)> = preds
+        .sample_id
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| order.get(s.as_str()).map(|&j| (i, j)))
+        .collect();
+    if a.metric == "auroc" {
+        let labels: Vec<u8> = aligned.iter().map(|&(i, _)| preds.label[i]).collect();
+        let x: Vec<f64> = aligned.iter().map(|&(i, _)| preds.probs[i][0]).collect();
+        let y: Vec<f64> = aligned.iter().map(|&(_, j)| base.probs[j][0]).collect();
+        let d = stats::delong(&labels, &x, &y);
+        cell.p = d.p.is_finite().then_some(d.p);
+        cell.test = Some("DeLong");
+    } else {
+        let map: BTreeMap<usize, usize> = aligned.iter().copied().collect();
+        let (_, pv) = stats::paired_bootstrap(
             &clusters,
             preds.len(),
-            &|idx| preds.metric_on(&m, idx),
+            &|idx| {
+                let other: Vec<usize> = idx.iter().filter_map(|i| map.get(i).copied()).collect();
+                preds.metric_on(&m, idx) - base.metric_on(&m, &other)
+            },
             opts.bootstrap,
             opts.level,
             opts.seed,
         );
-        cell.lo = ci.lo.is_finite().then_some(ci.lo);
-        cell.hi = ci.hi.is_finite().then_some(ci.hi);
-        if let Some((_, q)) = pairs.first() {
-            let base = predictions_of(k, &q.run, &q.eval)?;
-            // Pair the two prediction sets case by case (same evaluation cases).
-            let order: BTreeMap<&str, usize> = base
-                .sample_id
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (s.as_str(), i))
-                .collect();
-            let aligned: Vec<(usize, usize)> = preds
-                .sample_id
-                .iter()
-                .enumerate()
-                .filter_map(|(i, s)| order.get(s.as_str()).map(|&j| (i, j)))
-                .collect();
-            if metric == "auroc" {
-                let labels: Vec<u8> = aligned.iter().map(|&(i, _)| preds.label[i]).collect();
-                let a: Vec<f64> = aligned.iter().map(|&(i, _)| preds.probs[i][0]).collect();
-                let b: Vec<f64> = aligned.iter().map(|&(_, j)| base.probs[j][0]).collect();
-                let d = stats::delong(&labels, &a, &b);
-                cell.p = d.p.is_finite().then_some(d.p);
-                cell.test = Some("DeLong");
-            } else {
-                let m = metric.clone();
-                let map: BTreeMap<usize, usize> = aligned.iter().copied().collect();
-                let (_, pv) = stats::paired_bootstrap(
-                    &clusters,
-                    preds.len(),
-                    &|idx| {
-                        let other: Vec<usize> =
-                            idx.iter().filter_map(|i| map.get(i).copied()).collect();
-                        preds.metric_on(&m, idx) - base.metric_on(&m, &other)
-                    },
-                    opts.bootstrap,
-                    opts.level,
-                    opts.seed,
-                );
-                cell.p = pv.is_finite().then_some(pv);
-                cell.test = Some("paired bootstrap");
-            }
-        }
+        cell.p = pv.is_finite().then_some(pv);
+        cell.test = Some("paired bootstrap");
     }
     Ok(cell)
 }
 
-/// Two-sided p-value of a paired t-test (mean difference zero).
-fn paired_t_p(diffs: &[f64]) -> Option<f64> {
+fn paired_t_p_from_sums(n: i64, dsum: f64, dsumsq: f64) -> Option<f64> {
     use statrs::distribution::{ContinuousCDF, StudentsT};
-    let n = diffs.len();
     if n < 2 {
         return None;
     }
-    let mean = diffs.iter().sum::<f64>() / n as f64;
-    let sd = (diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
-    if sd == 0.0 {
-        return Some(if mean == 0.0 { 1.0 } else { 0.0 });
+    let nf = n as f64;
+    let mean = dsum / nf;
+    let sd = ((dsumsq - nf * mean * mean) / (nf - 1.0)).max(0.0).sqrt();
+    if sd <= 1e-15 {
+        return Some(if mean.abs() <= 1e-15 { 1.0 } else { 0.0 });
     }
-    let t = mean / (sd / (n as f64).sqrt());
-    let dist = StudentsT::new(0.0, 1.0, (n - 1) as f64).ok()?;
+    let t = mean / (sd / nf.sqrt());
+    let dist = StudentsT::new(0.0, 1.0, nf - 1.0).ok()?;
     Some(2.0 * (1.0 - dist.cdf(t.abs())))
 }
 

@@ -1,0 +1,217 @@
+//! `ktrack bench compare`: fill an index with N finished downstream runs (synthetic metrics and
+//! small prediction files), then time `compare` without bootstrap over everything and with
+//! bootstrap on one single-seed table; the reference is a plain SQLite scan of the same rows.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::context::Ktrack;
+use crate::id::Hash;
+use crate::index::{self};
+use crate::predictions::{Predictions, TaskKind};
+use crate::report::compare::{self, CompareOptions};
+use crate::rng;
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CompareBenchReport {
+    pub runs: usize,
+    pub fill_seconds: f64,
+    pub reference_scan_seconds: f64,
+    pub compare_seconds: f64,
+    pub compare_tables: usize,
+    pub bootstrap_seconds: f64,
+    pub bootstrap_cells: usize,
+    pub bootstrap_replicates: usize,
+}
+
+const INITS: [&str; 4] = ["imagenet", "random", "image-ssl", "image-text-ssl"];
+const FRACTIONS: [f64; 5] = [0.01, 0.1, 0.25, 0.5, 1.0];
+const EVALS: [&str; 2] = ["test", "most"];
+
+fn predictions(kind: TaskKind, quality: f64, seed: u64) -> Predictions {
+    let mut r = rng::stream("bench-compare", &[], seed);
+    let n = 400;
+    let mut p = Predictions {
+        sample_id: (0..n).map(|i| format!("s{i:04}")).collect(),
+        patient_id: (0..n).map(|i| format!("p{:04}", i / 2)).collect(),
+        label: Vec::with_capacity(n),
+        probs: Vec::with_capacity(n),
+        kind,
+    };
+    for _ in 0..n {
+        match kind {
+            TaskKind::Binary => {
+                let y = u8::from(rng::unit(&mut r) < 0.25);
+                let s = 1.0
+                    / (1.0 + (-(quality * (f64::from(y) - 0.5) * 4.0 + rng::normal(&mut r))).exp());
+                p.label.push(y);
+                p.probs.push(vec![s]);
+            }
+            TaskKind::Kl => {
+                let y = crate::rng::below(&mut r, 5) as u8;
+                let guess = (f64::from(y) + rng::normal(&mut r) * (1.5 - quality))
+                    .round()
+                    .clamp(0.0, 4.0) as usize;
+                let mut probs = vec![0.05; 5];
+                probs[guess] = 0.8;
+                p.label.push(y);
+                p.probs.push(probs);
+            }
+        }
+    }
+    p
+}
+
+pub fn run(n_runs: usize, replicates: usize) -> anyhow::Result<CompareBenchReport> {
+    let dir = tempfile::tempdir()?;
+    let k = Arc::new(Ktrack::open(&dir.path().join("home"))?);
+    let t = Instant::now();
+    // One small predictions object per (task, init, fraction, eval).
+    let tasks = [("kl", TaskKind::Kl), ("progression_4y", TaskKind::Binary)];
+    let mut objects = std::collections::HashMap::new();
+    let batch = k.store.batch();
+    for (ti, (task, kind)) in tasks.iter().enumerate() {
+        for (ii, init) in INITS.iter().enumerate() {
+            for (fi, f) in FRACTIONS.iter().enumerate() {
+                for (ei, e) in EVALS.iter().enumerate() {
+                    let quality = 0.5 + 0.1 * ii as f64 + 0.2 * f;
+                    let p =
+                        predictions(*kind, quality, (ti * 1000 + ii * 100 + fi * 10 + ei) as u64);
+                    let put = batch.put_bytes(&p.to_parquet())?;
+                    let m = p.metrics();
+                    let headline = if *kind == TaskKind::Kl {
+                        m["qwk"]
+                    } else {
+                        m["auroc"]
+                    };
+                    objects.insert((*task, *init, fi, *e), (put.hash, put.size, headline));
+                }
+            }
+        }
+    }
+    batch.commit()?;
+    let per_seed = tasks.len() * INITS.len() * 2 * FRACTIONS.len();
+    let seeds = n_runs.div_ceil(per_seed);
+    let now = k.clock.now();
+    k.index.run(async {
+        let mut tx = k.index.begin_write().await?;
+        let objs: Vec<(Hash, u64, &str)> = objects
+            .values()
+            .map(|(h, s, _)| (*h, *s, "predictions"))
+            .collect();
+        index::insert_objects(&mut tx, &objs, &now).await?;
+        let mut runs = Vec::new();
+        for seed in 0..seeds {
+            for (task, _) in &tasks {
+                for init in INITS {
+                    for protocol in ["linear", "finetune"] {
+                        for (fi, f) in FRACTIONS.iter().enumerate() {
+                            let id =
+                                Hash::of(format!("{seed}/{task}/{init}/{protocol}/{f}").as_bytes());
+                            runs.push((id, *task, init, protocol, fi, *f, seed as i64));
+                        }
+                    }
+                }
+            }
+        }
+        runs.truncate(n_runs);
+        for chunk in runs.chunks(400) {
+            let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO runs (id, kind, spec, label, status, created_at) ",
+            );
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(r.0.hex())
+                    .push_bind("downstream")
+                    .push_bind("{}")
+                    .push_bind("bench")
+                    .push_bind("done")
+                    .push_bind(&now);
+            });
+            qb.build().execute(&mut *tx).await?;
+            let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO run_axes (run, init, task, protocol, fraction, seed, arch) ",
+            );
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(r.0.hex())
+                    .push_bind(r.2)
+                    .push_bind(r.1)
+                    .push_bind(r.3)
+                    .push_bind(r.5)
+                    .push_bind(r.6)
+                    .push_bind("resnet50");
+            });
+            qb.build().execute(&mut *tx).await?;
+            let mut metrics = Vec::new();
+            let mut outputs = Vec::new();
+            for r in chunk {
+                for e in EVALS {
+                    let (h, _, v) = objects[&(r.1, r.2, r.4, e)];
+                    // Seeds differ a little.
+                    let jitter = ((r.6 * 7919 + r.4 as i64 * 31) % 100) as f64 / 5000.0;
+                    let metric = if r.1 == "kl" { "qwk" } else { "auroc" };
+                    metrics.push((r.0, e, metric, v + jitter));
+                    outputs.push((r.0, format!("predictions:{e}"), h));
+                }
+            }
+            let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO run_metrics (run, eval_set, metric, value) ",
+            );
+            qb.push_values(&metrics, |mut b, m| {
+                b.push_bind(m.0.hex())
+                    .push_bind(m.1)
+                    .push_bind(m.2)
+                    .push_bind(m.3);
+            });
+            qb.build().execute(&mut *tx).await?;
+            let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO run_outputs (run, role, hash) ",
+            );
+            qb.push_values(&outputs, |mut b, o| {
+                b.push_bind(o.0.hex())
+                    .push_bind(o.1.clone())
+                    .push_bind(o.2.hex());
+            });
+            qb.build().execute(&mut *tx).await?;
+        }
+        crate::index::runs::index_points(&mut tx, None).await?;
+        tx.commit().await?;
+        Ok::<_, index::Error>(())
+    })?;
+    let fill_seconds = t.elapsed().as_secs_f64();
+
+    // Reference: a plain scan of the rows compare reads.
+    let t = Instant::now();
+    let scanned: i64 = k
+        .index
+        .run(sqlx::query_scalar("SELECT count(value) FROM run_points").fetch_one(k.index.pool()))?;
+    let reference_scan_seconds = t.elapsed().as_secs_f64();
+    anyhow::ensure!(scanned > 0);
+
+    let t = Instant::now();
+    let tables = compare::compare(&k, &CompareOptions::default())?;
+    let compare_seconds = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let one = compare::compare(
+        &k,
+        &CompareOptions {
+            task: Some("progression_4y".into()),
+            protocol: Some("linear".into()),
+            run_seed: Some(0),
+            bootstrap: replicates,
+            ..CompareOptions::default()
+        },
+    )?;
+    let bootstrap_seconds = t.elapsed().as_secs_f64();
+    let cells = one.iter().map(|t| t.cells.len()).sum();
+    Ok(CompareBenchReport {
+        runs: n_runs,
+        fill_seconds,
+        reference_scan_seconds,
+        compare_seconds,
+        compare_tables: tables.len(),
+        bootstrap_seconds,
+        bootstrap_cells: cells,
+        bootstrap_replicates: replicates,
+    })
+}

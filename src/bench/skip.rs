@@ -1,0 +1,94 @@
+//! `ktrack bench skip`: plan a sweep of N runs that are all finished (fake records inserted
+//! directly) and time what `ktrack run` does with it — load and validate the spec, re-check
+//! the data (stat cache), plan, look up every run and skip them all — beside a plain SQLite
+//! count of the same runs as the reference.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use crate::context::Ktrack;
+use crate::index::{self, runs};
+use crate::runner::{self, RunOptions, Silent, plan::PlanOptions};
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SkipReport {
+    pub runs: usize,
+    pub seconds: f64,
+    pub micros_per_run: f64,
+    pub reference_count_seconds: f64,
+    pub ratio_to_reference: f64,
+}
+
+pub fn run(runs_wanted: usize) -> anyhow::Result<SkipReport> {
+    let dir = tempfile::tempdir()?;
+    let root = dir.path();
+    // A tiny synthetic cohort and a spec whose grid has `runs_wanted` downstream runs.
+    std::fs::create_dir_all(root.join("datasets"))?;
+    std::fs::write(
+        root.join("datasets/mini.toml"),
+        "name = \"mini\"\nmanifest = \"mini/manifest.csv\"\nimage_root = \"mini\"\n[columns]\nsample_id = \"sample_id\"\npatient_id = \"patient_id\"\nside = \"side\"\nvisit = \"visit_month\"\nimage = \"image_path\"\nkl = \"kl\"\n[synth]\nkind = \"oai-like\"\npatients = 30\nimage_size = 32\nseed = 1\n",
+    )?;
+    let per_seed = 2 * 5;
+    let seeds = runs_wanted.div_ceil(per_seed);
+    let seed_list: Vec<String> = (0..seeds).map(|s| s.to_string()).collect();
+    std::fs::write(
+        root.join("sweep.toml"),
+        format!(
+            "name = \"bench\"\n[cohorts]\ntrain = \"datasets/mini.toml\"\n[split]\ntrain = 0.6\nval = 0.2\ntest = 0.2\n\
+             [inits.random]\nkind = \"random\"\n[grid]\ninits = [\"random\"]\ntasks = [\"kl\"]\nprotocols = [\"linear\", \"finetune\"]\nseeds = [{}]\n\
+             [train]\narch = \"resnet-tiny\"\nimage_size = 32\n",
+            seed_list.join(", ")
+        ),
+    )?;
+    let k = Arc::new(Ktrack::open(&root.join("home"))?);
+    let opts = RunOptions {
+        spec: root.join("sweep.toml"),
+        plan: PlanOptions::default(),
+        jobs: 1,
+        dry_run: false,
+        stale_after: Duration::from_secs(120),
+        retry_failed: true,
+    };
+    let interrupt = AtomicBool::new(false);
+    // Plan once and mark every run finished.
+    let (spec, plan) = runner::plan_sweep(&k, &opts, &Silent, &interrupt)?;
+    runner::record_plan(&k, &spec, &plan)?;
+    let n = plan.runs.len();
+    k.index.run(async {
+        let mut tx = k.index.begin_write().await?;
+        sqlx::query("UPDATE runs SET status = 'done', finished_at = 'bench'")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok::<_, index::Error>(())
+    })?;
+
+    let t = Instant::now();
+    let report = runner::run_sweep(&k, &opts, &Silent, &interrupt)?;
+    let seconds = t.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        report.executed.is_empty() && report.before.done == n,
+        "every run should have been skipped"
+    );
+
+    let t = Instant::now();
+    let counted = k.index.run(async {
+        let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
+        let rows = runs::list(&mut c, Some("bench")).await?;
+        Ok::<_, index::Error>(
+            rows.iter()
+                .filter(|r| r.status == runs::Status::Done)
+                .count(),
+        )
+    })?;
+    let reference = t.elapsed().as_secs_f64();
+    anyhow::ensure!(counted == n);
+    Ok(SkipReport {
+        runs: n,
+        seconds,
+        micros_per_run: seconds * 1e6 / n as f64,
+        reference_count_seconds: reference,
+        ratio_to_reference: seconds / reference.max(1e-9),
+    })
+}

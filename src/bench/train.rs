@@ -1,0 +1,89 @@
+//! `ktrack bench train`: forward + backward images/s of an encoder with a linear head on every
+//! available backend (burn-flex; LibTorch CPU and CUDA with the `tch` feature), side by side,
+//! each as a ratio to the first.
+
+use std::time::Instant;
+
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::prelude::*;
+
+use crate::model::{Arch, Classifier};
+use crate::rng;
+use crate::train::DeviceKind;
+
+#[derive(Clone, Debug)]
+pub struct TrainBenchOptions {
+    pub arch: Arch,
+    pub size: usize,
+    pub batch: usize,
+    pub steps: usize,
+    pub warmup: usize,
+    pub devices: Vec<DeviceKind>,
+    pub threads: usize,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TrainBenchRow {
+    pub device: String,
+    pub images_per_second: f64,
+    pub seconds_per_step: f64,
+    /// images/s relative to the first device.
+    pub ratio: f64,
+}
+
+/// The devices this build can use (CUDA only when asked for).
+pub fn available() -> Vec<DeviceKind> {
+    let mut v = vec![DeviceKind::Cpu];
+    if cfg!(feature = "tch") {
+        v.push(DeviceKind::TchCpu);
+    }
+    v
+}
+
+pub fn run(opts: &TrainBenchOptions) -> anyhow::Result<Vec<TrainBenchRow>> {
+    crate::train::backend::pin_threads(opts.threads);
+    let mut rows = Vec::new();
+    for &kind in &opts.devices {
+        let device = kind.device()?.autodiff();
+        let mut model = Classifier::new(opts.arch, 5, 0, &device);
+        let mut optim = AdamWConfig::new().init();
+        let ce = CrossEntropyLossConfig::new().init(&device);
+        let mut r = rng::stream("bench-train", &[], 0);
+        let n = opts.batch * 3 * opts.size * opts.size;
+        let pixels: Vec<f32> = (0..n).map(|_| rng::normal(&mut r) as f32).collect();
+        let labels: Vec<i64> = (0..opts.batch).map(|i| (i % 5) as i64).collect();
+        let mut step = |model: Classifier| -> anyhow::Result<Classifier> {
+            let x = Tensor::<4>::from_data(
+                TensorData::new(pixels.clone(), [opts.batch, 3, opts.size, opts.size]),
+                &device,
+            );
+            let y =
+                Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [opts.batch]), &device);
+            let loss = ce.forward(model.forward(x), y);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            Ok(optim.step(1e-4, model, grads))
+        };
+        for _ in 0..opts.warmup {
+            model = step(model)?;
+        }
+        device.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let t = Instant::now();
+        for _ in 0..opts.steps {
+            model = step(model)?;
+        }
+        device.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let secs = t.elapsed().as_secs_f64() / opts.steps as f64;
+        rows.push(TrainBenchRow {
+            device: kind.to_string(),
+            images_per_second: opts.batch as f64 / secs,
+            seconds_per_step: secs,
+            ratio: 1.0,
+        });
+    }
+    let base = rows.first().map_or(1.0, |r| r.images_per_second);
+    for r in &mut rows {
+        r.ratio = r.images_per_second / base;
+    }
+    Ok(rows)
+}
