@@ -3,6 +3,7 @@
 //! Errors are rendered here: `error:` + `Caused by:` chain + `hint:`; exit 1 for user and data
 //! errors, 2 for usage (clap), 101 for bugs (panics).
 
+mod audit;
 mod bench;
 mod compare;
 mod data;
@@ -70,6 +71,19 @@ pub enum Command {
     Status(status::Args),
     /// Compare inits: metric tables with confidence intervals and paired tests.
     Compare(compare::Args),
+    /// A run's lineage (cohort → split → fraction → init → run → outputs) with hashes.
+    Show(audit::ShowArgs),
+    /// Re-execute a run from its inputs by hash and compare: IDENTICAL, WITHIN TOLERANCE or DIFFERENT.
+    Reproduce(audit::ReproduceArgs),
+    /// Re-hash every object and check every reference of the index.
+    Verify(audit::VerifyArgs),
+    /// List (or with --apply delete) objects no cohort, run or sweep reaches.
+    Gc(audit::GcArgs),
+    /// Rebuild the index from the record objects in the store.
+    Reindex(audit::ReindexArgs),
+    /// Bundles: everything needed to reproduce a run elsewhere, in one tar file.
+    #[command(subcommand)]
+    Bundle(audit::BundleCommand),
     /// Metrics of a predictions file (scikit-learn definitions).
     Metrics(metrics::Args),
     /// Benchmarks that print ratios against a reference measured in the same run.
@@ -118,6 +132,12 @@ pub fn main() -> i32 {
         Command::Exec(args) => exec::run(&env, args),
         Command::Status(args) => status::run(&env, args),
         Command::Compare(args) => compare::run(&env, args),
+        Command::Show(args) => audit::show(&env, args),
+        Command::Reproduce(args) => audit::reproduce(&env, args),
+        Command::Verify(args) => audit::verify(&env, args),
+        Command::Gc(args) => audit::gc(&env, args),
+        Command::Reindex(args) => audit::reindex(&env, args),
+        Command::Bundle(cmd) => audit::bundle(&env, cmd),
         Command::Metrics(args) => metrics::run(&env, args),
         Command::Bench(cmd) => bench::run(&env, cmd),
     };
@@ -227,6 +247,8 @@ fn hint(e: &anyhow::Error) -> Option<String> {
         } else if let Some(x) = c.downcast_ref::<crate::train::backend::Error>() {
             x.hint()
         } else if let Some(x) = c.downcast_ref::<crate::model::import::Error>() {
+            x.hint()
+        } else if let Some(x) = c.downcast_ref::<crate::audit::reproduce::Error>() {
             x.hint()
         } else {
             None

@@ -239,15 +239,43 @@ fn link_object(store: &Store, hash: &Hash, dir: &Path, name: &str) -> Result<Pat
     Ok(dst)
 }
 
-/// Executes a run (already claimed) in `run_dir` and records it. Returns its outcome.
-pub fn execute(
+/// What training a run produced, before anything is stored.
+pub struct Produced {
+    /// (role, file in the run directory)
+    pub outputs: Vec<(String, PathBuf)>,
+    /// (evaluation set, metric, value)
+    pub metrics: Vec<(String, String, f64)>,
+    pub details: serde_json::Value,
+    pub images_per_second: f64,
+    pub started_at: String,
+    pub finished_at: String,
+    pub seconds: f64,
+    pub log: PathBuf,
+}
+
+/// The differences a rerun of a run may show and still count as a reproduction: none on the
+/// deterministic CPU backends; small ones on CUDA (non-deterministic reductions).
+pub fn tolerance(resolved: &ResolvedRun) -> (f64, f64) {
+    let device = match resolved {
+        ResolvedRun::Downstream(d) => d.config.device,
+        ResolvedRun::Pretrain(p) => p.config.device,
+    };
+    if device.deterministic() {
+        (0.0, 0.0)
+    } else {
+        (1e-3, 5e-3)
+    }
+}
+
+/// Trains a run in `run_dir` (resuming from a checkpoint there) without storing anything.
+pub fn produce(
     k: &Ktrack,
     id: &Hash,
     resolved: &ResolvedRun,
     run_dir: &Path,
     observer: &dyn Observer,
     interrupt: &AtomicBool,
-) -> Result<Outcome, Error> {
+) -> Result<Produced, Error> {
     std::fs::create_dir_all(run_dir)
         .map_err(|e| Error::Data(format!("cannot create `{}`: {e}", run_dir.display())))?;
     let log_path = run_dir.join("log.txt");
@@ -270,7 +298,7 @@ pub fn execute(
         ResolvedRun::Downstream(d) => run_downstream(k, id, d, run_dir, &logged, interrupt),
         ResolvedRun::Pretrain(p) => run_pretrain(k, p, run_dir, &logged, interrupt),
     };
-    let (mut outputs, metrics, extra, images_per_second) = match result {
+    let (outputs, metrics, details, images_per_second) = match result {
         Ok(r) => r,
         Err(e) => {
             logged.line(&format!("stopped: {e}"));
@@ -280,21 +308,65 @@ pub fn execute(
     let finished_at = k.clock.now();
     let seconds = t0.elapsed().as_secs_f64();
     logged.line(&format!("finished at {finished_at} in {seconds:.1}s"));
+    Ok(Produced {
+        outputs,
+        metrics,
+        details,
+        images_per_second,
+        started_at,
+        finished_at,
+        seconds,
+        log: log_path,
+    })
+}
+
+/// The label and grid coordinates the index holds for a run (for its record).
+fn label_and_axes(k: &Ktrack, id: &Hash) -> Result<(String, serde_json::Value), Error> {
+    Ok(k.index.run(async {
+        let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
+        let label = runs::get(&mut c, id).await?.map(|r| r.label).unwrap_or_default();
+        let axes: Option<(String, String, String, f64, i64, String)> = sqlx::query_as(
+            "SELECT init, task, protocol, fraction, seed, arch FROM run_axes WHERE run = ?1",
+        )
+        .bind(id.hex())
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(index::Error::from)?;
+        let axes = axes.map_or(json!(null), |a| {
+            json!({"init": a.0, "task": a.1, "protocol": a.2, "fraction": a.3, "seed": a.4, "arch": a.5})
+        });
+        Ok::<_, index::Error>((label, axes))
+    })?)
+}
+
+/// Executes a run (already claimed) in `run_dir` and records it. Returns its outcome.
+pub fn execute(
+    k: &Ktrack,
+    id: &Hash,
+    resolved: &ResolvedRun,
+    run_dir: &Path,
+    observer: &dyn Observer,
+    interrupt: &AtomicBool,
+) -> Result<Outcome, Error> {
+    let produced = produce(k, id, resolved, run_dir, observer, interrupt)?;
     let (device, seed) = match resolved {
         ResolvedRun::Downstream(d) => (d.config.device, d.config.seed),
         ResolvedRun::Pretrain(p) => (p.config.device, p.config.seed),
     };
-    let environment = env::capture(device, seed, &started_at, &finished_at);
+    let environment = env::capture(device, seed, &produced.started_at, &produced.finished_at);
+    let (label, axes) = label_and_axes(k, id)?;
+    let (prob_tol, metric_tol) = tolerance(resolved);
 
     // Outputs, the log and the record go into the store together.
     let batch = k.store.batch();
     let mut stored: Vec<(String, Hash, u64)> = Vec::new();
-    for (role, path) in outputs.drain(..) {
-        let put = batch.put_file(&path)?;
-        stored.push((role, put.hash, put.size));
+    for (role, path) in &produced.outputs {
+        let put = batch.put_file(path)?;
+        stored.push((role.clone(), put.hash, put.size));
     }
-    let log = batch.put_file(&log_path)?;
+    let log = batch.put_file(&produced.log)?;
     stored.push(("log".into(), log.hash, log.size));
+    let metrics = produced.metrics.clone();
     let metrics_json: BTreeMap<&str, BTreeMap<&str, Option<f64>>> =
         metrics
             .iter()
@@ -309,12 +381,15 @@ pub fn execute(
         "format": 1,
         "id": id.hex(),
         "kind": resolved.kind(),
+        "label": label,
+        "axes": axes,
         "spec": resolved.to_json(),
         "outputs": stored.iter().map(|(r, h, _)| (r.clone(), json!(h.hex()))).collect::<serde_json::Map<_, _>>(),
         "metrics": metrics_json,
         "environment": environment,
-        "details": extra,
-        "seconds": seconds,
+        "details": produced.details,
+        "tolerance": {"probability": prob_tol, "metric": metric_tol},
+        "seconds": produced.seconds,
     });
     let record_put = batch.put_bytes(crate::id::canonical_json(&record).as_bytes())?;
     batch.commit()?;
@@ -336,8 +411,8 @@ pub fn execute(
                 record: record_put.hash,
                 outputs: &outputs,
                 metrics: &metrics,
-                started_at: &started_at,
-                finished_at: &finished_at,
+                started_at: &produced.started_at,
+                finished_at: &produced.finished_at,
             },
         )
         .await?;
@@ -350,12 +425,12 @@ pub fn execute(
         record: record_put.hash,
         outputs,
         metrics,
-        seconds,
-        images_per_second,
+        seconds: produced.seconds,
+        images_per_second: produced.images_per_second,
     })
 }
 
-type Produced = (
+type Trained = (
     Vec<(String, PathBuf)>,
     Vec<(String, String, f64)>,
     serde_json::Value,
@@ -369,7 +444,7 @@ fn run_downstream(
     run_dir: &Path,
     observer: &dyn Observer,
     interrupt: &AtomicBool,
-) -> Result<Produced, Error> {
+) -> Result<Trained, Error> {
     let task = d.config.task;
     let samples = cohort_samples(&k.store, &d.cohort)?;
     let parts = assignment(k, &d.split)?;
@@ -481,7 +556,7 @@ fn run_pretrain(
     run_dir: &Path,
     observer: &dyn Observer,
     interrupt: &AtomicBool,
-) -> Result<Produced, Error> {
+) -> Result<Trained, Error> {
     let text = p.config.method.uses_text();
     let mut examples = Vec::new();
     let mut reports = Vec::new();

@@ -215,14 +215,51 @@ pub fn record_plan(
             axes: r.axes.clone(),
         })
         .collect();
-    let ids: Vec<Hash> = plan.runs.iter().map(|r| r.id).collect();
+    let mut ids: Vec<Hash> = plan.runs.iter().map(|r| r.id).collect();
+    ids.sort();
     let now = k.clock.now();
     let name = spec.spec.name.clone();
     let path = spec.path.display().to_string();
+    // The spec file and a sweep record (its runs) are objects too, so the index can be rebuilt.
+    let spec_bytes = std::fs::read(&spec.path).map_err(|e| {
+        Error::Spec(spec::Error::Read {
+            path: spec.path.clone(),
+            message: e.to_string(),
+        })
+    })?;
+    let batch = k.store.batch();
+    let spec_put = batch.put_bytes(&spec_bytes).map_err(plan::Error::from)?;
+    let record = serde_json::json!({
+        "ktrack": "sweep",
+        "format": 1,
+        "name": name,
+        "spec": spec_put.hash.hex(),
+        "spec_path": path,
+        "runs": ids.iter().map(|h| h.hex()).collect::<Vec<_>>(),
+    });
+    let record_put = batch
+        .put_bytes(crate::id::canonical_json(&record).as_bytes())
+        .map_err(plan::Error::from)?;
+    batch.commit().map_err(plan::Error::from)?;
     Ok(k.index.run(async {
         let mut tx = k.index.begin_write().await?;
+        index::insert_objects(
+            &mut tx,
+            &[
+                (spec_put.hash, spec_put.size, "spec"),
+                (record_put.hash, record_put.size, "record"),
+            ],
+            &now,
+        )
+        .await?;
         runs::insert_planned(&mut tx, &new, &now).await?;
         runs::upsert_sweep(&mut tx, &name, &path, &spec.hash, &ids, &now).await?;
+        sqlx::query("UPDATE sweeps SET record = ?2 WHERE name = ?1")
+            .bind(&name)
+            .bind(record_put.hash.hex())
+            .execute(&mut *tx)
+            .await
+            .map_err(index::Error::from)?;
         let statuses = runs::statuses(&mut tx, &ids).await?;
         tx.commit().await?;
         Ok::<_, index::Error>(statuses)

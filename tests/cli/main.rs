@@ -1,5 +1,6 @@
 //! End-to-end tests of the `ktrack` binary: one module per command, sharing [`TestContext`].
 
+mod audit;
 mod common;
 mod data;
 mod help;

@@ -1,0 +1,345 @@
+//! `ktrack reproduce RUN`: check every input by hash, re-execute the run in a scratch area,
+//! and compare checkpoint, predictions and metrics with the recorded ones. Verdict:
+//! IDENTICAL (bitwise), WITHIN TOLERANCE (the tolerance the run declared; largest difference
+//! shown) or DIFFERENT (what differs). The reproduction is itself recorded.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+
+use serde_json::json;
+
+use super::env;
+use super::lineage::{self, bundle_objects};
+use crate::context::Ktrack;
+use crate::id::Hash;
+use crate::index;
+use crate::predictions::Predictions;
+use crate::runner::exec;
+use crate::runner::resolved::ResolvedRun;
+use crate::store::Health;
+use crate::train::{DeviceKind, Observer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Lineage(#[from] lineage::Error),
+    #[error("input {hash:#} ({kind}) is missing from the store")]
+    MissingInput { hash: Hash, kind: String },
+    #[error("input {hash:#} ({kind}) is corrupt: its content hashes to {actual:#}")]
+    CorruptInput {
+        hash: Hash,
+        kind: String,
+        actual: Hash,
+    },
+    #[error(transparent)]
+    Exec(#[from] exec::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    #[error(transparent)]
+    Index(#[from] index::Error),
+}
+
+impl Error {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::MissingInput { .. } | Error::CorruptInput { .. } => Some(
+                "`ktrack verify` lists every missing or corrupt object; restore them from a bundle (`ktrack bundle import`)".into(),
+            ),
+            Error::Exec(e) => e.hint(),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ReproduceOptions {
+    /// Reproduce on another device (e.g. a GPU run on the CPU).
+    pub device: Option<DeviceKind>,
+    pub threads: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Verdict {
+    #[serde(rename = "IDENTICAL")]
+    Identical,
+    #[serde(rename = "WITHIN TOLERANCE")]
+    WithinTolerance,
+    #[serde(rename = "DIFFERENT")]
+    Different,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Identical => "IDENTICAL",
+            Verdict::WithinTolerance => "WITHIN TOLERANCE",
+            Verdict::Different => "DIFFERENT",
+        }
+    }
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Comparison {
+    pub role: String,
+    pub original: Hash,
+    pub reproduced: Option<Hash>,
+    pub identical: bool,
+    /// Largest absolute difference of a probability (predictions only).
+    pub max_diff: Option<f64>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ReproduceReport {
+    pub run: Hash,
+    pub verdict: Verdict,
+    pub comparisons: Vec<Comparison>,
+    /// (evaluation set, metric, recorded, reproduced)
+    pub metrics: Vec<(String, String, f64, f64)>,
+    pub max_probability_diff: f64,
+    pub max_metric_diff: f64,
+    pub tolerance: (f64, f64),
+    pub inputs_checked: usize,
+    pub record: Hash,
+    pub seconds: f64,
+}
+
+/// Outputs compared bitwise (logs and curves hold timings, so they are not).
+fn compared_role(role: &str) -> bool {
+    !matches!(role, "log" | "curves")
+}
+
+pub fn reproduce(
+    k: &Ktrack,
+    id: &Hash,
+    opts: &ReproduceOptions,
+    observer: &dyn Observer,
+    interrupt: &AtomicBool,
+) -> Result<ReproduceReport, Error> {
+    let (_, record, mut resolved) = lineage::record(k, id)?;
+    let original: BTreeMap<String, Hash> = record["outputs"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(r, h)| Some((r.clone(), h.as_str()?.parse().ok()?)))
+        .collect();
+
+    // Every input must be present and intact before anything runs.
+    let own: std::collections::BTreeSet<Hash> = original
+        .values()
+        .copied()
+        .chain(record_hash(k, id))
+        .collect();
+    let inputs: Vec<Hash> = bundle_objects(k, id)?
+        .into_iter()
+        .filter(|h| !own.contains(h))
+        .collect();
+    let kinds: BTreeMap<String, String> = k
+        .index
+        .run(
+            sqlx::query_as::<_, (String, String)>("SELECT hash, kind FROM objects")
+                .fetch_all(k.index.pool()),
+        )
+        .map_err(index::Error::from)?
+        .into_iter()
+        .collect();
+    for h in &inputs {
+        let kind = kinds
+            .get(&h.hex())
+            .cloned()
+            .unwrap_or_else(|| "object".into());
+        match k.store.check(h)? {
+            Health::Ok => {}
+            Health::Missing => return Err(Error::MissingInput { hash: *h, kind }),
+            Health::Corrupt { actual } => {
+                return Err(Error::CorruptInput {
+                    hash: *h,
+                    kind,
+                    actual,
+                });
+            }
+        }
+    }
+
+    if opts.device.is_some() || opts.threads.is_some() {
+        match &mut resolved {
+            ResolvedRun::Downstream(d) => {
+                d.config.device = opts.device.unwrap_or(d.config.device);
+                d.config.threads = opts.threads.unwrap_or(d.config.threads);
+            }
+            ResolvedRun::Pretrain(p) => {
+                p.config.device = opts.device.unwrap_or(p.config.device);
+                p.config.threads = opts.threads.unwrap_or(p.config.threads);
+            }
+        }
+    }
+    let declared = record["tolerance"].as_object().map(|t| {
+        (
+            t.get("probability").and_then(|v| v.as_f64()).unwrap_or(0.0),
+            t.get("metric").and_then(|v| v.as_f64()).unwrap_or(0.0),
+        )
+    });
+    let tolerance = declared.unwrap_or_else(|| exec::tolerance(&resolved));
+
+    let scratch = k.home.join("reproduce").join(format!(
+        "{}-{}",
+        id.short(),
+        chrono::Utc::now().timestamp_millis()
+    ));
+    let produced = exec::produce(k, id, &resolved, &scratch, observer, interrupt)?;
+
+    let mut comparisons = Vec::new();
+    let mut max_prob: f64 = 0.0;
+    let produced_files: BTreeMap<&str, &std::path::Path> = produced
+        .outputs
+        .iter()
+        .map(|(r, p)| (r.as_str(), p.as_path()))
+        .collect();
+    for (role, orig) in original.iter().filter(|(r, _)| compared_role(r)) {
+        let Some(path) = produced_files.get(role.as_str()) else {
+            comparisons.push(Comparison {
+                role: role.clone(),
+                original: *orig,
+                reproduced: None,
+                identical: false,
+                max_diff: None,
+            });
+            continue;
+        };
+        let bytes = std::fs::read(path).map_err(|e| exec::Error::Data(e.to_string()))?;
+        let h = Hash::of(&bytes);
+        let mut max_diff = None;
+        if h != *orig && role.starts_with("predictions:") {
+            let a = Predictions::from_parquet(&k.store.read(orig)?)
+                .map_err(|e| exec::Error::Data(e.to_string()))?;
+            let b =
+                Predictions::from_parquet(&bytes).map_err(|e| exec::Error::Data(e.to_string()))?;
+            let by_id: BTreeMap<&str, &Vec<f64>> = b
+                .sample_id
+                .iter()
+                .map(String::as_str)
+                .zip(&b.probs)
+                .collect();
+            let mut m: f64 = 0.0;
+            for (sid, pa) in a.sample_id.iter().zip(&a.probs) {
+                match by_id.get(sid.as_str()) {
+                    Some(pb) => {
+                        for (x, y) in pa.iter().zip(pb.iter()) {
+                            m = m.max((x - y).abs());
+                        }
+                    }
+                    None => m = f64::INFINITY,
+                }
+            }
+            max_prob = max_prob.max(m);
+            max_diff = Some(m);
+        }
+        comparisons.push(Comparison {
+            role: role.clone(),
+            original: *orig,
+            reproduced: Some(h),
+            identical: h == *orig,
+            max_diff,
+        });
+    }
+    let recorded: BTreeMap<(String, String), f64> = record["metrics"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .flat_map(|(set, m)| {
+            m.as_object()
+                .into_iter()
+                .flatten()
+                .map(move |(name, v)| ((set.clone(), name.clone()), v.as_f64().unwrap_or(f64::NAN)))
+        })
+        .collect();
+    let mut metrics = Vec::new();
+    let mut max_metric: f64 = 0.0;
+    for (set, name, v) in &produced.metrics {
+        let r = recorded
+            .get(&(set.clone(), name.clone()))
+            .copied()
+            .unwrap_or(f64::NAN);
+        let both_nan = r.is_nan() && v.is_nan();
+        if !both_nan {
+            max_metric = max_metric.max((r - v).abs());
+        }
+        metrics.push((set.clone(), name.clone(), r, *v));
+    }
+    if max_metric.is_nan() {
+        max_metric = f64::INFINITY;
+    }
+    let verdict = if comparisons.iter().all(|c| c.identical) {
+        Verdict::Identical
+    } else if comparisons.iter().all(|c| {
+        c.identical
+            || c.max_diff.is_some_and(|d| d <= tolerance.0)
+            || !c.role.starts_with("predictions:")
+    }) && max_prob <= tolerance.0
+        && max_metric <= tolerance.1
+    {
+        Verdict::WithinTolerance
+    } else {
+        Verdict::Different
+    };
+
+    // Record the reproduction.
+    let created_at = k.clock.now();
+    let device = match &resolved {
+        ResolvedRun::Downstream(d) => d.config.device,
+        ResolvedRun::Pretrain(p) => p.config.device,
+    };
+    let seed = match &resolved {
+        ResolvedRun::Downstream(d) => d.config.seed,
+        ResolvedRun::Pretrain(p) => p.config.seed,
+    };
+    let rec = json!({
+        "ktrack": "reproduction",
+        "format": 1,
+        "run": id.hex(),
+        "verdict": verdict.as_str(),
+        "created_at": created_at,
+        "comparisons": comparisons,
+        "metrics": metrics.iter().map(|(s, m, a, b)| json!({"eval": s, "metric": m, "recorded": a, "reproduced": b})).collect::<Vec<_>>(),
+        "max_probability_diff": max_prob,
+        "max_metric_diff": if max_metric.is_finite() { json!(max_metric) } else { json!(null) },
+        "tolerance": {"probability": tolerance.0, "metric": tolerance.1},
+        "environment": env::capture(device, seed, &produced.started_at, &produced.finished_at),
+    });
+    let put = k
+        .store
+        .put_bytes(crate::id::canonical_json(&rec).as_bytes())?;
+    let now = k.clock.now();
+    k.index.run(async {
+        let mut tx = k.index.begin_write().await?;
+        index::insert_object(&mut tx, &put.hash, put.size, "record", &now).await?;
+        sqlx::query("INSERT OR IGNORE INTO reproductions (record, run, verdict, max_diff, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .bind(put.hash.hex())
+            .bind(id.hex())
+            .bind(verdict.as_str())
+            .bind(max_prob)
+            .bind(&created_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok::<_, index::Error>(())
+    })?;
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(ReproduceReport {
+        run: *id,
+        verdict,
+        comparisons,
+        metrics,
+        max_probability_diff: max_prob,
+        max_metric_diff: max_metric,
+        tolerance,
+        inputs_checked: inputs.len(),
+        record: put.hash,
+        seconds: produced.seconds,
+    })
+}
+
+fn record_hash(k: &Ktrack, id: &Hash) -> Option<Hash> {
+    lineage::record(k, id)
+        .ok()
+        .and_then(|(row, _, _)| row.record)
+}
