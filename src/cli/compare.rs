@@ -54,6 +54,10 @@ pub struct Args {
     pub seed: u64,
     #[arg(long, value_enum, default_value = "table")]
     pub format: TableFormat,
+    /// Also draw the metric against the label fraction, one line per init with its CI band
+    /// (`.svg` or `.png`).
+    #[arg(long)]
+    pub plot: Option<std::path::PathBuf>,
 }
 
 pub fn run(env: &Env, args: Args) -> Result<()> {
@@ -65,7 +69,7 @@ pub fn run(env: &Env, args: Args) -> Result<()> {
         eval: args.eval,
         metric: args.metric,
         run_seed: args.run_seed,
-        baseline: args.baseline,
+        baseline: args.baseline.clone(),
         rows: args.rows,
         cols: args.cols,
         bootstrap: args.bootstrap,
@@ -73,6 +77,24 @@ pub fn run(env: &Env, args: Args) -> Result<()> {
         seed: args.seed,
     };
     let tables = compare::compare(&k, &opts).context("could not compare runs")?;
+    if let Some(path) = &args.plot {
+        let plot_tables = if opts.rows == Axis::Init && opts.cols == Axis::Fraction {
+            tables.clone()
+        } else {
+            compare::compare(
+                &k,
+                &CompareOptions {
+                    rows: Axis::Init,
+                    cols: Axis::Fraction,
+                    ..opts.clone()
+                },
+            )?
+        };
+        let panels = crate::report::plot::fraction_plot(&plot_tables, path)
+            .context("could not draw the plot")?;
+        env.printer
+            .status("Plotted", format!("{panels} panels → {}", path.display()));
+    }
     let text = match args.format {
         TableFormat::Table => render::text(&tables),
         TableFormat::Md => render::markdown(&tables),

@@ -10,6 +10,7 @@ mod data;
 mod exec;
 mod init;
 mod metrics;
+mod plot;
 mod run;
 mod status;
 
@@ -71,6 +72,11 @@ pub enum Command {
     Status(status::Args),
     /// Compare inits: metric tables with confidence intervals and paired tests.
     Compare(compare::Args),
+    /// Plots of runs (ROC curves).
+    #[command(subcommand)]
+    Plot(plot::PlotCommand),
+    /// Runs, metrics and lineage as Parquet or CSV tables.
+    Export(plot::ExportArgs),
     /// A run's lineage (cohort → split → fraction → init → run → outputs) with hashes.
     Show(audit::ShowArgs),
     /// Re-execute a run from its inputs by hash and compare: IDENTICAL, WITHIN TOLERANCE or DIFFERENT.
@@ -132,6 +138,8 @@ pub fn main() -> i32 {
         Command::Exec(args) => exec::run(&env, args),
         Command::Status(args) => status::run(&env, args),
         Command::Compare(args) => compare::run(&env, args),
+        Command::Plot(cmd) => plot::plot_cmd(&env, cmd),
+        Command::Export(args) => plot::export_cmd(&env, args),
         Command::Show(args) => audit::show(&env, args),
         Command::Reproduce(args) => audit::reproduce(&env, args),
         Command::Verify(args) => audit::verify(&env, args),

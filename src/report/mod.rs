@@ -2,4 +2,6 @@
 //! exports of runs and metrics, and plots.
 
 pub mod compare;
+pub mod export;
+pub mod plot;
 pub mod render;

@@ -5,5 +5,6 @@ mod common;
 mod data;
 mod help;
 mod metrics;
+mod report;
 mod run;
 mod synth;
