@@ -341,8 +341,11 @@ pub fn roc_points(labels: &[u8], scores: &[f64]) -> Vec<(f64, f64)> {
     pts
 }
 
-/// ROC curves, one per (label, points, AUROC).
-pub fn roc_plot(curves: &[(String, Vec<(f64, f64)>, f64)], path: &Path) -> Result<(), Error> {
+/// One ROC curve: label, (false positive rate, true positive rate) points, AUROC.
+pub type Curve = (String, Vec<(f64, f64)>, f64);
+
+/// ROC curves.
+pub fn roc_plot(curves: &[Curve], path: &Path) -> Result<(), Error> {
     if curves.is_empty() {
         return Err(Error::Empty("no curves".into()));
     }
@@ -354,7 +357,7 @@ pub fn roc_plot(curves: &[(String, Vec<(f64, f64)>, f64)], path: &Path) -> Resul
 
 fn roc_render<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
-    curves: &[(String, Vec<(f64, f64)>, f64)],
+    curves: &[Curve],
 ) -> Result<(), String> {
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let mut chart = ChartBuilder::on(&root)

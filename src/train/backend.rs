@@ -35,6 +35,8 @@ impl DeviceKind {
     }
 
     /// The burn device (without autodiff).
+    // burn 0.22 marks burn-tch deprecated; it is still the LibTorch backend this version ships.
+    #[allow(deprecated)]
     pub fn device(self) -> Result<Device, Error> {
         match self {
             DeviceKind::Cpu => Ok(Device::flex()),
