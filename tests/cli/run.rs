@@ -347,3 +347,48 @@ fn slurm_dry_run_prints_the_job_arrays() {
     );
     assert!(out.contains("--no-progress exec \"$RUN\""), "{out}");
 }
+
+/// Against a real single-node Slurm (started by `.ci/run` with `.ci/slurm-local.sh`, which sets
+/// `KTRACK_TEST_SLURM=1` and `SLURM_CONF`): the job arrays run every run through `ktrack exec`.
+#[test]
+fn slurm_real_submission() {
+    #[allow(clippy::disallowed_methods)] // the CI script opts in through the environment
+    let enabled = std::env::var("KTRACK_TEST_SLURM").is_ok_and(|v| v == "1");
+    if !enabled {
+        eprintln!("skipped: set KTRACK_TEST_SLURM=1 with a running Slurm (see .ci/run)");
+        return;
+    }
+    let ctx = TestContext::new();
+    let grid = r#"[grid]
+inits = ["random", "img"]
+tasks = ["kl"]
+protocols = ["linear"]
+fractions = [1.0]
+seeds = [0]"#;
+    let spec = ctx.mini_study(grid, "");
+    let out = ctx.run([
+        "run",
+        spec.to_str().unwrap(),
+        "--executor",
+        "slurm",
+        "--time",
+        "00:10:00",
+    ]);
+    assert!(
+        out.starts_with("exit_code: 0") && out.contains("Submitted job array"),
+        "{out}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let runs = ctx.runs();
+        if runs.iter().all(|r| r.1 == "done") {
+            assert_eq!(runs.len(), 3);
+            break;
+        }
+        assert!(!runs.iter().any(|r| r.1 == "failed"), "{runs:?}");
+        assert!(Instant::now() < deadline, "Slurm did not finish: {runs:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let again = ctx.run(["run", spec.to_str().unwrap(), "--executor", "slurm"]);
+    assert!(again.contains("nothing to submit"), "{again}");
+}
