@@ -350,7 +350,7 @@ pub(crate) fn synth_one(env: &Env, path: &std::path::Path) -> Result<synth::Synt
     let bar = env.printer.bar(0, "Generating");
     let report = synth::generate(
         &spec,
-        &dataset.manifest,
+        dataset.synth_manifest()?,
         &dataset.image_root,
         &bar,
         &env.interrupt,
@@ -392,6 +392,18 @@ pub(crate) fn run_import(env: &Env, descriptors: &[PathBuf], format: Format) -> 
     match format {
         Format::Json => env.printer.data(&serde_json::to_string_pretty(&reports)?)?,
         _ => {
+            // Real cohorts: what the readings gave and what was excluded, and why.
+            for r in reports.iter().filter(|r| !r.counts.is_empty()) {
+                let mut t = Table::new(["", "count"]);
+                for (what, n) in &r.counts {
+                    t.row([what.clone(), thousands(*n as u64)]);
+                }
+                env.printer.data(&format!(
+                    "`{}`: readings, images and outcome rules\n{}",
+                    r.name,
+                    render(&t, format)
+                ))?;
+            }
             let mut t = Table::new(["cohort", "name", "samples", "patients", "images", "new"]);
             for r in &reports {
                 t.row([

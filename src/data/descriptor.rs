@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::real::ReadingsSpec;
+use crate::data::real::images::ImagesSpec;
+use crate::data::real::outcomes::OutcomeSpec;
 use crate::data::synth::SynthSpec;
 
 /// Descriptor errors name the descriptor file.
@@ -79,17 +82,43 @@ impl Columns {
     }
 }
 
-/// A descriptor as written in the file.
+/// A descriptor as written in the file: either a `manifest` with `[columns]`, or the real
+/// distributions' files described by `[readings]`, `[images]` and `[outcomes]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Descriptor {
     pub name: String,
-    pub manifest: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<PathBuf>,
     pub image_root: PathBuf,
-    pub columns: Columns,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Columns>,
     /// Synthetic cohorts: how `ktrack data synth` generates the files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synth: Option<SynthSpec>,
+    /// OAI or MOST readings files as distributed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readings: Option<ReadingsSpec>,
+    /// How knee images are found and joined to the readings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<ImagesSpec>,
+    /// 4-year outcome rules (with `[readings]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcomes: Option<OutcomeSpec>,
+}
+
+/// Where a cohort's rows come from.
+#[derive(Clone, Copy, Debug)]
+pub enum Source<'a> {
+    Manifest {
+        manifest: &'a Path,
+        columns: &'a Columns,
+    },
+    Real {
+        readings: Option<&'a ReadingsSpec>,
+        images: &'a ImagesSpec,
+        outcomes: Option<&'a OutcomeSpec>,
+    },
 }
 
 /// A loaded descriptor with its paths resolved against the descriptor's folder.
@@ -97,7 +126,8 @@ pub struct Descriptor {
 pub struct Dataset {
     pub path: PathBuf,
     pub descriptor: Descriptor,
-    pub manifest: PathBuf,
+    /// Set for manifest descriptors (checked at load).
+    pub manifest: Option<PathBuf>,
     pub image_root: PathBuf,
 }
 
@@ -118,10 +148,41 @@ impl Dataset {
         let descriptor: Descriptor =
             toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
         validate_name(&descriptor.name).map_err(invalid)?;
+        let d = &descriptor;
+        match (
+            &d.manifest,
+            &d.columns,
+            d.readings.is_some() || d.images.is_some() || d.outcomes.is_some(),
+        ) {
+            (Some(_), Some(_), false) => {}
+            (None, None, true) if d.images.is_some() && d.synth.is_none() => {}
+            (None, None, true) => {
+                return Err(invalid(
+                    "`[readings]` and `[outcomes]` need an `[images]` table saying where the knee images are"
+                        .into(),
+                ));
+            }
+            (Some(_), None, false) => {
+                return Err(invalid("`manifest` needs a `[columns]` table".into()));
+            }
+            (None, Some(_), false) => return Err(invalid("`[columns]` needs a `manifest`".into())),
+            (None, None, false) => {
+                return Err(invalid(
+                    "give either `manifest` with `[columns]`, or `[readings]`/`[images]` for OAI, MOST or kneeKL224 files"
+                        .into(),
+                ));
+            }
+            _ => {
+                return Err(invalid(
+                    "`manifest`/`[columns]` and `[readings]`/`[images]`/`[outcomes]` exclude each other"
+                        .into(),
+                ));
+            }
+        }
         let dir = path.parent().unwrap_or(Path::new(""));
         Ok(Dataset {
             path: path.to_path_buf(),
-            manifest: dir.join(&descriptor.manifest),
+            manifest: descriptor.manifest.as_ref().map(|m| dir.join(m)),
             image_root: dir.join(&descriptor.image_root),
             descriptor,
         })
@@ -129,6 +190,31 @@ impl Dataset {
 
     pub fn name(&self) -> &str {
         &self.descriptor.name
+    }
+
+    /// Where the rows come from (the combination was checked at load).
+    pub fn source(&self) -> Result<Source<'_>, Error> {
+        let d = &self.descriptor;
+        match (&self.manifest, &d.columns, &d.images) {
+            (Some(manifest), Some(columns), _) => Ok(Source::Manifest { manifest, columns }),
+            (_, _, Some(images)) => Ok(Source::Real {
+                readings: d.readings.as_ref(),
+                images,
+                outcomes: d.outcomes.as_ref(),
+            }),
+            _ => Err(Error::Invalid {
+                path: self.path.clone(),
+                message: "give either `manifest` with `[columns]`, or `[images]`".into(),
+            }),
+        }
+    }
+
+    /// The manifest a synthetic descriptor is generated into.
+    pub fn synth_manifest(&self) -> Result<&Path, Error> {
+        self.manifest.as_deref().ok_or_else(|| Error::Invalid {
+            path: self.path.clone(),
+            message: "a `[synth]` descriptor needs `manifest` and `[columns]`".into(),
+        })
     }
 }
 
@@ -169,12 +255,13 @@ kl = "kl"
     fn resolves_paths_against_the_descriptor_folder() {
         let d = Dataset::parse(Path::new("datasets/x.toml"), GOOD).unwrap();
         assert_eq!(
-            d.manifest,
-            Path::new("datasets/synthetic/oai-like/manifest.csv")
+            d.manifest.as_deref(),
+            Some(Path::new("datasets/synthetic/oai-like/manifest.csv"))
         );
         assert_eq!(d.image_root, Path::new("datasets/synthetic/oai-like"));
-        assert_eq!(d.descriptor.columns.kl.as_deref(), Some("kl"));
-        assert_eq!(d.descriptor.columns.report, None);
+        let columns = d.descriptor.columns.as_ref().unwrap();
+        assert_eq!(columns.kl.as_deref(), Some("kl"));
+        assert_eq!(columns.report, None);
     }
 
     #[test]

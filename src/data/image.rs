@@ -176,7 +176,14 @@ fn decode_dicom(bytes: &[u8]) -> Result<GrayImage, Error> {
             let v = obj.element(tag).ok()?.to_multi_float64().ok()?;
             (v.len() == 2).then(|| (v[0], v[1]))
         });
-    let pixels = window_percentiles(&frame, 0.05, 0.99, monochrome1);
+    // MONOCHROME1 shows low values bright: invert before windowing, so that the 5th/99th
+    // percentiles are taken of the image as displayed.
+    let frame = if monochrome1 {
+        frame.into_iter().map(|v| -v).collect()
+    } else {
+        frame
+    };
+    let pixels = window_percentiles(&frame, 0.05, 0.99, false);
     Ok(GrayImage {
         width,
         height,
@@ -228,9 +235,117 @@ pub fn encode_png16(width: u32, height: u32, pixels: &[u16]) -> Vec<u8> {
     out
 }
 
+/// Encodes a 16-bit grayscale DICOM file (Digital X-Ray, explicit VR little endian, with
+/// preamble and file meta group), as a scanner or PACS export writes one. Tests use it to write
+/// real-format radiographs; `monochrome1` stores inverted values as MONOCHROME1 files do.
+pub fn encode_dicom16(
+    width: u32,
+    height: u32,
+    pixels: &[u16],
+    monochrome1: bool,
+    pixel_spacing: Option<(f64, f64)>,
+    patient_id: &str,
+) -> Vec<u8> {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::uids;
+    use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+    const SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.1.1"; // Digital X-Ray Image, for presentation
+    let instance = format!(
+        "2.25.{}",
+        u128::from_le_bytes(
+            blake3::hash(format!("{patient_id}/{width}x{height}").as_bytes()).as_bytes()[..16]
+                .try_into()
+                .expect("16 bytes"),
+        )
+    );
+    let stored: Vec<u16> = if monochrome1 {
+        pixels.iter().map(|v| u16::MAX - v).collect()
+    } else {
+        pixels.to_vec()
+    };
+    let photometric = if monochrome1 {
+        "MONOCHROME1"
+    } else {
+        "MONOCHROME2"
+    };
+    let mut obj = InMemDicomObject::from_element_iter([
+        DataElement::new(tags::SOP_CLASS_UID, VR::UI, PrimitiveValue::from(SOP_CLASS)),
+        DataElement::new(
+            tags::SOP_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from(instance.as_str()),
+        ),
+        DataElement::new(tags::MODALITY, VR::CS, PrimitiveValue::from("DX")),
+        DataElement::new(tags::PATIENT_ID, VR::LO, PrimitiveValue::from(patient_id)),
+        DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1_u16)),
+        DataElement::new(
+            tags::PHOTOMETRIC_INTERPRETATION,
+            VR::CS,
+            PrimitiveValue::from(photometric),
+        ),
+        DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(height as u16)),
+        DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(width as u16)),
+        DataElement::new(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(16_u16)),
+        DataElement::new(tags::BITS_STORED, VR::US, PrimitiveValue::from(16_u16)),
+        DataElement::new(tags::HIGH_BIT, VR::US, PrimitiveValue::from(15_u16)),
+        DataElement::new(
+            tags::PIXEL_REPRESENTATION,
+            VR::US,
+            PrimitiveValue::from(0_u16),
+        ),
+        DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OW,
+            PrimitiveValue::U16(stored.into_iter().collect()),
+        ),
+    ]);
+    if let Some((row, col)) = pixel_spacing {
+        obj.put(DataElement::new(
+            tags::PIXEL_SPACING,
+            VR::DS,
+            PrimitiveValue::from(format!("{row}\\{col}")),
+        ));
+    }
+    let file = obj
+        .with_meta(
+            FileMetaTableBuilder::new()
+                .media_storage_sop_class_uid(SOP_CLASS)
+                .media_storage_sop_instance_uid(instance.as_str())
+                .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN),
+        )
+        .expect("the file meta table is complete");
+    let mut out = Vec::new();
+    file.write_all(&mut out)
+        .expect("writing to a Vec cannot fail");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dicom_monochrome_pixel_spacing_and_windowing() {
+        // A ramp 0..=1000 (one row per 100 values); MONOCHROME1 stores it inverted.
+        let px: Vec<u16> = (0..=1000).map(|v| v as u16 * 60).chain([0; 9]).collect();
+        for mono1 in [false, true] {
+            let bytes = encode_dicom16(10, 101, &px, mono1, Some((0.143, 0.15)), "9000099");
+            assert_eq!(sniff(&bytes), Some(Format::Dicom));
+            let img = decode(&bytes).unwrap();
+            assert_eq!((img.width, img.height, img.bit_depth), (10, 101, 16));
+            assert_eq!(img.pixel_spacing, Some((0.143, 0.15)));
+            // Windowed at the 5th/99th percentiles; both files show bright = high.
+            let expect = window_percentiles(
+                &px.iter().map(|&v| f32::from(v)).collect::<Vec<_>>(),
+                0.05,
+                0.99,
+                false,
+            );
+            for (a, b) in img.pixels.iter().zip(&expect) {
+                assert!((a - b).abs() < 1e-5, "monochrome1={mono1}: {a} vs {b}");
+            }
+        }
+    }
 
     #[test]
     fn png16_round_trip() {

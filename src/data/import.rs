@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use serde_json::json;
 
 use crate::context::Ktrack;
-use crate::data::descriptor::{self, Dataset};
+use crate::data::descriptor::{self, Columns, Dataset, Source};
 use crate::data::manifest::{self, TextTable};
 use crate::data::{Sample, Side, image};
 use crate::id::Hash;
@@ -29,6 +29,8 @@ pub enum Error {
     Descriptor(#[from] descriptor::Error),
     #[error(transparent)]
     Manifest(#[from] manifest::Error),
+    #[error(transparent)]
+    Real(#[from] crate::data::real::Error),
     #[error("manifest `{manifest}` has no rows")]
     EmptyManifest { manifest: PathBuf },
     #[error(
@@ -144,6 +146,8 @@ pub struct ImportReport {
     pub image_bytes: u64,
     /// False when this exact cohort version was already in the index.
     pub new_cohort: bool,
+    /// Real cohorts: what the readings gave and what was excluded, and why.
+    pub counts: Vec<(String, usize)>,
     pub seconds: f64,
 }
 
@@ -181,11 +185,36 @@ pub fn import_with_rules(
     interrupt: &AtomicBool,
 ) -> Result<ImportReport, Error> {
     let start = Instant::now();
-    let table = TextTable::read(&dataset.manifest)?;
-    let rows = parse_rows(dataset, &table)?;
+    let mut rules = rules.clone();
+    let mut counts = Vec::new();
+    // `source` names the file that row numbers in errors refer to.
+    let (source, rows) = match dataset.source()? {
+        Source::Manifest { manifest, columns } => {
+            let table = TextTable::read(manifest)?;
+            let rows = parse_rows(dataset, columns, &table)?;
+            (table.path, rows)
+        }
+        Source::Real {
+            readings,
+            images,
+            outcomes,
+        } => {
+            let built = crate::data::real::build(
+                &dataset.path,
+                &dataset.image_root,
+                readings,
+                images,
+                outcomes,
+            )?;
+            rules.extend(built.rules);
+            counts = built.counts;
+            (dataset.path.clone(), real_rows(dataset, built.samples)?)
+        }
+    };
+    let rules = &rules;
     let root = canonical_root(dataset)?;
     for r in &rows {
-        check_inside(&table.path, r, &root)?;
+        check_inside(&source, r, &root)?;
     }
 
     // Files whose size, mtime and inode are unchanged since an earlier import are not read
@@ -210,7 +239,7 @@ pub fn import_with_rules(
             if failed.load(Ordering::Relaxed) || interrupt.load(Ordering::Relaxed) {
                 return Err(Error::Interrupted);
             }
-            let result = stage_image(&batch, &k.store, &known, &table.path, r);
+            let result = stage_image(&batch, &k.store, &known, &source, r);
             if result.is_err() {
                 failed.store(true, Ordering::Relaxed);
             }
@@ -326,11 +355,50 @@ pub fn import_with_rules(
         new_images,
         image_bytes,
         new_cohort,
+        counts,
         seconds: start.elapsed().as_secs_f64(),
     })
 }
 
-fn parse_rows(dataset: &Dataset, table: &TextTable) -> Result<Vec<Row>, Error> {
+/// Rows of a real cohort (readings joined to images); row numbers count its samples.
+fn real_rows(
+    dataset: &Dataset,
+    samples: Vec<crate::data::real::RealSample>,
+) -> Result<Vec<Row>, Error> {
+    if samples.is_empty() {
+        return Err(Error::EmptyManifest {
+            manifest: dataset.path.clone(),
+        });
+    }
+    samples
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let image = relative_image_path(&s.image).map_err(|problem| Error::Image {
+                manifest: dataset.path.clone(),
+                row: i + 1,
+                sample_id: s.sample_id.clone(),
+                path: s.image.clone(),
+                problem,
+            })?;
+            Ok(Row {
+                row: i + 1,
+                sample_id: s.sample_id,
+                patient_id: s.patient_id,
+                side: s.side,
+                visit: s.visit,
+                image: dataset.image_root.join(image),
+                image_rel: s.image,
+                kl: s.kl,
+                incidence_4y: s.incidence_4y,
+                progression_4y: s.progression_4y,
+                report: None,
+            })
+        })
+        .collect()
+}
+
+fn parse_rows(dataset: &Dataset, columns: &Columns, table: &TextTable) -> Result<Vec<Row>, Error> {
     let manifest = &table.path;
     if table.rows.is_empty() {
         return Err(Error::EmptyManifest {
@@ -338,7 +406,7 @@ fn parse_rows(dataset: &Dataset, table: &TextTable) -> Result<Vec<Row>, Error> {
         });
     }
     let mut index_of: HashMap<&'static str, usize> = HashMap::new();
-    for (field, column) in dataset.descriptor.columns.mapped() {
+    for (field, column) in columns.mapped() {
         let i = table.column(column).ok_or_else(|| Error::MissingColumn {
             manifest: manifest.clone(),
             descriptor: dataset.path.clone(),

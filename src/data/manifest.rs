@@ -1,4 +1,5 @@
-//! Manifests: reading a user's table (CSV or Parquet) as text cells, and the canonical cohort
+//! Manifests: reading a user's table (CSV, Parquet, delimited text such as the OAI's `|`-separated
+//! ASCII files, or SAS `.sas7bdat`) as text cells, and the canonical cohort
 //! manifest (Parquet, rows sorted by sample id) whose blake3 is the cohort version.
 //!
 //! Canonical columns: sample_id, patient_id, side, visit (int64 months), image (blake3 hex),
@@ -24,7 +25,7 @@ pub enum Error {
     Missing { path: PathBuf },
     #[error("could not read manifest `{path}`: {message}")]
     Read { path: PathBuf, message: String },
-    #[error("manifest `{path}` must end in .csv or .parquet")]
+    #[error("table `{path}` must end in .csv, .parquet, .txt, .tsv or .sas7bdat")]
     Extension { path: PathBuf },
     #[error("canonical manifest is malformed: {0}")]
     Canonical(String),
@@ -43,7 +44,8 @@ impl TextTable {
         self.columns.iter().position(|c| c == name)
     }
 
-    /// Reads a `.csv` or `.parquet` manifest.
+    /// Reads a `.csv`, `.parquet`, delimited text (`.txt`/`.tsv`/`.dat`: `|`, tab or `,`, told
+    /// by the header line) or SAS `.sas7bdat` table.
     pub fn read(path: &Path) -> Result<TextTable, Error> {
         if !path.is_file() {
             return Err(Error::Missing {
@@ -56,8 +58,10 @@ impl TextTable {
             .map(str::to_ascii_lowercase)
             .as_deref()
         {
-            Some("csv") => read_csv(path),
+            Some("csv") => read_csv(path, b','),
             Some("parquet") => read_parquet_text(path),
+            Some("txt" | "tsv" | "dat") => read_csv(path, sniff_delimiter(path)?),
+            Some("sas7bdat") => read_sas(path),
             _ => Err(Error::Extension {
                 path: path.to_path_buf(),
             }),
@@ -65,12 +69,86 @@ impl TextTable {
     }
 }
 
-fn read_csv(path: &Path) -> Result<TextTable, Error> {
+/// The delimiter of a text table: the one of `|`, tab and `,` that its header line holds most of.
+fn sniff_delimiter(path: &Path) -> Result<u8, Error> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(path).map_err(|e| Error::Read {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let mut header = Vec::new();
+    std::io::BufReader::new(file)
+        .read_until(b'\n', &mut header)
+        .map_err(|e| Error::Read {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    let count = |d: u8| header.iter().filter(|&&b| b == d).count();
+    Ok([b'|', b'\t', b',']
+        .into_iter()
+        .max_by_key(|&d| (count(d), d == b'|'))
+        .unwrap_or(b','))
+}
+
+/// SAS datasets: numbers as text (integral values without a decimal point), text as is.
+fn read_sas(path: &Path) -> Result<TextTable, Error> {
+    use sas7bdat::OwnedCellValue as V;
+    let read_err = |message: String| Error::Read {
+        path: path.to_path_buf(),
+        message,
+    };
+    let ds = sas7bdat::Dataset::open(path).map_err(|e| read_err(e.to_string()))?;
+    let columns: Vec<String> = ds
+        .columns()
+        .iter()
+        .map(|c| c.name.trim().to_string())
+        .collect();
+    let rows = ds.collect_rows().map_err(|e| read_err(e.to_string()))?;
+    let number = |f: f64| {
+        if f.is_finite() && f.fract() == 0.0 && f.abs() < 1e15 {
+            format!("{}", f as i64)
+        } else {
+            format!("{f}")
+        }
+    };
+    let rows = rows
+        .into_iter()
+        .map(|r| {
+            r.cells
+                .into_iter()
+                .map(|c| {
+                    let v = match c {
+                        V::Null => return None,
+                        V::Int32(i) => i.to_string(),
+                        V::Int64(i) => i.to_string(),
+                        V::Float64(f) if f.is_nan() => return None,
+                        V::Float64(f) => number(f),
+                        V::String(s) => s,
+                        V::Bytes(b) => String::from_utf8_lossy(&b).into_owned(),
+                        V::Date(d) => format!("{d:?}"),
+                        V::DateTime(d) => format!("{d:?}"),
+                        V::Time(t) => format!("{t:?}"),
+                    };
+                    let v = v.trim();
+                    (!v.is_empty()).then(|| v.to_string())
+                })
+                .collect()
+        })
+        .collect();
+    Ok(TextTable {
+        path: path.to_path_buf(),
+        columns,
+        rows,
+    })
+}
+
+fn read_csv(path: &Path, delimiter: u8) -> Result<TextTable, Error> {
     let read_err = |message: String| Error::Read {
         path: path.to_path_buf(),
         message,
     };
     let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
         .has_headers(true)
         .flexible(false)
         .from_path(path)

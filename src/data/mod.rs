@@ -11,6 +11,7 @@ pub mod fraction;
 pub mod image;
 pub mod import;
 pub mod manifest;
+pub mod real;
 pub mod split;
 pub mod strata;
 pub mod synth;

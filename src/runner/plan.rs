@@ -114,7 +114,7 @@ fn cohort_of(
     if generate && let Some(spec) = &dataset.descriptor.synth {
         let r = synth::generate(
             spec,
-            &dataset.manifest,
+            dataset.synth_manifest().map_err(|e| wrap(e.into()))?,
             &dataset.image_root,
             &ProgressBar::hidden(),
             interrupt,

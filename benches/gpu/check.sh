@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# GPU check (on a machine with an NVIDIA GPU and PyTorch): ktrack built with `--features tch`
+# against that machine's torch version, side by side with PyTorch eager.
+#   benches/gpu/check.sh path/to/ktrack [out-dir]
+# 1. `ktrack bench train` ResNet-50, 224 px, batch 64 on cuda:0 (and tch-cpu for scale);
+# 2. the same model and batch in PyTorch eager (eager.py);
+# 3. one real fine-tune epoch through `ktrack run` (synthetic 224 px cohort → store → loader →
+#    burn on LibTorch CUDA → predictions), which prints the epoch's images/s.
+set -euo pipefail
+KTRACK=$(realpath "$1"); OUT=${2:-$(mktemp -d)}; mkdir -p "$OUT"
+HERE=$(cd "$(dirname "$0")" && pwd)
+PY=${PYTHON:-python3}
+TORCH=$("$PY" -c 'import torch, os; print(os.path.dirname(torch.__file__))')
+export LD_LIBRARY_PATH=$TORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export KTRACK_HOME=$OUT/home
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+"$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())' | tee -a "$OUT/gpu.txt"
+
+echo "== ktrack bench train (burn on LibTorch CUDA)"
+"$KTRACK" --no-progress bench train --arch resnet50 --size 224 --batch 64 --steps 20 \
+  --devices cuda:0 --threads "${THREADS:-8}" --format json | tee "$OUT/ktrack-bench.json"
+echo "== PyTorch eager, same model and batch"
+"$PY" "$HERE/eager.py" --size 224 --batch 64 --steps 20 | tee "$OUT/eager.json"
+echo "== one fine-tune epoch through ktrack run"
+"$KTRACK" init >/dev/null
+"$KTRACK" --no-progress run "$HERE/resnet50-epoch.toml" --device cuda:0 2>&1 | tee "$OUT/epoch.log"
+"$KTRACK" status --format json > "$OUT/status.json" || true
+"$PY" - "$OUT" <<'PYEOF'
+import json, sys
+out = sys.argv[1]
+k = json.load(open(f"{out}/ktrack-bench.json"))[0]
+e = json.load(open(f"{out}/eager.json"))
+print(f"ResNet-50, 224 px, batch 64, fp32, forward+backward+AdamW:")
+print(f"  ktrack (burn-tch, {k['device']}): {k['images_per_second']:.1f} images/s")
+print(f"  {e['device']}: {e['images_per_second']:.1f} images/s")
+print(f"  ratio ktrack / eager: {k['images_per_second'] / e['images_per_second']:.2f}")
+PYEOF
