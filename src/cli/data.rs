@@ -498,6 +498,14 @@ fn render_detail(detail: &Detail, format: Format) -> String {
                 out.push_str(&render(&t, format));
                 out.push('\n');
             }
+            if !d.rules.is_empty() {
+                let mut t = Table::new(["rule", "value"]);
+                for (k, v) in &d.rules {
+                    t.row([k.clone(), v.clone()]);
+                }
+                out.push_str(&render(&t, format));
+                out.push('\n');
+            }
         }
         Detail::Split(d) => {
             let s = &d.split;

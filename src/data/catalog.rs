@@ -36,6 +36,9 @@ pub struct CohortDetail {
     pub cohort: CohortRow,
     pub visits: BTreeMap<i64, usize>,
     pub labels: BTreeMap<Label, ClassCounts>,
+    /// The cohort's rules (outcome definitions, reading choices, exclusion counts), from its
+    /// record; empty for cohorts imported from a plain manifest.
+    pub rules: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -104,10 +107,18 @@ pub fn show(k: &Ktrack, prefix: &Prefix) -> Result<Detail, index::Error> {
                     .into_iter()
                     .map(|l| (l, class_counts(samples.iter(), l)))
                     .collect();
+                let rules = k
+                    .store
+                    .read(&cohort.record)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                    .and_then(|v| serde_json::from_value(v["rules"].clone()).ok())
+                    .unwrap_or_default();
                 Ok(Detail::Cohort(CohortDetail {
                     cohort,
                     visits,
                     labels,
+                    rules,
                 }))
             }
             IdKind::Split => {

@@ -5,6 +5,7 @@ mod common;
 mod data;
 mod help;
 mod metrics;
+mod real;
 mod report;
 mod run;
 mod synth;

@@ -377,24 +377,28 @@ fn read_oai(dir: &Path, opts: &Options) -> Result<Readings, Error> {
         out.files.push(path.clone());
     }
     let n_raw = raw.len();
-    // One project per knee: the first preferred project with a reading of the knee.
-    let mut has: BTreeMap<(String, Side), BTreeSet<u32>> = BTreeMap::new();
+    // One project per knee: the first preferred project with a reading of the knee (or, for a
+    // knee with only missing readings, with a row of it, so its images keep an unknown KL).
+    let mut read_by: BTreeMap<(String, Side), BTreeSet<u32>> = BTreeMap::new();
+    let mut rows_by: BTreeMap<(String, Side), BTreeSet<u32>> = BTreeMap::new();
     for r in &raw {
+        let knee = (r.id.clone(), r.side);
         if r.value != Value::Missing {
-            has.entry((r.id.clone(), r.side))
-                .or_default()
-                .insert(r.project);
+            read_by.entry(knee.clone()).or_default().insert(r.project);
         }
+        rows_by.entry(knee).or_default().insert(r.project);
     }
     let mut no_project = 0;
-    for (knee, projects) in &has {
-        match opts.projects.iter().find(|p| projects.contains(p)) {
+    for (knee, projects) in &rows_by {
+        let pool = read_by.get(knee).unwrap_or(projects);
+        match opts.projects.iter().find(|p| pool.contains(p)) {
             Some(&p) => {
                 out.projects.insert(knee.clone(), p);
             }
             None => no_project += 1,
         }
     }
+    let has = rows_by;
     let mut other_project = 0;
     let kept: Vec<Raw> = raw
         .into_iter()
