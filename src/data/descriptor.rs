@@ -265,6 +265,42 @@ kl = "kl"
     }
 
     #[test]
+    fn every_shipped_descriptor_and_template_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                let d = Dataset::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                d.source().unwrap();
+                n += 1;
+            }
+        }
+        assert!(n >= 8, "{n} descriptors");
+        let oai = Dataset::load(&dir.join("oai.toml")).unwrap();
+        assert!(matches!(
+            oai.source().unwrap(),
+            Source::Real {
+                readings: Some(_),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn manifest_and_readings_exclude_each_other() {
+        let text = format!("{GOOD}\n[images]\nlayout = \"kneekl\"\n");
+        let err = Dataset::parse(Path::new("d.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("exclude each other"), "{err}");
+        let err = Dataset::parse(Path::new("d.toml"), "name = \"x\"\nimage_root = \".\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("either `manifest`"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_are_errors() {
         let text = format!("{GOOD}\nklgrade = \"kl\"\n");
         let err = Dataset::parse(Path::new("d.toml"), &text)
