@@ -12,18 +12,19 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 PY=${PYTHON:-python3}
 TORCH=$("$PY" -c 'import torch, os; print(os.path.dirname(torch.__file__))')
 export LD_LIBRARY_PATH=$TORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export KTRACK_HOME=$OUT/home
+export KTRACK_HOME=${KTRACK_HOME:-$(mktemp -d)}
+DEVICE=${DEVICE:-cuda:0}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())' | tee -a "$OUT/gpu.txt"
 
 echo "== ktrack bench train (burn on LibTorch CUDA)"
 "$KTRACK" --no-progress bench train --arch resnet50 --size 224 --batch 64 --steps 20 \
-  --devices cuda:0 --threads "${THREADS:-8}" --format json | tee "$OUT/ktrack-bench.json"
+  --devices "$DEVICE" --threads "${THREADS:-8}" --format json | tee "$OUT/ktrack-bench.json"
 echo "== PyTorch eager, same model and batch"
 "$PY" "$HERE/eager.py" --size 224 --batch 64 --steps 20 | tee "$OUT/eager.json"
 echo "== one fine-tune epoch through ktrack run"
 "$KTRACK" init >/dev/null
-"$KTRACK" --no-progress run "$HERE/resnet50-epoch.toml" --device cuda:0 2>&1 | tee "$OUT/epoch.log"
+"$KTRACK" --no-progress run "$HERE/resnet50-epoch.toml" --device "$DEVICE" 2>&1 | tee "$OUT/epoch.log"
 "$KTRACK" status --format json > "$OUT/status.json" || true
 "$PY" - "$OUT" <<'PYEOF'
 import json, sys
