@@ -33,16 +33,36 @@ def step():
     opt.step()
 
 
-for _ in range(a.warmup):
-    step()
-torch.cuda.synchronize()
-t = time.perf_counter()
-for _ in range(a.steps):
-    step()
-torch.cuda.synchronize()
-s = (time.perf_counter() - t) / a.steps
-print(json.dumps({
-    "device": f"pytorch-eager {torch.__version__} {torch.cuda.get_device_name(0)}",
-    "images_per_second": a.batch / s,
-    "seconds_per_step": s,
-}))
+def timed(fn):
+    for _ in range(a.warmup):
+        fn()
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(a.steps):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t) / a.steps
+
+
+def forward():
+    with torch.no_grad():
+        model(x.to(dev))
+
+
+out = {"device": f"pytorch-eager {torch.__version__} {torch.cuda.get_device_name(0)}"}
+# cuDNN benchmark off (PyTorch's default) and on (what ktrack sets on CUDA).
+for bench in (False, True):
+    torch.backends.cudnn.benchmark = bench
+    key = "cudnn_benchmark" if bench else "default"
+    s = timed(step)
+    # Forward alone as ktrack's bench measures it: no autograd, BatchNorm in inference mode.
+    model.eval()
+    f = timed(forward)
+    model.train()
+    out[key] = {
+        "images_per_second": a.batch / s,
+        "seconds_per_step": s,
+        "forward_images_per_second": a.batch / f,
+    }
+out["images_per_second"] = out["cudnn_benchmark"]["images_per_second"]
+print(json.dumps(out))

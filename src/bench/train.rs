@@ -28,6 +28,8 @@ pub struct TrainBenchRow {
     pub device: String,
     pub images_per_second: f64,
     pub seconds_per_step: f64,
+    /// Forward pass alone (no autodiff), for attributing the step's time.
+    pub forward_images_per_second: f64,
     /// images/s relative to the first device.
     pub ratio: f64,
 }
@@ -74,10 +76,31 @@ pub fn run(opts: &TrainBenchOptions) -> anyhow::Result<Vec<TrainBenchRow>> {
         }
         device.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let secs = t.elapsed().as_secs_f64() / opts.steps as f64;
+        // The same forward pass without autodiff.
+        let plain = kind.device()?;
+        let infer = Classifier::new(opts.arch, 5, 0, &plain);
+        let forward = || {
+            let x = Tensor::<4>::from_data(
+                TensorData::new(pixels.clone(), [opts.batch, 3, opts.size, opts.size]),
+                &plain,
+            );
+            infer.forward(x)
+        };
+        for _ in 0..opts.warmup {
+            let _ = forward();
+        }
+        plain.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let t = Instant::now();
+        for _ in 0..opts.steps {
+            let _ = forward();
+        }
+        plain.sync().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let fwd = t.elapsed().as_secs_f64() / opts.steps as f64;
         rows.push(TrainBenchRow {
             device: kind.to_string(),
             images_per_second: opts.batch as f64 / secs,
             seconds_per_step: secs,
+            forward_images_per_second: opts.batch as f64 / fwd,
             ratio: 1.0,
         });
     }

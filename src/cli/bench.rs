@@ -93,13 +93,20 @@ pub fn run(env: &Env, cmd: Command) -> Result<()> {
             if format == Format::Json {
                 return Ok(env.printer.data(&serde_json::to_string_pretty(&rows)?)?);
             }
-            let mut t = crate::output::Table::new(["device", "images/s", "s/step", "ratio"]);
+            let mut t = crate::output::Table::new([
+                "device",
+                "images/s",
+                "s/step",
+                "ratio",
+                "forward only, images/s",
+            ]);
             for r in &rows {
                 t.row([
                     r.device.clone(),
                     format!("{:.1}", r.images_per_second),
                     format!("{:.3}", r.seconds_per_step),
                     format!("{:.2}", r.ratio),
+                    format!("{:.1}", r.forward_images_per_second),
                 ]);
             }
             env.printer.data(&format!(

@@ -43,7 +43,12 @@ impl DeviceKind {
             #[cfg(feature = "tch")]
             DeviceKind::TchCpu => Ok(Device::libtorch()),
             #[cfg(feature = "tch")]
-            DeviceKind::Cuda(i) => Ok(Device::libtorch_cuda(i)),
+            DeviceKind::Cuda(i) => {
+                // Let cuDNN time its convolution algorithms for each shape once (CUDA runs are
+                // not bit-reproducible anyway; their tolerance is declared).
+                tch::Cuda::cudnn_set_benchmark(true);
+                Ok(Device::libtorch_cuda(i))
+            }
             #[cfg(not(feature = "tch"))]
             other => Err(Error::NotBuilt(other)),
         }
@@ -155,7 +160,10 @@ pub fn describe(kind: DeviceKind) -> BackendInfo {
     if kind.backend() == "tch" {
         info.libtorch = Some(tch_version());
         if let DeviceKind::Cuda(_) = kind {
-            info.device_name = format!("CUDA device (cudnn {})", tch::Cuda::cudnn_is_available());
+            info.device_name = format!(
+                "CUDA device (cudnn {}, cudnn benchmark on)",
+                tch::Cuda::cudnn_is_available()
+            );
             info.cuda = Some(format!("{} device(s)", tch::Cuda::device_count()));
         }
     }
