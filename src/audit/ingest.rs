@@ -341,6 +341,7 @@ async fn ingest_run(
             metrics: &metrics,
             started_at: env["started_at"].as_str().unwrap_or(now),
             finished_at: env["finished_at"].as_str().unwrap_or(now),
+            leaked_patients: runs::leaked_patients(&rec.1),
         },
     )
     .await?;

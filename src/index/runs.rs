@@ -268,18 +268,30 @@ pub struct Finished<'a> {
     pub metrics: &'a [(String, String, f64)],
     pub started_at: &'a str,
     pub finished_at: &'a str,
+    /// Allowed leakage: patients of the evaluated sets in the init's pretraining data.
+    pub leaked_patients: Option<i64>,
+}
+
+/// The allowed leakage a run record declares (`details.leakage`), if any.
+pub fn leaked_patients(record: &serde_json::Value) -> Option<i64> {
+    let l = &record["details"]["leakage"];
+    (l["allowed"].as_bool() == Some(true))
+        .then(|| l["patients"].as_i64())
+        .flatten()
+        .filter(|n| *n > 0)
 }
 
 /// Marks a run done with its record, outputs and metrics (call inside a transaction).
 pub async fn finish(conn: &mut SqliteConnection, id: &Hash, f: &Finished<'_>) -> Result<()> {
     sqlx::query(
         "UPDATE runs SET status = 'done', record = ?2, claimed_by = NULL, heartbeat_ms = NULL,
-                error = NULL, started_at = ?3, finished_at = ?4 WHERE id = ?1",
+                error = NULL, started_at = ?3, finished_at = ?4, leaked_patients = ?5 WHERE id = ?1",
     )
     .bind(id.hex())
     .bind(f.record.hex())
     .bind(f.started_at)
     .bind(f.finished_at)
+    .bind(f.leaked_patients)
     .execute(&mut *conn)
     .await?;
     for (role, hash) in f.outputs {

@@ -130,6 +130,8 @@ pub struct CompareTable {
     pub baseline: Option<String>,
     pub cells: Vec<(String, String, Cell)>,
     pub level: f64,
+    /// Notes printed under the table (e.g. allowed leakage of an init's pretraining data).
+    pub notes: Vec<String>,
 }
 
 impl CompareTable {
@@ -375,8 +377,21 @@ pub fn compare(k: &Ktrack, opts: &CompareOptions) -> Result<Vec<CompareTable>, E
         let key: Vec<String> = fixed_axes.iter().map(|x| a.axis(*x)).collect();
         tables.entry(key).or_default().push(a);
     }
+    let leaks = leakage(k, opts)?;
     let mut out = Vec::new();
     for (key, pts) in tables {
+        let notes: Vec<String> = leaks
+            .iter()
+            .filter(|(init, task, protocol, ..)| {
+                pts.iter()
+                    .any(|a| &a.init == init && &a.task == task && &a.protocol == protocol)
+            })
+            .map(|(init, task, protocol, runs, max)| {
+                format!(
+                    "‡ `{init}` ({task}, {protocol}): {runs} run(s) allowed leakage — up to {max} patient(s) of the evaluated sets were in the init's pretraining data"
+                )
+            })
+            .collect();
         let rows = sort_values(
             opts.rows,
             pts.iter().map(|p| p.axis(opts.rows)).collect(),
@@ -416,9 +431,31 @@ pub fn compare(k: &Ktrack, opts: &CompareOptions) -> Result<Vec<CompareTable>, E
             baseline: baseline.clone(),
             cells,
             level: opts.level,
+            notes,
         });
     }
     Ok(out)
+}
+
+/// (init, task, protocol, runs, most patients) of runs that allowed leakage.
+type Leak = (String, String, String, i64, i64);
+
+fn leakage(k: &Ktrack, opts: &CompareOptions) -> Result<Vec<Leak>, Error> {
+    let rows: Vec<Leak> = k
+        .index
+        .run(
+            sqlx::query_as(
+                "SELECT a.init, a.task, a.protocol, COUNT(*), MAX(r.leaked_patients)
+                 FROM runs r JOIN run_axes a ON a.run = r.id
+                 WHERE r.leaked_patients > 0
+                   AND (?1 = '' OR r.id IN (SELECT run FROM sweep_runs WHERE sweep = ?1))
+                 GROUP BY a.init, a.task, a.protocol ORDER BY a.init, a.task, a.protocol",
+            )
+            .bind(opts.sweep.clone().unwrap_or_default())
+            .fetch_all(k.index.pool()),
+        )
+        .map_err(index::Error::from)?;
+    Ok(rows)
 }
 
 fn predictions_of(k: &Ktrack, run: &str, eval: &str) -> Result<Predictions, Error> {

@@ -55,7 +55,12 @@ pub fn text(tables: &[CompareTable]) -> String {
             ct.add_row(r);
         }
         out.push_str(&ct.to_string());
-        out.push_str("\n\n");
+        out.push('\n');
+        for n in &t.notes {
+            out.push_str(n);
+            out.push('\n');
+        }
+        out.push('\n');
     }
     out.trim_end().to_string() + "\n"
 }
@@ -74,6 +79,9 @@ pub fn markdown(tables: &[CompareTable]) -> String {
             out.push_str(&format!("| {} |\n", r.join(" | ")));
         }
         out.push('\n');
+        for n in &t.notes {
+            out.push_str(&format!("{n}\n\n"));
+        }
     }
     out
 }
@@ -167,7 +175,15 @@ pub fn latex(tables: &[CompareTable]) -> String {
             }
             out.push_str(&format!("{} \\\\\n", cells.join(" & ")));
         }
-        out.push_str("\\bottomrule\n\\end{tabular}\n\\end{table}\n\n");
+        out.push_str("\\bottomrule\n\\end{tabular}\n");
+        for n in &t.notes {
+            let n = n
+                .replace('‡', "$\\ddagger$")
+                .replace('_', "\\_")
+                .replace('`', "");
+            out.push_str(&format!("\\par\\footnotesize {n}\n"));
+        }
+        out.push_str("\\end{table}\n\n");
     }
     out
 }
@@ -211,6 +227,7 @@ mod tests {
                 ),
             ],
             level: 0.95,
+            notes: vec![],
         }
     }
 

@@ -413,6 +413,7 @@ pub fn execute(
                 metrics: &metrics,
                 started_at: &produced.started_at,
                 finished_at: &produced.finished_at,
+                leaked_patients: runs::leaked_patients(&record),
             },
         )
         .await?;

@@ -261,6 +261,26 @@ seeds = [0]"#;
     std::fs::write(&spec, allowed).unwrap();
     let out = ctx.run(["run", spec.to_str().unwrap(), "--no-compare"]);
     assert!(out.starts_with("exit_code: 0"), "{out}");
+    // The accepted leakage is recorded and shown under the comparison table, also after the
+    // index is rebuilt from the records.
+    let shown = ctx.ok(["compare", "--bootstrap", "0"]);
+    let note = "‡ `leaky` (kl, linear): 1 run(s) allowed leakage — up to ";
+    assert!(shown.contains(note), "{shown}");
+    let n: usize = shown
+        .split(note)
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(n > 0, "{shown}");
+    ctx.ok(["reindex"]);
+    assert!(
+        ctx.ok(["compare", "--bootstrap", "0", "--format", "md"])
+            .contains(note)
+    );
 }
 
 #[test]
