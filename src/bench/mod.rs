@@ -4,4 +4,5 @@
 pub mod compare;
 pub mod ingest;
 pub mod skip;
+pub mod ssl;
 pub mod train;

@@ -46,6 +46,28 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
+    /// Linear probes for KL on SimCLR and CLIP encoders against a random-init encoder, on fresh
+    /// synthetic cohorts: does self-supervised pretraining learn anything?
+    Ssl {
+        /// Patients per synthetic cohort (OAI-like, NYU-like, hospital).
+        #[arg(long, default_value_t = 200)]
+        patients: usize,
+        #[arg(long, default_value_t = 64)]
+        size: u32,
+        #[arg(long, default_value_t = 8)]
+        pretrain_epochs: usize,
+        #[arg(long, default_value_t = 40)]
+        probe_epochs: usize,
+        /// Label fractions of the probes.
+        #[arg(long, value_delimiter = ',', default_value = "0.1,1.0")]
+        fractions: Vec<f64>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
     /// Re-running a finished sweep of N runs: every run skipped.
     Skip {
         #[arg(long, default_value_t = 1000)]
@@ -111,6 +133,49 @@ pub fn run(env: &Env, cmd: Command) -> Result<()> {
             }
             env.printer.data(&format!(
                 "forward + backward + AdamW step, {arch} at {size} px, batch {batch}, {threads} CPU threads\n{}",
+                super::data::render(&t, format)
+            ))?;
+            Ok(())
+        }
+        Command::Ssl {
+            patients,
+            size,
+            pretrain_epochs,
+            probe_epochs,
+            fractions,
+            seed,
+            threads,
+            format,
+        } => {
+            let r = crate::bench::ssl::run(&crate::bench::ssl::SslBenchOptions {
+                patients,
+                image_size: size,
+                pretrain_epochs,
+                probe_epochs,
+                fractions,
+                seed,
+                threads,
+            })?;
+            if format == Format::Json {
+                return Ok(env.printer.data(&serde_json::to_string_pretty(&r)?)?);
+            }
+            let mut t = crate::output::Table::new([
+                "init",
+                "label fraction",
+                "test QWK (KL, linear probe)",
+                "difference to random init",
+            ]);
+            for row in &r.rows {
+                t.row([
+                    row.init.clone(),
+                    format!("{}%", row.fraction * 100.0),
+                    format!("{:.3}", row.test_qwk),
+                    format!("{:+.3}", row.gain_over_random),
+                ]);
+            }
+            env.printer.data(&format!(
+                "{patients} patients per cohort at {size} px, {pretrain_epochs} pretraining epochs, {probe_epochs} probe epochs, in {:.0} s\n{}",
+                r.seconds,
                 super::data::render(&t, format)
             ))?;
             Ok(())

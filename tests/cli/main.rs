@@ -1,6 +1,7 @@
 //! End-to-end tests of the `ktrack` binary: one module per command, sharing [`TestContext`].
 
 mod audit;
+mod bench;
 mod common;
 mod data;
 mod help;
