@@ -5,7 +5,8 @@
 # 1. `ktrack bench train` ResNet-50, 224 px, batch 64 on cuda:0 (and tch-cpu for scale);
 # 2. the same model and batch in PyTorch eager (eager.py);
 # 3. one real fine-tune epoch through `ktrack run` (synthetic 224 px cohort → store → loader →
-#    burn on LibTorch CUDA → predictions), which prints the epoch's images/s.
+#    burn on LibTorch CUDA → predictions), which prints the epoch's images/s;
+# 4. one epoch each of SimCLR and CLIP pretraining (resnet50-pretrain.toml), with images/s.
 set -euo pipefail
 KTRACK=$(realpath "$1"); OUT=${2:-$(mktemp -d)}; mkdir -p "$OUT"
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -25,6 +26,8 @@ echo "== PyTorch eager, same model and batch"
 echo "== one fine-tune epoch through ktrack run"
 "$KTRACK" init >/dev/null
 "$KTRACK" --no-progress run "$HERE/resnet50-epoch.toml" --device "$DEVICE" 2>&1 | tee "$OUT/epoch.log"
+echo "== self-supervised pretraining, one epoch each (SimCLR, CLIP), ResNet-50 at 224 px"
+"$KTRACK" --no-progress run "$HERE/resnet50-pretrain.toml" --device "$DEVICE" 2>&1 | tee "$OUT/pretrain.log"
 "$KTRACK" status --format json > "$OUT/status.json" || true
 "$PY" - "$OUT" <<'PYEOF'
 import json, sys
