@@ -44,6 +44,9 @@ pub struct Ktrack {
 impl Ktrack {
     /// Opens the home, creating the store and index if they do not exist yet.
     pub fn open(home: &Path) -> Result<Ktrack, Error> {
+        // Absolute, so that links into the store and paths handed to other processes (cluster
+        // jobs) do not depend on the working directory.
+        let home = &std::path::absolute(home).map_err(store::Error::io("resolve", home))?;
         let store = Store::open(home)?;
         store::create_private_dir(&home.join("runs"))?;
         let index = Index::open(&home.join("ktrack.db"))?;

@@ -234,6 +234,9 @@ fn link_object(store: &Store, hash: &Hash, dir: &Path, name: &str) -> Result<Pat
     }
     let dst = dir.join(name);
     let _ = std::fs::remove_file(&dst);
+    // A relative target would resolve against the link's folder, not the working directory.
+    let src = std::path::absolute(&src)
+        .map_err(|e| Error::Data(format!("cannot resolve `{}`: {e}", src.display())))?;
     std::os::unix::fs::symlink(&src, &dst)
         .map_err(|e| Error::Data(format!("cannot link `{}`: {e}", dst.display())))?;
     Ok(dst)

@@ -82,6 +82,7 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed, mode 0700) the store under `home`.
     pub fn open(home: &Path) -> Result<Store> {
+        let home = &std::path::absolute(home).map_err(Error::io("resolve", home))?;
         let objects = home.join("objects");
         let tmp = home.join("tmp");
         for dir in [home, objects.as_path(), tmp.as_path()] {

@@ -164,7 +164,12 @@ pub fn describe(kind: DeviceKind) -> BackendInfo {
                 "CUDA device (cudnn {}, cudnn benchmark on)",
                 tch::Cuda::cudnn_is_available()
             );
-            info.cuda = Some(format!("{} device(s)", tch::Cuda::device_count()));
+            info.cuda = Some(format!(
+                "{} device(s), CUDA runtime {}, cuDNN {}",
+                tch::Cuda::device_count(),
+                tch::utils::version_cudart(),
+                tch::utils::version_cudnn()
+            ));
         }
     }
     info
@@ -172,6 +177,6 @@ pub fn describe(kind: DeviceKind) -> BackendInfo {
 
 #[cfg(feature = "tch")]
 fn tch_version() -> String {
-    // torch-sys records the LibTorch it was built against.
-    option_env!("LIBTORCH_VERSION").unwrap_or("2.x").to_string()
+    // build.rs records the LibTorch this binary was built against.
+    env!("KTRACK_LIBTORCH_VERSION").to_string()
 }

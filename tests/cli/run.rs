@@ -412,3 +412,24 @@ seeds = [0]"#;
     let again = ctx.run(["run", spec.to_str().unwrap(), "--executor", "slurm"]);
     assert!(again.contains("nothing to submit"), "{again}");
 }
+
+/// The default home is the relative `./.ktrack`: a pretrained init linked into a run's scratch
+/// folder must still resolve (links into the store are absolute).
+#[test]
+fn a_relative_home_runs_pretrained_inits() {
+    let ctx = TestContext::new();
+    let grid = r#"[grid]
+inits = ["img"]
+tasks = ["kl"]
+protocols = ["linear"]
+fractions = [1.0]
+seeds = [0]"#;
+    let spec = ctx.mini_study(grid, "");
+    let out = ctx
+        .ktrack(["run", spec.to_str().unwrap(), "--no-compare"])
+        .env("KTRACK_HOME", ".ktrack")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", ctx.render(&out));
+    assert!(ctx.root().join(".ktrack/ktrack.db").is_file());
+}
