@@ -188,13 +188,7 @@ seeds = [0]"#;
 #[test]
 fn exec_runs_exactly_one_planned_run() {
     let ctx = TestContext::new();
-    let grid = r#"[grid]
-inits = ["random", "img"]
-tasks = ["kl"]
-protocols = ["linear"]
-fractions = [1.0]
-seeds = [0]"#;
-    let spec = ctx.mini_study(grid, "");
+    let spec = ctx.mini_study(&kl_linear_grid(&["random", "img"]), "");
     let plan = ctx.ok([
         "run",
         spec.to_str().unwrap(),
@@ -237,15 +231,10 @@ seeds = [0]"#;
 #[test]
 fn the_leakage_guard_stops_pretraining_on_test_patients() {
     let ctx = TestContext::new();
-    let grid = r#"[grid]
-inits = ["leaky"]
-tasks = ["kl"]
-protocols = ["linear"]
-fractions = [1.0]
-seeds = [0]"#;
+    let grid = kl_linear_grid(&["leaky"]);
     // Pretraining on the whole internal cohort includes its test patients.
     let extra = "\n[pretrain.all]\nmethod = \"simclr\"\ndata = [\"../datasets/oai-like.toml\"]\nepochs = 1\nbatch_size = 16\nprojection_dim = 16\n\n[inits.leaky]\nkind = \"pretrain\"\npretrain = \"all\"\n";
-    let spec = ctx.mini_study(grid, extra);
+    let spec = ctx.mini_study(&grid, extra);
     let out = ctx.run(["run", spec.to_str().unwrap(), "--no-compare"]);
     assert!(out.starts_with("exit_code: 1"), "{out}");
     assert!(
@@ -379,13 +368,7 @@ fn slurm_real_submission() {
         return;
     }
     let ctx = TestContext::new();
-    let grid = r#"[grid]
-inits = ["random", "img"]
-tasks = ["kl"]
-protocols = ["linear"]
-fractions = [1.0]
-seeds = [0]"#;
-    let spec = ctx.mini_study(grid, "");
+    let spec = ctx.mini_study(&kl_linear_grid(&["random", "img"]), "");
     let out = ctx.run([
         "run",
         spec.to_str().unwrap(),
@@ -418,13 +401,7 @@ seeds = [0]"#;
 #[test]
 fn a_relative_home_runs_pretrained_inits() {
     let ctx = TestContext::new();
-    let grid = r#"[grid]
-inits = ["img"]
-tasks = ["kl"]
-protocols = ["linear"]
-fractions = [1.0]
-seeds = [0]"#;
-    let spec = ctx.mini_study(grid, "");
+    let spec = ctx.mini_study(&kl_linear_grid(&["img"]), "");
     let out = ctx
         .ktrack(["run", spec.to_str().unwrap(), "--no-compare"])
         .env("KTRACK_HOME", ".ktrack")
@@ -432,4 +409,13 @@ seeds = [0]"#;
         .unwrap();
     assert!(out.status.success(), "{}", ctx.render(&out));
     assert!(ctx.root().join(".ktrack/ktrack.db").is_file());
+}
+
+/// A grid of one KL linear probe at 100% labels and seed 0 per init.
+fn kl_linear_grid(inits: &[&str]) -> String {
+    let inits: Vec<String> = inits.iter().map(|i| format!("\"{i}\"")).collect();
+    format!(
+        "[grid]\ninits = [{}]\ntasks = [\"kl\"]\nprotocols = [\"linear\"]\nfractions = [1.0]\nseeds = [0]",
+        inits.join(", ")
+    )
 }
