@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Side;
 use crate::data::image::encode_png16;
+use crate::data::real::outcomes::{self, Replacement, Rules};
+use crate::data::real::readings::{Reading, Value};
 use crate::rng::{self, Rng};
 use knee::{KneeParams, Look};
 
@@ -161,7 +163,7 @@ fn default_image_size() -> u32 {
 }
 
 /// Bumped whenever the generator's output changes for the same spec.
-pub const GENERATOR_VERSION: u32 = 2;
+pub const GENERATOR_VERSION: u32 = 3;
 
 /// One simulated image with its labels.
 #[derive(Clone, Debug)]
@@ -260,13 +262,30 @@ pub fn simulate(spec: &SynthSpec) -> Vec<SimImage> {
                 present.push(visit);
             }
             let grade_at = |visit: i64| grade_of(s0 + rate * visit as f64 / 12.0);
+            // The outcomes come from the knee's readings by the same rules as real cohorts'.
             let (incidence, progression) = match prof.outcome_visit {
-                Some(v) if prof.labelled && present.contains(&v) => {
-                    let (g0, g1) = (grade_at(0), grade_at(v));
-                    (
-                        (g0 <= 1).then_some(u8::from(g1 >= 2)),
-                        (g0 >= 1).then_some(u8::from(g1 > g0)),
-                    )
+                Some(v) if prof.labelled => {
+                    let readings: Vec<Reading> = present
+                        .iter()
+                        .map(|&visit| Reading {
+                            id: patient_id.clone(),
+                            side,
+                            visit,
+                            value: Value::Kl(grade_at(visit)),
+                        })
+                        .collect();
+                    let rules = Rules {
+                        horizon_months: v,
+                        followup_visit: v,
+                        progression_min_baseline_kl: 1,
+                        knee_replacement: Replacement::Event,
+                    };
+                    let o = outcomes::derive(&readings, &rules)
+                        .0
+                        .into_values()
+                        .next()
+                        .unwrap_or_default();
+                    (o.incidence_4y, o.progression_4y)
                 }
                 _ => (None, None),
             };
