@@ -447,7 +447,7 @@ fn leakage(k: &Ktrack, opts: &CompareOptions) -> Result<Vec<Leak>, Error> {
             sqlx::query_as(
                 "SELECT a.init, a.task, a.protocol, COUNT(*), MAX(r.leaked_patients)
                  FROM runs r JOIN run_axes a ON a.run = r.id
-                 WHERE r.leaked_patients > 0
+                 WHERE r.leaked_patients IS NOT NULL AND r.leaked_patients > 0
                    AND (?1 = '' OR r.id IN (SELECT run FROM sweep_runs WHERE sweep = ?1))
                  GROUP BY a.init, a.task, a.protocol ORDER BY a.init, a.task, a.protocol",
             )
