@@ -10,20 +10,9 @@ use ktrack::data::image::encode_png16;
 use ktrack::data::synth::{self, Kind, SynthSpec};
 use ktrack::id::Hash;
 use ktrack::model::Arch;
-use ktrack::train::data::{Augment, Example, ImageSource, Normalize, Preprocess};
+use ktrack::train::data::{Augment, Example, MemoryImages as Images, Normalize, Preprocess};
 use ktrack::train::downstream::{self, DownstreamConfig, DownstreamData, Init, Protocol};
 use ktrack::train::{DeviceKind, Quiet};
-
-struct Images(BTreeMap<Hash, Vec<u8>>);
-
-impl ImageSource for Images {
-    fn bytes(&self, image: &Hash) -> Result<Vec<u8>, String> {
-        self.0
-            .get(image)
-            .cloned()
-            .ok_or_else(|| "missing".to_string())
-    }
-}
 
 #[test]
 fn libtorch_cpu_trains_and_repeats_bit_for_bit() {

@@ -24,6 +24,19 @@ pub trait ImageSource: Send + Sync {
     fn bytes(&self, image: &Hash) -> Result<Vec<u8>, String>;
 }
 
+/// Image files held in memory by their hash (for images rendered in-process, e.g. in tests).
+#[derive(Clone, Debug, Default)]
+pub struct MemoryImages(pub std::collections::BTreeMap<Hash, Vec<u8>>);
+
+impl ImageSource for MemoryImages {
+    fn bytes(&self, image: &Hash) -> Result<Vec<u8>, String> {
+        self.0
+            .get(image)
+            .cloned()
+            .ok_or_else(|| format!("no image {image}"))
+    }
+}
+
 /// One labelled (or unlabelled) case.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Example {

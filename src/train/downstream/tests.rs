@@ -9,20 +9,9 @@ use crate::data::Side;
 use crate::data::image::encode_png16;
 use crate::data::synth::{self, Kind, SynthSpec};
 use crate::id::Hash;
+use crate::train::data::MemoryImages as Images;
 use crate::train::data::Normalize;
 use crate::train::{Observer, Quiet};
-
-/// Synthetic OAI-like knees rendered at 32 px, served from memory.
-struct Images(BTreeMap<Hash, Vec<u8>>);
-
-impl ImageSource for Images {
-    fn bytes(&self, image: &Hash) -> Result<Vec<u8>, String> {
-        self.0
-            .get(image)
-            .cloned()
-            .ok_or_else(|| format!("no image {image}"))
-    }
-}
 
 fn cohort(task: Label) -> (Images, Vec<Example>, Vec<Example>, Vec<Example>) {
     let sims = synth::simulate(&SynthSpec {

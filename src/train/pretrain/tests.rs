@@ -9,18 +9,8 @@ use crate::data::image::encode_png16;
 use crate::data::synth::{self, Kind, SynthSpec};
 use crate::id::Hash;
 use crate::train::Quiet;
+use crate::train::data::MemoryImages as Images;
 use crate::train::data::Normalize;
-
-struct Images(BTreeMap<Hash, Vec<u8>>);
-
-impl ImageSource for Images {
-    fn bytes(&self, image: &Hash) -> Result<Vec<u8>, String> {
-        self.0
-            .get(image)
-            .cloned()
-            .ok_or_else(|| format!("no image {image}"))
-    }
-}
 
 fn data(kind: Kind) -> (Images, Vec<Example>, Vec<String>) {
     let sims = synth::simulate(&SynthSpec {
