@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::context::Ktrack;
-use crate::data::{Partition, manifest};
+use crate::data::manifest;
 use crate::id::Hash;
 use crate::index::{self, cohorts, runs, splits};
 use crate::runner::resolved::{InitRef, ResolvedRun};
-use crate::{store, table};
+use crate::store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -131,21 +131,13 @@ pub fn ingest(
     let mut split_rows = Vec::new();
     for rec in by_kind("split") {
         let assignment = hash_field(rec, "/assignment")?;
-        let t = table::read(&k.store.read(&assignment)?).map_err(|e| Error::Record {
-            hash: rec.0,
-            message: e.to_string(),
-        })?;
-        let ids = table::strings(&t.batch, "sample_id").map_err(|e| Error::Record {
-            hash: rec.0,
-            message: e.to_string(),
-        })?;
-        let parts = table::strings(&t.batch, "partition").map_err(|e| Error::Record {
-            hash: rec.0,
-            message: e.to_string(),
-        })?;
-        let members: Vec<(String, Partition)> = (0..t.batch.num_rows())
-            .filter_map(|i| Partition::parse(parts.value(i)).map(|p| (ids.value(i).to_string(), p)))
-            .collect();
+        let members =
+            crate::data::split::read_assignment(&k.store.read(&assignment)?).map_err(|e| {
+                Error::Record {
+                    hash: rec.0,
+                    message: e.to_string(),
+                }
+            })?;
         let p = &rec.1["params"];
         split_rows.push((
             splits::SplitRow {
@@ -167,17 +159,13 @@ pub fn ingest(
     let mut fraction_rows = Vec::new();
     for rec in by_kind("fraction") {
         let members_hash = hash_field(rec, "/members")?;
-        let t = table::read(&k.store.read(&members_hash)?).map_err(|e| Error::Record {
-            hash: rec.0,
-            message: e.to_string(),
-        })?;
-        let ids = table::strings(&t.batch, "sample_id").map_err(|e| Error::Record {
-            hash: rec.0,
-            message: e.to_string(),
-        })?;
-        let members: Vec<String> = (0..t.batch.num_rows())
-            .map(|i| ids.value(i).to_string())
-            .collect();
+        let members =
+            crate::data::split::read_members(&k.store.read(&members_hash)?).map_err(|e| {
+                Error::Record {
+                    hash: rec.0,
+                    message: e.to_string(),
+                }
+            })?;
         let p = &rec.1["params"];
         fraction_rows.push((
             splits::FractionRow {

@@ -240,6 +240,25 @@ pub fn split(k: &Ktrack, opts: &SplitOptions) -> Result<SplitReport, Error> {
     })
 }
 
+/// The (sample id, partition) rows of a split's assignment object.
+pub fn read_assignment(bytes: &[u8]) -> Result<Vec<(String, Partition)>, table::Error> {
+    let t = table::read(bytes)?;
+    let ids = table::strings(&t.batch, "sample_id")?;
+    let parts = table::strings(&t.batch, "partition")?;
+    Ok((0..t.batch.num_rows())
+        .filter_map(|i| Partition::parse(parts.value(i)).map(|p| (ids.value(i).to_string(), p)))
+        .collect())
+}
+
+/// The sample ids of a label fraction's members object.
+pub fn read_members(bytes: &[u8]) -> Result<Vec<String>, table::Error> {
+    let t = table::read(bytes)?;
+    let ids = table::strings(&t.batch, "sample_id")?;
+    Ok((0..t.batch.num_rows())
+        .map(|i| ids.value(i).to_string())
+        .collect())
+}
+
 /// Counts per partition (patients, samples, samples per class of `label`).
 pub fn counts(
     samples: &[cohorts::SampleRow],

@@ -146,11 +146,9 @@ pub fn assignment(k: &Ktrack, split: &Hash) -> Result<BTreeMap<String, Partition
             hash: *split,
         })?;
     let bytes = k.store.read(&row.assignment)?;
-    let t = table::read(&bytes).map_err(|e| Error::Data(e.to_string()))?;
-    let ids = table::strings(&t.batch, "sample_id").map_err(|e| Error::Data(e.to_string()))?;
-    let parts = table::strings(&t.batch, "partition").map_err(|e| Error::Data(e.to_string()))?;
-    Ok((0..t.batch.num_rows())
-        .filter_map(|i| Partition::parse(parts.value(i)).map(|p| (ids.value(i).to_string(), p)))
+    Ok(crate::data::split::read_assignment(&bytes)
+        .map_err(|e| Error::Data(e.to_string()))?
+        .into_iter()
         .collect())
 }
 
@@ -166,10 +164,9 @@ fn fraction_members(k: &Ktrack, fraction: &Hash) -> Result<BTreeSet<String>, Err
             hash: *fraction,
         })?;
     let bytes = k.store.read(&row.members)?;
-    let t = table::read(&bytes).map_err(|e| Error::Data(e.to_string()))?;
-    let ids = table::strings(&t.batch, "sample_id").map_err(|e| Error::Data(e.to_string()))?;
-    Ok((0..t.batch.num_rows())
-        .map(|i| ids.value(i).to_string())
+    Ok(crate::data::split::read_members(&bytes)
+        .map_err(|e| Error::Data(e.to_string()))?
+        .into_iter()
         .collect())
 }
 
