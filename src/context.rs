@@ -23,6 +23,16 @@ impl Clock {
             Clock::Fixed(t) => t.clone(),
         }
     }
+
+    /// The current time as a `SystemTime` (a fixed clock that does not parse reads as the
+    /// epoch).
+    pub fn system_time(&self) -> std::time::SystemTime {
+        let secs = match self {
+            Clock::System => chrono::Utc::now().timestamp(),
+            Clock::Fixed(t) => chrono::DateTime::parse_from_rfc3339(t).map_or(0, |d| d.timestamp()),
+        };
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +59,7 @@ impl Ktrack {
         let home = &std::path::absolute(home).map_err(store::Error::io("resolve", home))?;
         let store = Store::open(home)?;
         store::create_private_dir(&home.join("runs"))?;
-        let index = Index::open(&home.join("ktrack.db"))?;
+        let index = index::home::open(home, &|| usize::from(store.has_any()))?;
         Ok(Ktrack {
             home: home.to_path_buf(),
             store,

@@ -10,19 +10,23 @@
 //! - [`cli`]: the thin command line over all of the above; the library itself never prints.
 //!
 //! Support: [`id`] (hashes and prefixes), [`rng`] (seeded ChaCha streams), [`table`] (Parquet
-//! in and out), [`output`] (printer, tables, progress).
+//! in and out), [`output`] (printer, tables, progress), [`lossless`] (exact JSON floats),
+//! [`quote`] (input values quoted in errors, clipped).
 
 pub mod audit;
 pub mod bench;
 pub mod cli;
 pub mod context;
 pub mod data;
+pub mod fault;
 pub mod id;
 pub mod index;
+pub mod lossless;
 pub mod metrics;
 pub mod model;
 pub mod output;
 pub mod predictions;
+pub mod quote;
 pub mod report;
 pub mod rng;
 pub mod runner;

@@ -1,6 +1,13 @@
 //! Bundles: everything needed to reproduce a run elsewhere, as one tar file —
 //! `ktrack-bundle.json` (the run and the list of objects) and `objects/<blake3>` entries.
-//! Importing checks every object's hash, puts it in the store and indexes the records inside.
+//!
+//! Importing is all-or-nothing and strict. The bundle is refused, with nothing stored, when
+//! an entry is anything but a regular file named `ktrack-bundle.json` or `objects/<hash>`
+//! (links, FIFOs, directories, `../` and absolute names included), an object does not hash to
+//! its name, the manifest does not list exactly the objects held, the named run has no record
+//! in the bundle, a run record's spec does not parse or does not hash to the run's id (a forged
+//! record), or a record refers to an object, split, fraction or run that neither the bundle nor
+//! this home holds. Objects are staged, checked, then published together with their index rows.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -33,6 +40,18 @@ pub enum Error {
     },
     #[error("bundle `{path}` has no ktrack-bundle.json; it is not a ktrack bundle")]
     NotBundle { path: PathBuf },
+    #[error("`{path}` is {kind}, not a bundle file")]
+    NotAFile { path: PathBuf, kind: &'static str },
+    #[error("`{path}` is not a ktrack bundle: it is not a readable tar archive ({message})")]
+    NotTar { path: PathBuf, message: String },
+    #[error("bundle `{path}` is refused: entry `{entry}` {why}")]
+    BadEntry {
+        path: PathBuf,
+        entry: String,
+        why: String,
+    },
+    #[error("bundle `{path}` is refused: {why}")]
+    Refused { path: PathBuf, why: String },
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -98,42 +117,128 @@ pub struct ImportReport {
     pub ingested: Ingested,
 }
 
-/// Imports a bundle into this home: objects (hash-checked), then their records.
-pub fn import(k: &Ktrack, path: &Path) -> Result<ImportReport, Error> {
-    let rerr = |m: String| Error::Read {
+/// The bundle's `ktrack-bundle.json`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    ktrack: String,
+    format: u32,
+    run: Hash,
+    objects: Vec<Hash>,
+}
+
+const MANIFEST: &str = "ktrack-bundle.json";
+
+/// Why a tar entry is not one a bundle may hold, if it is not.
+fn entry_problem(kind: tar::EntryType, name: &str) -> Option<String> {
+    if !kind.is_file() {
+        let what = match kind {
+            tar::EntryType::Symlink => "a symbolic link",
+            tar::EntryType::Link => "a hard link",
+            tar::EntryType::Directory => "a directory",
+            tar::EntryType::Fifo => "a FIFO",
+            tar::EntryType::Char | tar::EntryType::Block => "a device",
+            _ => "not a regular file",
+        };
+        return Some(format!("is {what}; a bundle holds regular files only"));
+    }
+    if name.starts_with('/') {
+        return Some("has an absolute name".into());
+    }
+    if name.split('/').any(|c| c == "..") {
+        return Some("names a place outside the bundle (`..`)".into());
+    }
+    let is_object = name
+        .strip_prefix("objects/")
+        .is_some_and(|hex| hex.len() == 64 && hex.parse::<Hash>().is_ok_and(|h| h.hex() == hex));
+    if name != MANIFEST && !is_object {
+        return Some(format!("is not `{MANIFEST}` or `objects/<blake3 hex>`"));
+    }
+    None
+}
+
+/// What the bundle's entries held, once read.
+struct Entries {
+    manifest: Option<Manifest>,
+    /// (hash, size) of every object, in bundle order.
+    objects: Vec<(Hash, u64)>,
+    /// Objects that are records, parsed.
+    records: Vec<ingest::Record>,
+    new_objects: usize,
+}
+
+/// Reads every entry into `batch`, refusing anything a bundle may not hold.
+fn read_entries(path: &Path, batch: &store::Batch<'_>) -> Result<Entries, Error> {
+    let not_tar = |e: std::io::Error| Error::NotTar {
         path: path.to_path_buf(),
-        message: m,
+        message: crate::quote::clip(&e.to_string()),
     };
-    let file = std::fs::File::open(path).map_err(|e| rerr(e.to_string()))?;
+    let file = std::fs::File::open(path).map_err(|e| Error::Read {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     let mut archive = tar::Archive::new(std::io::BufReader::new(file));
-    let batch = k.store.batch();
-    let mut run = None;
-    let mut hashes = Vec::new();
-    let mut new_objects = 0;
-    for entry in archive.entries().map_err(|e| rerr(e.to_string()))? {
-        let mut entry = entry.map_err(|e| rerr(e.to_string()))?;
-        let name = entry
-            .path()
-            .map_err(|e| rerr(e.to_string()))?
-            .display()
-            .to_string();
-        if name == "ktrack-bundle.json" {
-            let mut text = String::new();
-            entry
-                .read_to_string(&mut text)
-                .map_err(|e| rerr(e.to_string()))?;
-            let v: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| rerr(e.to_string()))?;
-            run = v["run"].as_str().and_then(|s| s.parse::<Hash>().ok());
+    let mut out = Entries {
+        manifest: None,
+        objects: Vec::new(),
+        records: Vec::new(),
+        new_objects: 0,
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for entry in archive.entries().map_err(not_tar)? {
+        let mut entry = entry.map_err(not_tar)?;
+        let raw = entry.path_bytes().into_owned();
+        let name = String::from_utf8_lossy(&raw).to_string();
+        let refuse = |why: String| Error::BadEntry {
+            path: path.to_path_buf(),
+            entry: crate::quote::clip(&name),
+            why,
+        };
+        if let Some(why) = entry_problem(entry.header().entry_type(), &name) {
+            return Err(refuse(why));
+        }
+        if !seen.insert(name.clone()) {
+            return Err(refuse("appears twice".into()));
+        }
+        if name == MANIFEST {
+            let mut text = Vec::new();
+            (&mut entry)
+                .take(64 << 20)
+                .read_to_end(&mut text)
+                .map_err(not_tar)?;
+            let m: Manifest = serde_json::from_slice(&text).map_err(|e| {
+                refuse(format!(
+                    "is not a bundle manifest: {}",
+                    crate::quote::clip(&e.to_string())
+                ))
+            })?;
+            if m.ktrack != "bundle" || m.format != 1 {
+                return Err(refuse(format!(
+                    "is a `{}` manifest of format {}, not a bundle of format 1",
+                    crate::quote::clip(&m.ktrack),
+                    m.format
+                )));
+            }
+            out.manifest = Some(m);
             continue;
         }
-        let Some(hex) = name.strip_prefix("objects/") else {
-            continue;
-        };
-        let expected: Hash = hex
+        let expected: Hash = name["objects/".len()..]
             .parse()
-            .map_err(|_| rerr(format!("entry `{name}` is not named by a hash")))?;
-        let put = batch.put_reader(&mut entry)?;
+            .expect("entry_problem checked the name");
+        let size = entry.header().size().map_err(not_tar)?;
+        let put = if size <= 64 << 20 {
+            let mut bytes = Vec::with_capacity(size as usize);
+            entry.read_to_end(&mut bytes).map_err(not_tar)?;
+            let put = batch.put_bytes(&bytes)?;
+            if put.hash == expected
+                && let Some(rec) = ingest::parse_record(put.hash, &bytes)
+            {
+                out.records.push(rec);
+            }
+            put
+        } else {
+            batch.put_reader(&mut entry)?
+        };
         if put.hash != expected {
             return Err(Error::Corrupt {
                 path: path.to_path_buf(),
@@ -141,18 +246,75 @@ pub fn import(k: &Ktrack, path: &Path) -> Result<ImportReport, Error> {
                 actual: put.hash,
             });
         }
-        new_objects += usize::from(put.new);
-        hashes.push((put.hash, put.size));
+        out.new_objects += usize::from(put.new);
+        out.objects.push((put.hash, put.size));
     }
-    let run = run.ok_or(Error::NotBundle {
+    Ok(out)
+}
+
+/// Imports a bundle into this home; see the module header for what is refused.
+pub fn import(k: &Ktrack, path: &Path) -> Result<ImportReport, Error> {
+    match std::fs::metadata(path) {
+        Err(e) => {
+            return Err(Error::Read {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            });
+        }
+        Ok(m) if !m.is_file() => {
+            use std::os::unix::fs::FileTypeExt;
+            let t = m.file_type();
+            let kind = if t.is_dir() {
+                "a directory"
+            } else if t.is_fifo() {
+                "a FIFO"
+            } else if t.is_socket() {
+                "a socket"
+            } else {
+                "not a regular file"
+            };
+            return Err(Error::NotAFile {
+                path: path.to_path_buf(),
+                kind,
+            });
+        }
+        Ok(_) => {}
+    }
+    let refused = |why: String| Error::Refused {
+        path: path.to_path_buf(),
+        why,
+    };
+    let batch = k.store.batch();
+    let read = read_entries(path, &batch)?;
+    let manifest = read.manifest.ok_or(Error::NotBundle {
         path: path.to_path_buf(),
     })?;
-    batch.commit()?;
-    let list: Vec<Hash> = hashes.iter().map(|(h, _)| *h).collect();
-    let records = ingest::find_records(k, &list)?;
-    let kinds = ingest::object_kinds(&records);
-    // Images are recognised once their cohort's samples are indexed (below).
-    let objects: Vec<(Hash, u64, String)> = hashes
+    let held: std::collections::BTreeSet<Hash> = read.objects.iter().map(|(h, _)| *h).collect();
+    let listed: std::collections::BTreeSet<Hash> = manifest.objects.iter().copied().collect();
+    if let Some(h) = listed.difference(&held).next() {
+        return Err(refused(format!(
+            "its manifest lists object {h} but the bundle does not hold it"
+        )));
+    }
+    if let Some(h) = held.difference(&listed).next() {
+        return Err(refused(format!(
+            "it holds object {h}, which its manifest does not list"
+        )));
+    }
+    check_records(k, &manifest.run, &read.records, &held).map_err(refused)?;
+
+    let now = k.clock.now();
+    let reader = |h: &Hash| batch.read(h);
+    let prepared = ingest::prepare(&reader, &read.records, &now)?;
+    let available = |h: &Hash| held.contains(h) || k.store.has(h);
+    if let Some(img) = prepared.images().find(|h| !available(h)) {
+        return Err(refused(format!(
+            "a cohort in it lists image {img}, which neither the bundle nor this home holds"
+        )));
+    }
+    let kinds = ingest::object_kinds(&read.records);
+    let objects: Vec<(Hash, u64, String)> = read
+        .objects
         .iter()
         .map(|(h, s)| {
             (
@@ -162,21 +324,179 @@ pub fn import(k: &Ktrack, path: &Path) -> Result<ImportReport, Error> {
             )
         })
         .collect();
-    let ingested = ingest::ingest(k, &records, &objects)?;
-    k.index
-        .run(async {
-            let mut tx = k.index.begin_write().await?;
-            sqlx::query("UPDATE objects SET kind = 'image' WHERE kind = 'object' AND hash IN (SELECT image FROM samples)")
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok::<_, crate::index::Error>(())
-        })
-        .map_err(ingest::Error::from)?;
+    // Rows and files together: the transaction commits only after the objects are published,
+    // so no row ever names a missing file (a kill in between leaves unindexed objects, which
+    // verify accepts and gc removes).
+    let records = &read.records;
+    let ingested = k.index.run(async {
+        let mut tx = k.index.begin_write().await.map_err(ingest::Error::from)?;
+        let ingested = ingest::write(&mut tx, records, &prepared, &objects, &now)
+            .await
+            .map_err(|e| match e {
+                ingest::Error::Index(crate::index::Error::Query(q)) => refused(format!(
+                    "its records refer to something neither it nor this home holds ({q})"
+                )),
+                e => e.into(),
+            })?;
+        sqlx::query("UPDATE objects SET kind = 'image' WHERE kind = 'object' AND hash IN (SELECT image FROM samples)")
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| ingest::Error::from(crate::index::Error::from(e)))?;
+        batch.commit()?;
+        tx.commit()
+            .await
+            .map_err(|e| ingest::Error::from(crate::index::Error::from(e)))?;
+        Ok::<_, Error>(ingested)
+    })?;
     Ok(ImportReport {
-        run,
-        objects: hashes.len(),
-        new_objects,
+        run: manifest.run,
+        objects: read.objects.len(),
+        new_objects: read.new_objects,
         ingested,
     })
+}
+
+/// The checks on a bundle's records that need no object reads: the named run is there, every
+/// run record is genuine, and everything a record names is in the bundle or this home.
+fn check_records(
+    k: &Ktrack,
+    run: &Hash,
+    records: &[ingest::Record],
+    held: &std::collections::BTreeSet<Hash>,
+) -> Result<(), String> {
+    use crate::runner::resolved::{InitRef, ResolvedRun};
+    let kind = |v: &serde_json::Value| v["ktrack"].as_str().unwrap_or("").to_string();
+    let id_of = |v: &serde_json::Value| v["id"].as_str().and_then(|s| s.parse::<Hash>().ok());
+    let ids = |want: &str| -> std::collections::BTreeSet<Hash> {
+        records
+            .iter()
+            .filter(|(_, v)| kind(v) == want)
+            .filter_map(|(_, v)| id_of(v))
+            .collect()
+    };
+    let (runs, splits, fractions) = (ids("run"), ids("split"), ids("fraction"));
+    if !runs.contains(run) {
+        return Err(format!(
+            "it names run {run} but holds no record of that run"
+        ));
+    }
+    let available = |h: &Hash| held.contains(h) || k.store.has(h);
+    let in_index = |table: &str, h: &Hash| -> Result<bool, String> {
+        let sql = format!(
+            "SELECT 1 FROM {table} WHERE {} = ?1",
+            if table == "runs" { "id" } else { "hash" }
+        );
+        let found: Option<i64> = k
+            .index
+            .run(
+                sqlx::query_scalar(&sql)
+                    .bind(h.hex())
+                    .fetch_optional(k.index.pool()),
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(found.is_some())
+    };
+    let need_object = |what: &str, h: &Hash, rec: &Hash| -> Result<(), String> {
+        if available(h) {
+            Ok(())
+        } else {
+            Err(format!(
+                "record {rec} refers to {what} {h}, which neither the bundle nor this home holds"
+            ))
+        }
+    };
+    let need_row = |what: &str,
+                    table: &str,
+                    have: &std::collections::BTreeSet<Hash>,
+                    h: &Hash,
+                    rec: &Hash|
+     -> Result<(), String> {
+        if have.contains(h) || in_index(table, h)? {
+            Ok(())
+        } else {
+            Err(format!(
+                "record {rec} refers to {what} {h}, which neither the bundle nor this home holds"
+            ))
+        }
+    };
+    for (rec, v) in records {
+        match kind(v).as_str() {
+            "run" => {
+                let id = id_of(v).ok_or_else(|| format!("run record {rec} has no valid `id`"))?;
+                let resolved: ResolvedRun =
+                    serde_json::from_value(v["spec"].clone()).map_err(|e| {
+                        format!(
+                            "run record {rec} has a spec that does not parse: {}",
+                            crate::quote::clip(&e.to_string())
+                        )
+                    })?;
+                if resolved.id() != id {
+                    return Err(format!(
+                        "run record {rec} claims id {id}, but its spec hashes to {}: the record was altered",
+                        resolved.id()
+                    ));
+                }
+                for (role, h) in v["outputs"].as_object().into_iter().flatten() {
+                    let h: Hash = h.as_str().and_then(|s| s.parse().ok()).ok_or_else(|| {
+                        format!(
+                            "run record {rec}: output `{}` is not a hash",
+                            crate::quote::clip(role)
+                        )
+                    })?;
+                    need_object(&format!("output `{role}`"), &h, rec)?;
+                }
+                match &resolved {
+                    ResolvedRun::Downstream(d) => {
+                        need_object("cohort", &d.cohort, rec)?;
+                        for e in &d.external {
+                            need_object("external cohort", &e.cohort, rec)?;
+                        }
+                        need_row("split", "splits", &splits, &d.split, rec)?;
+                        need_row("fraction", "fractions", &fractions, &d.fraction, rec)?;
+                        match &d.init {
+                            InitRef::Random => {}
+                            InitRef::Torchvision { weights, .. } => {
+                                need_object("weights", weights, rec)?
+                            }
+                            InitRef::Pretrain { run, .. } => {
+                                need_row("pretraining run", "runs", &runs, run, rec)?
+                            }
+                        }
+                    }
+                    ResolvedRun::Pretrain(p) => {
+                        for src in &p.sources {
+                            need_object("cohort", &src.cohort, rec)?;
+                            if let Some(s) = &src.split {
+                                need_row("split", "splits", &splits, s, rec)?;
+                            }
+                        }
+                        if let Some(t) = &p.tokenizer {
+                            need_object("tokenizer", t, rec)?;
+                        }
+                    }
+                }
+            }
+            "cohort" => {
+                let m = v["manifest"]
+                    .as_str()
+                    .and_then(|s| s.parse::<Hash>().ok())
+                    .ok_or_else(|| format!("cohort record {rec} has no valid `manifest`"))?;
+                need_object("manifest", &m, rec)?;
+            }
+            "split" | "fraction" => {
+                let field = if kind(v) == "split" {
+                    "assignment"
+                } else {
+                    "members"
+                };
+                let m = v[field]
+                    .as_str()
+                    .and_then(|s| s.parse::<Hash>().ok())
+                    .ok_or_else(|| format!("{} record {rec} has no valid `{field}`", kind(v)))?;
+                need_object(field, &m, rec)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }

@@ -39,6 +39,12 @@ pub struct Ingested {
 /// A record object: its hash and parsed JSON.
 pub type Record = (Hash, Value);
 
+/// Reads an object's bytes: from the store, or from a bundle's staged objects.
+pub type Reader<'a> = &'a (dyn Fn(&Hash) -> Result<Vec<u8>, store::Error> + Sync);
+
+/// Records above this size are not records (they are read whole to parse).
+const MAX_RECORD: u64 = 64 << 20;
+
 /// Reads the objects that are ktrack records (JSON with a `ktrack` kind).
 pub fn find_records(k: &Ktrack, hashes: &[Hash]) -> Result<Vec<Record>, Error> {
     use rayon::prelude::*;
@@ -46,7 +52,7 @@ pub fn find_records(k: &Ktrack, hashes: &[Hash]) -> Result<Vec<Record>, Error> {
         .par_iter()
         .map(|h| -> Result<Option<Record>, Error> {
             let size = k.store.size(h)?;
-            if size > 64 << 20 {
+            if size > MAX_RECORD {
                 return Ok(None);
             }
             let mut file = k.store.open_object(h)?;
@@ -55,17 +61,22 @@ pub fn find_records(k: &Ktrack, hashes: &[Hash]) -> Result<Vec<Record>, Error> {
             if file.read_exact(&mut head).is_err() || &head != b"{\"" {
                 return Ok(None);
             }
-            let bytes = k.store.read(h)?;
-            let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
-                return Ok(None);
-            };
-            Ok(v.get("ktrack")
-                .and_then(Value::as_str)
-                .is_some()
-                .then_some((*h, v)))
+            Ok(parse_record(*h, &k.store.read(h)?))
         })
         .collect::<Result<_, _>>()?;
     Ok(found.into_iter().flatten().collect())
+}
+
+/// The record in `bytes`, if they are one (JSON with a `ktrack` kind).
+pub fn parse_record(hash: Hash, bytes: &[u8]) -> Option<Record> {
+    if bytes.len() as u64 > MAX_RECORD || !bytes.starts_with(b"{\"") {
+        return None;
+    }
+    let v = serde_json::from_slice::<Value>(bytes).ok()?;
+    v.get("ktrack")
+        .and_then(Value::as_str)
+        .is_some()
+        .then_some((hash, v))
 }
 
 fn hash_field(rec: &Record, field: &str) -> Result<Hash, Error> {
@@ -90,27 +101,51 @@ pub fn ingest(
     objects: &[(Hash, u64, String)],
 ) -> Result<Ingested, Error> {
     let now = k.clock.now();
-    let mut out = Ingested {
-        objects: objects.len(),
-        ..Ingested::default()
-    };
+    let read = |h: &Hash| k.store.read(h);
+    let prepared = prepare(&read, records, &now)?;
+    k.index.run(async {
+        let mut tx = k.index.begin_write().await?;
+        let out = write(&mut tx, records, &prepared, objects, &now).await?;
+        tx.commit().await.map_err(index::Error::from)?;
+        Ok(out)
+    })
+}
+
+struct CohortRows {
+    row: cohorts::CohortRow,
+    samples: Vec<crate::data::Sample>,
+}
+
+/// The rows of records that need object reads (manifests, assignments, members), read
+/// before any write transaction is opened.
+pub struct Prepared {
+    cohorts: Vec<CohortRows>,
+    splits: Vec<(splits::SplitRow, Vec<(String, crate::data::Partition)>)>,
+    fractions: Vec<(splits::FractionRow, Vec<String>)>,
+}
+
+impl Prepared {
+    /// The image objects of the cohorts' samples.
+    pub fn images(&self) -> impl Iterator<Item = Hash> + '_ {
+        self.cohorts
+            .iter()
+            .flat_map(|c| c.samples.iter().map(|s| s.image))
+    }
+}
+
+/// Reads what the records refer to and builds their rows.
+pub fn prepare(read: Reader<'_>, records: &[Record], now: &str) -> Result<Prepared, Error> {
+    let now = now.to_string();
     let by_kind =
         |want: &str| -> Vec<&Record> { records.iter().filter(|r| kind(&r.1) == want).collect() };
-
-    // Gather everything that needs store reads before opening the write transaction.
-    struct CohortRows {
-        row: cohorts::CohortRow,
-        samples: Vec<crate::data::Sample>,
-    }
     let mut cohort_rows = Vec::new();
     for rec in by_kind("cohort") {
         let manifest_hash = hash_field(rec, "/manifest")?;
-        let canonical = manifest::read_canonical(&k.store.read(&manifest_hash)?).map_err(|e| {
-            Error::Record {
+        let canonical =
+            manifest::read_canonical(&read(&manifest_hash)?).map_err(|e| Error::Record {
                 hash: rec.0,
                 message: e.to_string(),
-            }
-        })?;
+            })?;
         let patients: std::collections::BTreeSet<&str> = canonical
             .samples
             .iter()
@@ -131,13 +166,12 @@ pub fn ingest(
     let mut split_rows = Vec::new();
     for rec in by_kind("split") {
         let assignment = hash_field(rec, "/assignment")?;
-        let members =
-            crate::data::split::read_assignment(&k.store.read(&assignment)?).map_err(|e| {
-                Error::Record {
-                    hash: rec.0,
-                    message: e.to_string(),
-                }
-            })?;
+        let members = crate::data::split::read_assignment(&read(&assignment)?).map_err(|e| {
+            Error::Record {
+                hash: rec.0,
+                message: e.to_string(),
+            }
+        })?;
         let p = &rec.1["params"];
         split_rows.push((
             splits::SplitRow {
@@ -160,11 +194,9 @@ pub fn ingest(
     for rec in by_kind("fraction") {
         let members_hash = hash_field(rec, "/members")?;
         let members =
-            crate::data::split::read_members(&k.store.read(&members_hash)?).map_err(|e| {
-                Error::Record {
-                    hash: rec.0,
-                    message: e.to_string(),
-                }
+            crate::data::split::read_members(&read(&members_hash)?).map_err(|e| Error::Record {
+                hash: rec.0,
+                message: e.to_string(),
             })?;
         let p = &rec.1["params"];
         fraction_rows.push((
@@ -184,39 +216,77 @@ pub fn ingest(
         ));
     }
 
-    k.index.run(async {
-        let mut tx = k.index.begin_write().await?;
-        let objs: Vec<(Hash, u64, &str)> = objects.iter().map(|(h, s, kd)| (*h, *s, kd.as_str())).collect();
-        index::insert_objects(&mut tx, &objs, &now).await?;
-        for c in &cohort_rows {
-            if cohorts::insert(&mut tx, &c.row).await? {
-                cohorts::insert_samples(&mut tx, &c.row.hash, &c.samples).await?;
+    Ok(Prepared {
+        cohorts: cohort_rows,
+        splits: split_rows,
+        fractions: fraction_rows,
+    })
+}
+
+/// Inserts the rows of prepared records inside the caller's write transaction.
+pub async fn write(
+    tx: &mut sqlx::SqliteConnection,
+    records: &[Record],
+    prepared: &Prepared,
+    objects: &[(Hash, u64, String)],
+    now: &str,
+) -> Result<Ingested, Error> {
+    let mut out = Ingested {
+        objects: objects.len(),
+        ..Ingested::default()
+    };
+    let (cohort_rows, split_rows, fraction_rows) =
+        (&prepared.cohorts, &prepared.splits, &prepared.fractions);
+    let now = now.to_string();
+    {
+        let tx = &mut *tx;
+        let objs: Vec<(Hash, u64, &str)> = objects
+            .iter()
+            .map(|(h, s, kd)| (*h, *s, kd.as_str()))
+            .collect();
+        index::insert_objects(tx, &objs, &now).await?;
+        for c in cohort_rows {
+            if cohorts::insert(tx, &c.row).await? {
+                cohorts::insert_samples(tx, &c.row.hash, &c.samples).await?;
                 out.cohorts += 1;
             }
         }
-        for (row, members) in &split_rows {
-            out.splits += usize::from(splits::insert_split(&mut tx, row, members).await?);
+        for (row, members) in split_rows {
+            out.splits += usize::from(splits::insert_split(tx, row, members).await?);
         }
-        for (row, members) in &fraction_rows {
-            out.fractions += usize::from(splits::insert_fraction(&mut tx, row, members).await?);
+        for (row, members) in fraction_rows {
+            out.fractions += usize::from(splits::insert_fraction(tx, row, members).await?);
         }
         // Runs: pretraining first (downstream runs depend on them).
         let mut run_recs: Vec<&Record> = records.iter().filter(|r| kind(&r.1) == "run").collect();
         run_recs.sort_by_key(|r| (r.1["kind"].as_str() != Some("pretrain"), r.0));
         for rec in run_recs {
-            out.runs += usize::from(ingest_run(&mut tx, rec, &now).await?);
+            out.runs += usize::from(ingest_run(tx, rec, &now).await?);
         }
         for rec in records.iter().filter(|r| kind(&r.1) == "sweep") {
             let name = rec.1["name"].as_str().unwrap_or("sweep").to_string();
             let spec = hash_field(rec, "/spec")?;
             let mut ids = Vec::new();
-            for id in rec.1["runs"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+            for id in rec.1["runs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
                 let Ok(h) = id.parse::<Hash>() else { continue };
-                if runs::get(&mut tx, &h).await?.is_some() {
+                if runs::get(tx, &h).await?.is_some() {
                     ids.push(h);
                 }
             }
-            runs::upsert_sweep(&mut tx, &name, rec.1["spec_path"].as_str().unwrap_or(""), &spec, &ids, &now).await?;
+            runs::upsert_sweep(
+                tx,
+                &name,
+                rec.1["spec_path"].as_str().unwrap_or(""),
+                &spec,
+                &ids,
+                &now,
+            )
+            .await?;
             sqlx::query("UPDATE sweeps SET record = ?2 WHERE name = ?1")
                 .bind(&name)
                 .bind(rec.0.hex())
@@ -227,7 +297,7 @@ pub fn ingest(
         }
         for rec in records.iter().filter(|r| kind(&r.1) == "reproduction") {
             let run = hash_field(rec, "/run")?;
-            if runs::get(&mut tx, &run).await?.is_none() {
+            if runs::get(tx, &run).await?.is_none() {
                 continue;
             }
             let done = sqlx::query(
@@ -243,9 +313,7 @@ pub fn ingest(
             .map_err(index::Error::from)?;
             out.reproductions += done.rows_affected() as usize;
         }
-        tx.commit().await.map_err(index::Error::from)?;
-        Ok::<_, Error>(())
-    })?;
+    }
     Ok(out)
 }
 
@@ -333,6 +401,14 @@ async fn ingest_run(
         },
     )
     .await?;
+    if let Some(attempts) = rec.1["attempts"].as_i64() {
+        sqlx::query("UPDATE runs SET attempts = ?2 WHERE id = ?1")
+            .bind(id.hex())
+            .bind(attempts)
+            .execute(&mut *tx)
+            .await
+            .map_err(index::Error::from)?;
+    }
     Ok(true)
 }
 

@@ -156,6 +156,8 @@ pub struct GcReport {
     /// Unreachable but younger than the grace period (an import or run may be writing them).
     pub young: usize,
     pub deleted: bool,
+    /// Staging files of dead imports removed (with `apply`).
+    pub temps_removed: usize,
 }
 
 /// Lists (and with `apply`, deletes) objects no cohort, split, fraction, run or sweep reaches.
@@ -187,21 +189,28 @@ pub fn gc(k: &Ktrack, apply: bool, min_age: std::time::Duration) -> Result<GcRep
         report.unreachable.push((h, meta.len()));
     }
     if apply {
-        for (h, _) in &report.unreachable {
-            k.store.remove(h)?;
-        }
+        // Rows first, files after: a kill in between leaves files no row names, which verify
+        // accepts and the next gc deletes; never a row whose file is gone.
         let hexes: Vec<String> = report.unreachable.iter().map(|(h, _)| h.hex()).collect();
         k.index.run(async {
             let mut tx = k.index.begin_write().await?;
-            for h in &hexes {
-                sqlx::query("DELETE FROM objects WHERE hash = ?1")
-                    .bind(h)
-                    .execute(&mut *tx)
-                    .await?;
+            for chunk in hexes.chunks(500) {
+                let mut qb =
+                    sqlx::QueryBuilder::<sqlx::Sqlite>::new("DELETE FROM objects WHERE hash IN (");
+                let mut list = qb.separated(", ");
+                for h in chunk {
+                    list.push_bind(h);
+                }
+                qb.push(")");
+                qb.build().execute(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok::<_, index::Error>(())
         })?;
+        for (h, _) in &report.unreachable {
+            k.store.remove(h)?;
+        }
+        report.temps_removed = k.store.clean_stale_temps(k.clock.system_time())?;
         report.deleted = true;
     }
     Ok(report)
@@ -217,32 +226,30 @@ pub struct ReindexReport {
 }
 
 /// Rebuilds the index of `home` from the store's record objects.
+///
+/// The new index is built beside the old one (`ktrack.db.reindex`) and swapped in with one
+/// rename; the old one is kept as `ktrack.db.before-reindex-STAMP`. A kill at any moment
+/// leaves either the old index or the new one in place, never an empty or partial one.
 pub fn reindex(home: &Path, clock: crate::context::Clock) -> Result<ReindexReport, Error> {
-    let db = home.join("ktrack.db");
-    let mut previous = None;
-    if db.exists() {
-        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S").to_string();
-        let aside = home.join(format!("ktrack.db.before-reindex-{stamp}"));
-        std::fs::rename(&db, &aside).map_err(|e| Error::Move {
-            path: db.clone(),
-            message: e.to_string(),
-        })?;
-        for ext in ["-wal", "-shm"] {
-            let side = home.join(format!("ktrack.db{ext}"));
-            if side.exists() {
-                let _ = std::fs::rename(
-                    &side,
-                    home.join(format!("ktrack.db.before-reindex-{stamp}{ext}")),
-                );
-            }
-        }
-        previous = Some(aside);
+    let home = &std::path::absolute(home).map_err(store::Error::io("resolve", home))?;
+    let store = crate::store::Store::open(home)?;
+    store::create_private_dir(&home.join("runs"))?;
+    let _lock = index::home::lock(home)?;
+    let db = home.join(index::home::DB);
+    let building = home.join(format!("{}.reindex", index::home::DB));
+    for f in index::home::with_side_files(&building) {
+        remove_if_there(&f)?;
     }
-    let k = Ktrack::open(home).map_err(|e| match e {
-        crate::context::Error::Store(s) => Error::Store(s),
-        crate::context::Error::Index(i) => Error::Index(i),
-    })?;
-    let k = k.with_clock(clock);
+    // The home keeps its index id; a home without one gets a new id.
+    let id = index::home::read_id(home)?.unwrap_or_else(index::home::new_id);
+    let fresh = index::Index::open(&building)?;
+    fresh.set_meta("index_id", &id)?;
+    let k = Ktrack {
+        home: home.clone(),
+        store,
+        index: fresh,
+        clock,
+    };
     let hashes = k.store.list()?;
     let records = ingest::find_records(&k, &hashes)?;
     let kinds = ingest::object_kinds(&records);
@@ -267,10 +274,58 @@ pub fn reindex(home: &Path, clock: crate::context::Clock) -> Result<ReindexRepor
         tx.commit().await?;
         Ok::<_, index::Error>(())
     })?;
+    k.index.close()?;
+    let previous = swap_in(home, &building, &db)?;
+    if index::home::read_id(home)?.as_deref() != Some(id.as_str()) {
+        index::home::write_id(home, &id)?;
+    }
     Ok(ReindexReport {
         objects: hashes.len(),
         records: records.len(),
         ingested,
         previous,
     })
+}
+
+fn remove_if_there(path: &Path) -> Result<(), Error> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(store::Error::io("remove", path)(e).into()),
+    }
+}
+
+/// Puts the finished `building` index in place of `db`, keeping the old one aside.
+fn swap_in(home: &Path, building: &Path, db: &Path) -> Result<Option<std::path::PathBuf>, Error> {
+    let moved = |path: &Path, e: std::io::Error| Error::Move {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let mut previous = None;
+    if db.is_file() {
+        // Fold the old WAL into its file first (best effort: it may be damaged), so that its
+        // side files can move aside with nothing in them.
+        if let Ok(old) = index::Index::open(db) {
+            let _ = old.close();
+        }
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S").to_string();
+        let aside = home.join(format!("{}.before-reindex-{stamp}", index::home::DB));
+        let [_, wal, shm] = index::home::with_side_files(db);
+        let [_, aside_wal, aside_shm] = index::home::with_side_files(&aside);
+        for (from, to) in [(&wal, &aside_wal), (&shm, &aside_shm)] {
+            if from.exists() {
+                std::fs::rename(from, to).map_err(|e| moved(from, e))?;
+            }
+        }
+        remove_if_there(&aside)?;
+        std::fs::hard_link(db, &aside).map_err(|e| moved(db, e))?;
+        previous = Some(aside);
+    } else {
+        for f in index::home::with_side_files(db).iter().skip(1) {
+            remove_if_there(f)?;
+        }
+    }
+    std::fs::rename(building, db).map_err(|e| moved(building, e))?;
+    store::fsync_dir(home)?;
+    Ok(previous)
 }

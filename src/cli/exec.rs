@@ -18,6 +18,7 @@ pub struct Args {
 }
 
 pub fn run(env: &Env, args: Args) -> Result<()> {
+    crate::runner::check_stale_after(Duration::from_secs(args.stale_after))?;
     let k = Arc::new(env.open()?);
     let id = crate::data::catalog::resolve(&k, &args.run, IdKind::Run)?;
     let bar = env.printer.bar(0, "Training");

@@ -50,6 +50,26 @@ pub struct Cli {
     /// Never draw progress bars.
     #[arg(long, global = true)]
     pub no_progress: bool,
+    /// Refuse images of more pixels (read from the header).
+    #[arg(
+        long,
+        global = true,
+        env = "KTRACK_MAX_IMAGE_PIXELS",
+        hide_env_values = true,
+        value_name = "N",
+        default_value_t = crate::data::image::DEFAULT_MAX_PIXELS
+    )]
+    pub max_image_pixels: u64,
+    /// Memory for image decodes at once.
+    #[arg(
+        long,
+        global = true,
+        env = "KTRACK_DECODE_MEMORY_MB",
+        hide_env_values = true,
+        value_name = "MIB",
+        default_value_t = crate::data::image::DEFAULT_DECODE_BUDGET >> 20
+    )]
+    pub decode_memory_mb: u64,
     /// Pin the clock (RFC 3339); for reproducible test output.
     #[arg(long, global = true, env = "KTRACK_NOW", hide = true)]
     pub now: Option<String>,
@@ -123,6 +143,7 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     let printer = Printer::new(cli.quiet, cli.verbose, cli.no_progress);
     init_tracing(cli.verbose);
+    crate::data::image::set_limits(cli.max_image_pixels, cli.decode_memory_mb << 20);
     let interrupt = Arc::new(AtomicBool::new(false));
     install_interrupt_handler(interrupt.clone());
     let env = Env {
@@ -153,7 +174,7 @@ pub fn main() -> i32 {
         Ok(()) => 0,
         Err(e) if is_broken_pipe(&e) => 0,
         Err(e) => {
-            eprint!("{}", render_error(&e));
+            eprint!("{}", render_error(&e, &env.home));
             1
         }
     }
@@ -203,11 +224,19 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 /// `error: …`, the `Caused by:` chain and a `hint:` from the first cause that has one.
-pub fn render_error(e: &anyhow::Error) -> String {
-    let mut out = format!("error: {e}\n");
-    let causes: Vec<String> = e.chain().skip(1).map(|c| c.to_string()).collect();
+pub fn render_error(e: &anyhow::Error, home: &Path) -> String {
+    // No message echoes a whole input line, however a cause quoted it.
+    let mut out = format!(
+        "error: {}\n",
+        crate::quote::clip_lines_to(&e.to_string(), 1000)
+    );
+    let causes: Vec<String> = e
+        .chain()
+        .skip(1)
+        .map(|c| crate::quote::clip_lines_to(&c.to_string(), 1000))
+        .collect();
     // `transparent` wrappers repeat their inner message; show each message once.
-    let mut shown: Vec<String> = vec![e.to_string()];
+    let mut shown: Vec<String> = vec![crate::quote::clip_lines_to(&e.to_string(), 1000)];
     let mut lines = Vec::new();
     for c in causes {
         if !shown.contains(&c) {
@@ -225,7 +254,12 @@ pub fn render_error(e: &anyhow::Error) -> String {
             }
         }
     }
-    if let Some(h) = hint(e) {
+    let h = if crate::fault::out_of_space(e.as_ref()) {
+        Some(crate::fault::out_of_space_hint(home))
+    } else {
+        hint(e)
+    };
+    if let Some(h) = h {
         out.push_str(&format!("\nhint: {h}\n"));
     }
     out
@@ -257,6 +291,10 @@ fn hint(e: &anyhow::Error) -> Option<String> {
         } else if let Some(x) = c.downcast_ref::<crate::model::import::Error>() {
             x.hint()
         } else if let Some(x) = c.downcast_ref::<crate::audit::reproduce::Error>() {
+            x.hint()
+        } else if let Some(crate::context::Error::Index(x)) =
+            c.downcast_ref::<crate::context::Error>()
+        {
             x.hint()
         } else {
             None

@@ -5,6 +5,7 @@ use anyhow::Result;
 use super::Env;
 use crate::index::{self, runs};
 use crate::output::{Format, Table};
+use crate::runner::holder;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -35,8 +36,12 @@ pub fn run(env: &Env, args: Args) -> Result<()> {
         let v: Vec<serde_json::Value> = rows
             .iter()
             .map(|(r, m)| {
+                let holder = (r.status == runs::Status::Running)
+                    .then(|| holder::of_row(r.claimed_by.as_deref(), r.heartbeat_ms))
+                    .flatten()
+                    .map(|(l, age)| serde_json::json!({"worker": r.claimed_by, "state": l, "heartbeat_age_s": age.as_secs()}));
                 serde_json::json!({
-                    "id": r.id.hex(), "kind": r.kind, "label": r.label, "status": r.status.name(),
+                    "id": r.id.hex(), "kind": r.kind, "label": r.label, "status": r.status.name(), "holder": holder,
                     "attempts": r.attempts, "error": r.error, "record": r.record.map(|h| h.hex()),
                     "started_at": r.started_at, "finished_at": r.finished_at,
                     "metrics": m.iter().map(|(s, n, v)| serde_json::json!({"eval": s, "metric": n, "value": v})).collect::<Vec<_>>(),
@@ -65,11 +70,18 @@ pub fn run(env: &Env, args: Args) -> Result<()> {
             .or_else(|| m.iter().find(|(s, n, _)| s == "train" && n == "loss"))
             .map(|(_, n, v)| format!("{n} {}", v.map_or("n/a".into(), |v| format!("{v:.3}"))))
             .unwrap_or_default();
+        let status = match (r.status == runs::Status::Running)
+            .then(|| holder::of_row(r.claimed_by.as_deref(), r.heartbeat_ms))
+            .flatten()
+        {
+            Some((l, age)) => holder::status_text(l, age),
+            None => r.status.name().to_string(),
+        };
         t.row([
             r.id.short(),
             r.kind.clone(),
             r.label.clone(),
-            r.status.name().to_string(),
+            status,
             headline,
             r.error.clone().unwrap_or_default(),
         ]);

@@ -22,12 +22,16 @@ pub enum Error {
     },
     #[error("dataset descriptor `{path}` is invalid: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error("dataset descriptor `{path}` is {kind}, not a file")]
+    NotAFile { path: PathBuf, kind: &'static str },
 }
 
 impl Error {
     pub fn hint(&self) -> Option<String> {
         match self {
-            Error::Read { .. } => Some("check the path; descriptors live under `datasets/`".into()),
+            Error::Read { .. } | Error::NotAFile { .. } => {
+                Some("check the path; descriptors live under `datasets/`".into())
+            }
             Error::Invalid { .. } => Some(
                 "the keys a descriptor takes are listed in README.md, section \"Dataset descriptors\""
                     .into(),
@@ -133,6 +137,12 @@ pub struct Dataset {
 
 impl Dataset {
     pub fn load(path: &Path) -> Result<Dataset, Error> {
+        if let Some(kind) = crate::data::manifest::odd_kind(path) {
+            return Err(Error::NotAFile {
+                path: path.to_path_buf(),
+                kind,
+            });
+        }
         let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
             path: path.to_path_buf(),
             source,
@@ -145,8 +155,8 @@ impl Dataset {
             path: path.to_path_buf(),
             message,
         };
-        let descriptor: Descriptor =
-            toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
+        let descriptor: Descriptor = toml::from_str(text)
+            .map_err(|e| invalid(crate::quote::clip_lines(e.to_string().trim_end())))?;
         validate_name(&descriptor.name).map_err(invalid)?;
         let d = &descriptor;
         match (

@@ -3,8 +3,16 @@
 //! PNG and JPEG intensities are scaled linearly by their bit depth. DICOM pixel data goes
 //! through the modality LUT, is inverted for MONOCHROME1 and windowed to its 5th..99th
 //! percentile. The format is sniffed from the bytes, never from the file name.
+//!
+//! Hostile files are refused before they cost memory: the size is read from the header and
+//! checked against a pixel limit (`--max-image-pixels`, default [`DEFAULT_MAX_PIXELS`]) before
+//! any pixel buffer is allocated, and parallel decodes share a memory budget
+//! (`--decode-memory-mb`, default [`DEFAULT_DECODE_BUDGET`]) so that many large images decoded
+//! at once cannot multiply the peak. The command line sets both with [`set_limits`]. A JPEG without its end-of-image marker is
+//! truncated and refused (decoders fill the missing part with grey and say nothing).
 
 use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use dicom_dictionary_std::tags;
 use dicom_pixeldata::PixelDecoder;
@@ -49,6 +57,146 @@ pub enum Error {
     Decode { format: Format, message: String },
     #[error("empty image ({width}x{height})")]
     Empty { width: u32, height: u32 },
+    #[error(
+        "is a {format} of {width}x{height} pixels, more than the limit of {max} pixels (set KTRACK_MAX_IMAGE_PIXELS to allow larger images)"
+    )]
+    TooLarge {
+        format: Format,
+        width: u64,
+        height: u64,
+        max: u64,
+    },
+    #[error("is a truncated {format}: {what}")]
+    Truncated { format: Format, what: &'static str },
+}
+
+/// The default pixel limit: 100 million pixels (10,000²), far above any radiograph.
+pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
+
+/// The default memory budget of decodes running at once, in bytes (2 GiB).
+pub const DEFAULT_DECODE_BUDGET: u64 = 2 << 30;
+
+/// Bytes a decode may hold per pixel: the decoder's native buffer (up to 16-bit RGBA) and the
+/// float output.
+const BYTES_PER_PIXEL: u64 = 12;
+
+static MAX_PIXELS: AtomicU64 = AtomicU64::new(DEFAULT_MAX_PIXELS);
+static DECODE_BUDGET: AtomicU64 = AtomicU64::new(DEFAULT_DECODE_BUDGET);
+
+/// Sets the pixel limit and the decode memory budget (bytes) for this process.
+pub fn set_limits(max_pixels: u64, decode_budget: u64) {
+    MAX_PIXELS.store(max_pixels, Ordering::Relaxed);
+    DECODE_BUDGET.store(decode_budget.max(1), Ordering::Relaxed);
+}
+
+/// The pixel limit in force.
+pub fn max_pixels() -> u64 {
+    MAX_PIXELS.load(Ordering::Relaxed)
+}
+
+fn decode_budget() -> u64 {
+    DECODE_BUDGET.load(Ordering::Relaxed)
+}
+
+/// A share of the decode budget, given back when dropped.
+struct Permit(u64);
+
+static IN_FLIGHT: std::sync::Mutex<u64> = std::sync::Mutex::new(0);
+static RELEASED: std::sync::Condvar = std::sync::Condvar::new();
+
+impl Permit {
+    /// Waits until `bytes` fit in the budget (an image larger than the whole budget waits
+    /// until nothing else decodes, then runs alone).
+    fn acquire(bytes: u64) -> Permit {
+        let budget = decode_budget();
+        let want = bytes.min(budget);
+        let mut used = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+        while *used > 0 && *used + want > budget {
+            used = RELEASED.wait(used).unwrap_or_else(|p| p.into_inner());
+        }
+        *used += want;
+        Permit(want)
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut used = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+        *used -= self.0;
+        RELEASED.notify_all();
+    }
+}
+
+/// Width and height from the file's header, without decoding pixels.
+pub fn dimensions(bytes: &[u8]) -> Result<(Format, u64, u64), Error> {
+    let format = sniff(bytes).ok_or(Error::Unknown)?;
+    let (w, h) = match format {
+        Format::Png | Format::Jpeg => {
+            let fmt = if format == Format::Png {
+                image::ImageFormat::Png
+            } else {
+                image::ImageFormat::Jpeg
+            };
+            let (w, h) = image::ImageReader::with_format(Cursor::new(bytes), fmt)
+                .into_dimensions()
+                .map_err(|e| Error::Decode {
+                    format,
+                    message: e.to_string(),
+                })?;
+            (u64::from(w), u64::from(h))
+        }
+        Format::Dicom => {
+            let obj = open_dicom(bytes)?;
+            let int = |tag| -> Result<u64, Error> {
+                obj.element(tag)
+                    .ok()
+                    .and_then(|e| e.to_int::<u32>().ok())
+                    .map(u64::from)
+                    .ok_or_else(|| Error::Decode {
+                        format,
+                        message: format!(
+                            "it has no readable {} element",
+                            if tag == tags::ROWS { "Rows" } else { "Columns" }
+                        ),
+                    })
+            };
+            let frames = obj
+                .element(tags::NUMBER_OF_FRAMES)
+                .ok()
+                .and_then(|e| e.to_int::<u32>().ok())
+                .map_or(1, u64::from)
+                .max(1);
+            (int(tags::COLUMNS)?, int(tags::ROWS)? * frames)
+        }
+    };
+    Ok((format, w, h))
+}
+
+/// Refuses an image over the pixel limit and takes its share of the decode budget.
+fn admit(bytes: &[u8]) -> Result<Permit, Error> {
+    let (format, width, height) = dimensions(bytes)?;
+    let max = max_pixels();
+    if width.saturating_mul(height) > max {
+        return Err(Error::TooLarge {
+            format,
+            width,
+            height,
+            max,
+        });
+    }
+    if format == Format::Jpeg && !jpeg_complete(bytes) {
+        return Err(Error::Truncated {
+            format,
+            what: "it ends before its end-of-image marker",
+        });
+    }
+    Ok(Permit::acquire(width * height * BYTES_PER_PIXEL))
+}
+
+/// A complete JPEG ends with the EOI marker (FF D9), possibly followed by zero padding.
+fn jpeg_complete(bytes: &[u8]) -> bool {
+    let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    bytes[..end].ends_with(&[0xFF, 0xD9])
 }
 
 /// Sniffs the format from magic bytes.
@@ -69,6 +217,7 @@ pub fn sniff(bytes: &[u8]) -> Option<Format> {
 /// PNG is decoded into its native buffer (inflate, CRCs, unfiltering); JPEG and DICOM take the
 /// full [`decode`] path.
 pub fn validate(bytes: &[u8]) -> Result<(u32, u32), Error> {
+    let _permit = admit(bytes)?;
     match sniff(bytes).ok_or(Error::Unknown)? {
         Format::Png => {
             let err = |e: png::DecodingError| Error::Decode {
@@ -90,12 +239,17 @@ pub fn validate(bytes: &[u8]) -> Result<(u32, u32), Error> {
             reader.finish().map_err(err)?;
             Ok((info.width, info.height))
         }
-        _ => decode(bytes).map(|i| (i.width, i.height)),
+        _ => decode_admitted(bytes).map(|i| (i.width, i.height)),
     }
 }
 
 /// Decodes an image file's bytes.
 pub fn decode(bytes: &[u8]) -> Result<GrayImage, Error> {
+    let _permit = admit(bytes)?;
+    decode_admitted(bytes)
+}
+
+fn decode_admitted(bytes: &[u8]) -> Result<GrayImage, Error> {
     let format = sniff(bytes).ok_or(Error::Unknown)?;
     let image = match format {
         Format::Png | Format::Jpeg => decode_raster(bytes, format)?,
@@ -155,10 +309,7 @@ fn decode_dicom(bytes: &[u8]) -> Result<GrayImage, Error> {
         format: Format::Dicom,
         message,
     };
-    // The 128-byte preamble precedes the "DICM" magic that `from_reader` expects.
-    let obj = dicom_object::OpenFileOptions::new()
-        .from_reader(Cursor::new(&bytes[128..]))
-        .map_err(|e| err(e.to_string()))?;
+    let obj = open_dicom(bytes)?;
     let decoded = obj.decode_pixel_data().map_err(|e| err(e.to_string()))?;
     if decoded.samples_per_pixel() != 1 {
         return Err(err(format!(
@@ -192,6 +343,16 @@ fn decode_dicom(bytes: &[u8]) -> Result<GrayImage, Error> {
         pixel_spacing,
         format: Format::Dicom,
     })
+}
+
+fn open_dicom(bytes: &[u8]) -> Result<dicom_object::DefaultDicomObject, Error> {
+    // The 128-byte preamble precedes the "DICM" magic that `from_reader` expects.
+    dicom_object::OpenFileOptions::new()
+        .from_reader(Cursor::new(&bytes[128..]))
+        .map_err(|e| Error::Decode {
+            format: Format::Dicom,
+            message: e.to_string(),
+        })
 }
 
 /// Maps values to [0, 1] between two percentiles (clamping outside), inverting if asked.
@@ -353,6 +514,47 @@ mod tests {
         let img = decode(&encode_png16(4, 3, &px)).unwrap();
         assert_eq!((img.width, img.height, img.bit_depth), (4, 3, 16));
         assert!((img.pixels[1] - 5000.0 / 65535.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn truncated_jpegs_and_oversized_headers_are_refused_before_decoding() {
+        let img =
+            image::GrayImage::from_fn(48, 40, |x, y| image::Luma([((x * 5 + y * 3) % 256) as u8]));
+        let mut jpeg = Vec::new();
+        image::DynamicImage::ImageLuma8(img)
+            .write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+            .unwrap();
+        assert_eq!(validate(&jpeg).unwrap(), (48, 40));
+        let mut padded = jpeg.clone();
+        padded.extend_from_slice(&[0, 0, 0]);
+        assert!(validate(&padded).is_ok(), "zero padding after EOI is fine");
+        let cut = &jpeg[..jpeg.len() - 30];
+        assert!(matches!(validate(cut), Err(Error::Truncated { .. })));
+        assert!(matches!(decode(cut), Err(Error::Truncated { .. })));
+        // A PNG whose header claims 33000² pixels: refused from the header alone.
+        let mut png = encode_png16(2, 2, &[1, 2, 3, 4]);
+        png[16..20].copy_from_slice(&33_000u32.to_be_bytes());
+        png[20..24].copy_from_slice(&33_000u32.to_be_bytes());
+        let crc = crc32(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(dimensions(&png).unwrap(), (Format::Png, 33_000, 33_000));
+        assert!(matches!(validate(&png), Err(Error::TooLarge { .. })));
+        assert!(matches!(decode(&png), Err(Error::TooLarge { .. })));
+    }
+
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
     }
 
     #[test]

@@ -57,7 +57,8 @@ pub enum Error {
         problem: String,
     },
     #[error(
-        "manifest `{manifest}`, row {row}: sample_id `{sample_id}` already appears in row {first_row}"
+        "manifest `{manifest}`, row {row}: sample_id `{}` already appears in row {first_row}",
+        crate::quote::clip(sample_id)
     )]
     DuplicateSample {
         manifest: PathBuf,
@@ -65,7 +66,11 @@ pub enum Error {
         first_row: usize,
         sample_id: String,
     },
-    #[error("manifest `{manifest}`, row {row} (sample_id `{sample_id}`): image `{path}` {problem}")]
+    #[error(
+        "manifest `{manifest}`, row {row} (sample_id `{}`): image `{}` {problem}",
+        crate::quote::clip(sample_id),
+        crate::quote::clip(path)
+    )]
     ImageContent {
         manifest: PathBuf,
         row: usize,
@@ -73,7 +78,11 @@ pub enum Error {
         path: String,
         problem: String,
     },
-    #[error("manifest `{manifest}`, row {row} (sample_id `{sample_id}`): image `{path}` {problem}")]
+    #[error(
+        "manifest `{manifest}`, row {row} (sample_id `{}`): image `{}` {problem}",
+        crate::quote::clip(sample_id),
+        crate::quote::clip(path)
+    )]
     Image {
         manifest: PathBuf,
         row: usize,
@@ -97,7 +106,7 @@ pub enum Error {
 
 fn sample_note(sample_id: &Option<String>) -> String {
     match sample_id {
-        Some(s) => format!(" (sample_id `{s}`)"),
+        Some(s) => format!(" (sample_id `{}`)", crate::quote::clip(s)),
         None => String::new(),
     }
 }
@@ -106,6 +115,7 @@ impl Error {
     pub fn hint(&self) -> Option<String> {
         match self {
             Error::Descriptor(e) => e.hint(),
+            Error::Manifest(e) => e.hint(),
             Error::MissingColumn {
                 descriptor, field, ..
             } => Some(format!(
@@ -185,6 +195,14 @@ pub fn import_with_rules(
     interrupt: &AtomicBool,
 ) -> Result<ImportReport, Error> {
     let start = Instant::now();
+    // Staging files a killed import left behind.
+    let cleaned = k.store.clean_stale_temps(k.clock.system_time())?;
+    if cleaned > 0 {
+        tracing::info!(
+            files = cleaned,
+            "removed staging files of interrupted imports"
+        );
+    }
     let mut rules = rules.clone();
     let mut counts = Vec::new();
     // `source` names the file that row numbers in errors refer to.
@@ -374,6 +392,16 @@ fn real_rows(
         .into_iter()
         .enumerate()
         .map(|(i, s)| {
+            for (field, v) in [("sample_id", &s.sample_id), ("patient_id", &s.patient_id)] {
+                check_id(v).map_err(|problem| Error::Field {
+                    manifest: dataset.path.clone(),
+                    descriptor: dataset.path.clone(),
+                    row: i + 1,
+                    sample_id: None,
+                    field,
+                    problem,
+                })?;
+            }
             let image = relative_image_path(&s.image).map_err(|problem| Error::Image {
                 manifest: dataset.path.clone(),
                 row: i + 1,
@@ -435,6 +463,7 @@ fn parse_rows(dataset: &Dataset, columns: &Columns, table: &TextTable) -> Result
             cell(field).ok_or_else(|| field_err(field, "is empty".to_string()))
         };
         let sample_id_v = required("sample_id")?.to_string();
+        check_id(&sample_id_v).map_err(|p| field_err("sample_id", p))?;
         if let Some(&first) = first_row.get(&sample_id_v) {
             return Err(Error::DuplicateSample {
                 manifest: manifest.clone(),
@@ -445,9 +474,14 @@ fn parse_rows(dataset: &Dataset, columns: &Columns, table: &TextTable) -> Result
         }
         first_row.insert(sample_id_v.clone(), row);
         let patient_id = required("patient_id")?.to_string();
+        check_id(&patient_id).map_err(|p| field_err("patient_id", p))?;
         let side_v = required("side")?;
-        let side = Side::parse(side_v)
-            .ok_or_else(|| field_err("side", format!("is `{side_v}`, expected L or R")))?;
+        let side = Side::parse(side_v).ok_or_else(|| {
+            field_err(
+                "side",
+                format!("is `{}`, expected L or R", crate::quote::clip(side_v)),
+            )
+        })?;
         let visit = match cell("visit") {
             None if !index_of.contains_key("visit") => 0,
             None => return Err(field_err("visit", "is empty".into())),
@@ -462,7 +496,10 @@ fn parse_rows(dataset: &Dataset, columns: &Columns, table: &TextTable) -> Result
                 None => {
                     return Err(field_err(
                         "visit",
-                        format!("is `{v}`, expected a whole number of months"),
+                        format!(
+                            "is `{}`, expected a whole number of months",
+                            crate::quote::clip(v)
+                        ),
                     ));
                 }
             },
@@ -498,6 +535,19 @@ fn parse_rows(dataset: &Dataset, columns: &Columns, table: &TextTable) -> Result
     Ok(rows)
 }
 
+/// Ids are plain text: a control character (a NUL byte, a newline) is refused, since it would
+/// break every table, file name and terminal the id is later shown in.
+fn check_id(v: &str) -> Result<(), String> {
+    match v.char_indices().find(|(_, c)| c.is_control()) {
+        Some((at, c)) => Err(format!(
+            "`{}` holds the control character U+{:04X} at byte {at}; ids must be plain text",
+            crate::quote::clip(v),
+            c as u32
+        )),
+        None => Ok(()),
+    }
+}
+
 /// An integer cell; integral floats such as `2.0` (from Parquet casts) are accepted.
 fn parse_integer(v: &str) -> Option<i64> {
     if let Ok(n) = v.parse::<i64>() {
@@ -513,9 +563,13 @@ fn label(cell: Option<&str>, max: u8) -> Result<Option<u8>, String> {
     let Some(v) = cell else { return Ok(None) };
     match parse_integer(v) {
         Some(n) if (0..=i64::from(max)).contains(&n) => Ok(Some(n as u8)),
-        Some(_) => Err(format!("is `{v}`, expected 0..={max}")),
+        Some(_) => Err(format!(
+            "is `{}`, expected 0..={max}",
+            crate::quote::clip(v)
+        )),
         None => Err(format!(
-            "is `{v}`, which is not a number (expected 0..={max}, or empty when unknown)"
+            "is `{}`, which is not a number (expected 0..={max}, or empty when unknown)",
+            crate::quote::clip(v)
         )),
     }
 }

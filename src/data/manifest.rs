@@ -29,6 +29,53 @@ pub enum Error {
     Extension { path: PathBuf },
     #[error("canonical manifest is malformed: {0}")]
     Canonical(String),
+    #[error("`{path}` is {kind}, not a table file")]
+    NotAFile { path: PathBuf, kind: &'static str },
+    #[error("table `{path}` has two columns named `{name}`: columns {first} and {second}")]
+    DuplicateColumn {
+        path: PathBuf,
+        name: String,
+        first: usize,
+        second: usize,
+    },
+    #[error(
+        "table `{path}`: column `{name}` holds {kind} values; ids, labels and paths must be plain text or numbers"
+    )]
+    NestedColumn {
+        path: PathBuf,
+        name: String,
+        kind: String,
+    },
+}
+
+impl Error {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::DuplicateColumn { .. } => Some(
+                "rename or drop one of the two columns, so that each name says one thing".into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// What a path is when it is not a regular file (`None` for a file or a missing path).
+pub fn odd_kind(path: &Path) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = std::fs::metadata(path).ok()?.file_type();
+    if t.is_file() {
+        None
+    } else if t.is_dir() {
+        Some("a directory")
+    } else if t.is_fifo() {
+        Some("a FIFO")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else if t.is_block_device() || t.is_char_device() {
+        Some("a device")
+    } else {
+        Some("not a regular file")
+    }
 }
 
 /// A user's manifest as text cells; empty cells are `None`.
@@ -47,12 +94,18 @@ impl TextTable {
     /// Reads a `.csv`, `.parquet`, delimited text (`.txt`/`.tsv`/`.dat`: `|`, tab or `,`, told
     /// by the header line) or SAS `.sas7bdat` table.
     pub fn read(path: &Path) -> Result<TextTable, Error> {
+        if let Some(kind) = odd_kind(path) {
+            return Err(Error::NotAFile {
+                path: path.to_path_buf(),
+                kind,
+            });
+        }
         if !path.is_file() {
             return Err(Error::Missing {
                 path: path.to_path_buf(),
             });
         }
-        match path
+        let table = match path
             .extension()
             .and_then(|e| e.to_str())
             .map(str::to_ascii_lowercase)
@@ -65,7 +118,26 @@ impl TextTable {
             _ => Err(Error::Extension {
                 path: path.to_path_buf(),
             }),
+        }?;
+        table.check_columns()?;
+        Ok(table)
+    }
+
+    /// Column names must be unique (ignoring case, as the readers match them): a second
+    /// column of the same name would otherwise be silently ignored.
+    fn check_columns(&self) -> Result<(), Error> {
+        let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for (i, name) in self.columns.iter().enumerate() {
+            if let Some(first) = seen.insert(name.to_ascii_lowercase(), i + 1) {
+                return Err(Error::DuplicateColumn {
+                    path: self.path.clone(),
+                    name: crate::quote::clip(name),
+                    first,
+                    second: i + 1,
+                });
+            }
         }
+        Ok(())
     }
 }
 
@@ -204,6 +276,22 @@ fn read_parquet_text(path: &Path) -> Result<TextTable, Error> {
     let mut cells: Vec<Vec<Option<String>>> =
         vec![Vec::with_capacity(columns.len()); batch.num_rows()];
     for (ci, name) in columns.iter().enumerate() {
+        let dt = batch.column(ci).data_type();
+        if dt.is_nested()
+            || matches!(
+                dt,
+                DataType::Binary
+                    | DataType::LargeBinary
+                    | DataType::FixedSizeBinary(_)
+                    | DataType::BinaryView
+            )
+        {
+            return Err(Error::NestedColumn {
+                path: path.to_path_buf(),
+                name: crate::quote::clip(name),
+                kind: format!("{dt}"),
+            });
+        }
         let col = arrow::compute::cast(batch.column(ci), &DataType::Utf8)
             .map_err(|e| read_err(format!("column `{name}`: {e}")))?;
         let col = col

@@ -7,6 +7,7 @@
 //! "database is locked". Everything here can be rebuilt from record objects in the store.
 
 pub mod cohorts;
+pub mod home;
 pub mod runs;
 pub mod splits;
 
@@ -39,6 +40,35 @@ pub enum Error {
     },
     #[error("index query failed")]
     Query(#[from] sqlx::Error),
+    #[error("the index `{path}` is damaged")]
+    Damaged {
+        path: PathBuf,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("the index `{path}` is {what}, but {why}")]
+    Lost {
+        path: PathBuf,
+        what: &'static str,
+        why: String,
+    },
+    #[error(
+        "the index `{path}` is not this home's: it has id {found}, the home's `index-id` says {expected}"
+    )]
+    Foreign {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error("`{path}` is {kind}, not an index database file")]
+    NotAFile { path: PathBuf, kind: &'static str },
+    #[error("could not {action} `{path}`")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the index holds a malformed hash `{0}`")]
     BadHash(String),
     #[error("no {kinds} matches id `{prefix}`")]
@@ -57,6 +87,12 @@ impl Error {
                 Some("list what the index holds with `ktrack data ls`".into())
             }
             Error::Ambiguous { .. } => Some("type more characters of the id".into()),
+            Error::Damaged { .. } | Error::Lost { .. } | Error::Foreign { .. } => Some(
+                "rebuild it from the record objects in the store with `ktrack reindex` (the old file is kept beside it)".into(),
+            ),
+            Error::Query(e) | Error::Open { source: e, .. } if is_damage(e) => Some(
+                "the index file is damaged: rebuild it with `ktrack reindex`".into(),
+            ),
             Error::Query(sqlx::Error::Database(e)) if e.message().contains("locked") => {
                 Some("another ktrack process holds the index; retry when it is done".into())
             }
@@ -66,6 +102,39 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// SQLite's codes for a damaged file: SQLITE_CORRUPT (11) and SQLITE_NOTADB (26).
+fn is_damage(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            let code = d.code();
+            let code = code.as_deref().unwrap_or("");
+            code == "11"
+                || code == "26"
+                || code
+                    .parse::<i64>()
+                    .is_ok_and(|c| c & 0xff == 11 || c & 0xff == 26)
+                || d.message().contains("malformed")
+                || d.message().contains("not a database")
+        }
+        _ => false,
+    }
+}
+
+/// Classifies an open or migration error: a damaged file says so.
+fn open_error(path: &Path, source: sqlx::Error) -> Error {
+    if is_damage(&source) {
+        Error::Damaged {
+            path: path.to_path_buf(),
+            source,
+        }
+    } else {
+        Error::Open {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
 
 /// The index database.
 pub struct Index {
@@ -104,14 +173,17 @@ impl Index {
                     .acquire_timeout(BUSY_TIMEOUT)
                     .connect_with(options),
             )
-            .map_err(|source| Error::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            .map_err(|source| open_error(path, source))?;
         rt.block_on(sqlx::migrate!("./migrations").run(&pool))
-            .map_err(|source| Error::Migrate {
-                path: path.to_path_buf(),
-                source,
+            .map_err(|source| match source {
+                sqlx::migrate::MigrateError::Execute(e) if is_damage(&e) => Error::Damaged {
+                    path: path.to_path_buf(),
+                    source: e,
+                },
+                source => Error::Migrate {
+                    path: path.to_path_buf(),
+                    source,
+                },
             })?;
         Ok(Index {
             rt,
@@ -122,6 +194,44 @@ impl Index {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A value of `home_meta`.
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(self.run(
+            sqlx::query_scalar("SELECT value FROM home_meta WHERE key = ?1")
+                .bind(key)
+                .fetch_optional(&self.pool),
+        )?)
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.run(
+            sqlx::query("INSERT OR REPLACE INTO home_meta (key, value) VALUES (?1, ?2)")
+                .bind(key)
+                .bind(value)
+                .execute(&self.pool),
+        )?;
+        Ok(())
+    }
+
+    /// True when the index records no object at all.
+    pub fn is_empty(&self) -> Result<bool> {
+        let any: Option<i64> = self
+            .run(sqlx::query_scalar("SELECT 1 FROM objects LIMIT 1").fetch_optional(&self.pool))?;
+        Ok(any.is_none())
+    }
+
+    /// Moves everything into the main file (WAL checkpoint) and closes every connection, so
+    /// the file can be renamed into place on its own.
+    pub fn close(self) -> Result<()> {
+        self.run(async {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.pool)
+                .await?;
+            self.pool.close().await;
+            Ok::<_, Error>(())
+        })
     }
 
     pub fn pool(&self) -> &SqlitePool {

@@ -221,6 +221,31 @@ pub async fn claim(
     Ok(done.rows_affected() == 1)
 }
 
+/// Takes over a run from `holder`, a process known to be dead (call inside a write
+/// transaction, after checking). Returns false if the claim changed hands meanwhile.
+pub async fn claim_from(
+    conn: &mut SqliteConnection,
+    id: &Hash,
+    worker: &str,
+    holder: &str,
+    now_ms: i64,
+    now: &str,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE runs SET status = 'running', claimed_by = ?2, heartbeat_ms = ?3,
+                attempts = attempts + 1, error = NULL, started_at = ?5
+         WHERE id = ?1 AND status = 'running' AND claimed_by = ?4",
+    )
+    .bind(id.hex())
+    .bind(worker)
+    .bind(now_ms)
+    .bind(holder)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Refreshes the heartbeat of every run `worker` holds.
 pub async fn heartbeat(conn: &mut SqliteConnection, worker: &str, now_ms: i64) -> Result<()> {
     sqlx::query("UPDATE runs SET heartbeat_ms = ?2 WHERE claimed_by = ?1 AND status = 'running'")

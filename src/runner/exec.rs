@@ -320,11 +320,14 @@ pub fn produce(
     })
 }
 
-/// The label and grid coordinates the index holds for a run (for its record).
-fn label_and_axes(k: &Ktrack, id: &Hash) -> Result<(String, serde_json::Value), Error> {
+/// The label, attempts and grid coordinates the index holds for a run (for its record).
+fn label_and_axes(k: &Ktrack, id: &Hash) -> Result<(String, i64, serde_json::Value), Error> {
     Ok(k.index.run(async {
         let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
-        let label = runs::get(&mut c, id).await?.map(|r| r.label).unwrap_or_default();
+        let (label, attempts) = runs::get(&mut c, id)
+            .await?
+            .map(|r| (r.label, r.attempts))
+            .unwrap_or_default();
         let axes: Option<(String, String, String, f64, i64, String)> = sqlx::query_as(
             "SELECT init, task, protocol, fraction, seed, arch FROM run_axes WHERE run = ?1",
         )
@@ -335,7 +338,7 @@ fn label_and_axes(k: &Ktrack, id: &Hash) -> Result<(String, serde_json::Value), 
         let axes = axes.map_or(json!(null), |a| {
             json!({"init": a.0, "task": a.1, "protocol": a.2, "fraction": a.3, "seed": a.4, "arch": a.5})
         });
-        Ok::<_, index::Error>((label, axes))
+        Ok::<_, index::Error>((label, attempts, axes))
     })?)
 }
 
@@ -354,7 +357,7 @@ pub fn execute(
         ResolvedRun::Pretrain(p) => (p.config.device, p.config.seed),
     };
     let environment = env::capture(device, seed, &produced.started_at, &produced.finished_at);
-    let (label, axes) = label_and_axes(k, id)?;
+    let (label, attempts, axes) = label_and_axes(k, id)?;
     let (prob_tol, metric_tol) = tolerance(resolved);
 
     // Outputs, the log and the record go into the store together.
@@ -390,6 +393,7 @@ pub fn execute(
         "details": produced.details,
         "tolerance": {"probability": prob_tol, "metric": metric_tol},
         "seconds": produced.seconds,
+        "attempts": attempts,
     });
     let record_put = batch.put_bytes(crate::id::canonical_json(&record).as_bytes())?;
     batch.commit()?;

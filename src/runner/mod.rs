@@ -6,6 +6,7 @@
 //! on the next `run`. `--jobs N` runs N claims at once; several processes may share a store.
 
 pub mod exec;
+pub mod holder;
 pub mod plan;
 pub mod resolved;
 pub mod slurm;
@@ -36,8 +37,8 @@ pub enum Error {
     Exec(#[from] exec::Error),
     #[error("run {0} is not in the index")]
     UnknownRun(Hash),
-    #[error("run {id} is held by `{by}` (heartbeat {age_s}s ago)")]
-    Held { id: Hash, by: String, age_s: i64 },
+    #[error("run {id} is held by `{by}` ({state})")]
+    Held { id: Hash, by: String, state: String },
     #[error("run {id} needs run {needs}, which is {status}")]
     Blocked {
         id: Hash,
@@ -48,6 +49,10 @@ pub enum Error {
     BadSpec(Hash, String),
     #[error(transparent)]
     Slurm(#[from] slurm::Error),
+    #[error("--stale-after {given}s is too short: a live holder refreshes its heartbeat every {}s, so the limit must be at least {}s", holder::HEARTBEAT_EVERY.as_secs(), holder::MIN_STALE_AFTER.as_secs())]
+    StaleTooShort { given: u64 },
+    #[error("the sweep stopped: the index cannot be written")]
+    IndexFailed(#[source] index::Error),
 }
 
 impl Error {
@@ -55,9 +60,15 @@ impl Error {
         match self {
             Error::Spec(e) => e.hint(),
             Error::Exec(e) => e.hint(),
-            Error::Held { .. } => {
-                Some("wait for it, or let the heartbeat go stale if its process died".into())
-            }
+            Error::Index(e) | Error::IndexFailed(e) => e.hint(),
+            Error::Plan(e) => e.hint(),
+            Error::Held { .. } => Some(
+                "wait for it; a holder on this host whose process died is reclaimed at once, one elsewhere once its heartbeat is older than --stale-after".into(),
+            ),
+            Error::StaleTooShort { .. } => Some(format!(
+                "pass --stale-after {} or more (the default is 120)",
+                holder::MIN_STALE_AFTER.as_secs()
+            )),
             Error::Blocked { .. } => Some(
                 "run the dependency first (`ktrack exec` it, or `ktrack run` the sweep)".into(),
             ),
@@ -129,14 +140,16 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// A name for this process in claims.
-pub fn worker_id() -> String {
-    format!(
-        "{}:{}:{}",
-        crate::audit::env::hostname(),
-        std::process::id(),
-        now_ms()
-    )
+pub use holder::worker_id;
+
+/// Refuses a stale limit a live holder's heartbeat could miss.
+pub fn check_stale_after(stale_after: Duration) -> Result<(), Error> {
+    if stale_after < holder::MIN_STALE_AFTER {
+        return Err(Error::StaleTooShort {
+            given: stale_after.as_secs(),
+        });
+    }
+    Ok(())
 }
 
 /// Keeps the heartbeat of this process's claims fresh until dropped.
@@ -311,6 +324,7 @@ pub fn run_sweep(
     interrupt: &AtomicBool,
 ) -> Result<SweepReport, Error> {
     let t0 = Instant::now();
+    check_stale_after(opts.stale_after)?;
     let (spec, plan) = plan_sweep(k, opts, ui, interrupt)?;
     let statuses = record_plan(k, &spec, &plan)?;
     let mut before = Counts {
@@ -362,30 +376,31 @@ pub fn run_sweep(
         return Ok(report);
     }
     let worker = worker_id();
-    let _heartbeat = Heartbeat::start(k.clone(), worker.clone(), Duration::from_secs(5));
-    let queue = Mutex::new(pending);
-    let executed = Mutex::new(Vec::new());
-    let failed = Mutex::new(Vec::new());
-    let stale_ms = opts.stale_after.as_millis() as i64;
+    let _heartbeat = Heartbeat::start(k.clone(), worker.clone(), holder::HEARTBEAT_EVERY);
+    let shared = Workers {
+        k,
+        worker: &worker,
+        queue: Mutex::new(pending),
+        stale_ms: opts.stale_after.as_millis() as i64,
+        retry_failed: opts.retry_failed,
+        ui,
+        interrupt,
+        executed: Mutex::new(Vec::new()),
+        failed: Mutex::new(Vec::new()),
+        fatal: Mutex::new(None),
+        abort: AtomicBool::new(false),
+        waits_told: Mutex::new(std::collections::HashSet::new()),
+    };
     std::thread::scope(|scope| {
         for _ in 0..opts.jobs.max(1) {
-            scope.spawn(|| {
-                worker_loop(
-                    k,
-                    &worker,
-                    &queue,
-                    stale_ms,
-                    opts.retry_failed,
-                    ui,
-                    interrupt,
-                    &executed,
-                    &failed,
-                );
-            });
+            scope.spawn(|| worker_loop(&shared));
         }
     });
-    report.executed = executed.into_inner().unwrap_or_default();
-    report.failed = failed.into_inner().unwrap_or_default();
+    if let Some(e) = shared.fatal.into_inner().unwrap_or_default() {
+        return Err(Error::IndexFailed(e));
+    }
+    report.executed = shared.executed.into_inner().unwrap_or_default();
+    report.failed = shared.failed.into_inner().unwrap_or_default();
     report.interrupted = interrupt.load(Ordering::Relaxed);
     report.seconds = t0.elapsed().as_secs_f64();
     Ok(report)
@@ -397,16 +412,59 @@ enum Pick {
     Empty,
 }
 
-/// Finds a run whose dependencies are done and claims it.
-fn pick(
-    k: &Ktrack,
-    worker: &str,
-    queue: &Mutex<Vec<PlannedRun>>,
+/// What the worker threads of one `ktrack run` share.
+struct Workers<'a> {
+    k: &'a Ktrack,
+    worker: &'a str,
+    queue: Mutex<Vec<PlannedRun>>,
     stale_ms: i64,
     retry_failed: bool,
-    failed: &Mutex<Vec<(Hash, String, String)>>,
-) -> Result<Pick, index::Error> {
-    let mut q = queue.lock().expect("queue lock is not poisoned");
+    ui: &'a dyn SweepObserver,
+    interrupt: &'a AtomicBool,
+    executed: Mutex<Vec<(Hash, String, f64)>>,
+    failed: Mutex<Vec<(Hash, String, String)>>,
+    /// The error that stopped the sweep (a full disk, an index that cannot be written).
+    fatal: Mutex<Option<index::Error>>,
+    abort: AtomicBool,
+    /// (run, holder) pairs whose wait was already reported.
+    waits_told: Mutex<std::collections::HashSet<(Hash, String)>>,
+}
+
+/// A run another process holds, as seen while waiting for it.
+struct HeldRun {
+    id: Hash,
+    label: String,
+    by: String,
+    age: Duration,
+}
+
+/// Claims a run: planned or failed, held by a process on this host that is gone, or held by
+/// anyone whose heartbeat is older than the stale limit. Call inside a write transaction.
+async fn claim_in(
+    tx: &mut sqlx::SqliteConnection,
+    id: &Hash,
+    worker: &str,
+    stale_ms: i64,
+    now: &str,
+) -> Result<(bool, Option<runs::RunRow>), index::Error> {
+    let row = runs::get(tx, id).await?;
+    let dead_holder = row
+        .as_ref()
+        .filter(|r| r.status == runs::Status::Running)
+        .and_then(|r| r.claimed_by.as_deref())
+        .filter(|by| *by != worker && holder::is_dead_here(by));
+    let claimed = match dead_holder {
+        Some(by) => runs::claim_from(tx, id, worker, by, now_ms(), now).await?,
+        None => runs::claim(tx, id, worker, now_ms(), stale_ms, now).await?,
+    };
+    Ok((claimed, row))
+}
+
+/// Finds a run whose dependencies are done and claims it; `held` gets the runs other
+/// processes hold.
+fn pick(w: &Workers<'_>, held: &mut Vec<HeldRun>) -> Result<Pick, index::Error> {
+    let k = w.k;
+    let mut q = w.queue.lock().expect("queue lock is not poisoned");
     if q.is_empty() {
         return Ok(Pick::Empty);
     }
@@ -414,7 +472,7 @@ fn pick(
     let mut i = 0;
     while i < q.len() {
         let r = &q[i];
-        let (claimed, status, blocked) = k.index.run(async {
+        let (claimed, row, blocked) = k.index.run(async {
             let mut tx = k.index.begin_write().await?;
             let deps = runs::deps(&mut tx, &r.id).await?;
             let blocked = deps
@@ -423,33 +481,53 @@ fn pick(
                 .map(|(h, _)| *h);
             let ready = deps.iter().all(|(_, s)| *s == runs::Status::Done);
             let mut claimed = false;
+            let mut row = None;
             if ready {
                 let current = runs::get(&mut tx, &r.id).await?.map(|row| row.status);
-                if retry_failed || current != Some(runs::Status::Failed) {
-                    claimed = runs::claim(&mut tx, &r.id, worker, now_ms(), stale_ms, &now).await?;
+                if w.retry_failed || current != Some(runs::Status::Failed) {
+                    claimed = claim_in(&mut tx, &r.id, w.worker, w.stale_ms, &now)
+                        .await?
+                        .0;
                 }
             }
-            let status = runs::get(&mut tx, &r.id).await?.map(|row| row.status);
+            if !claimed {
+                row = runs::get(&mut tx, &r.id).await?;
+            }
             tx.commit().await?;
-            Ok::<_, index::Error>((claimed, status, blocked))
+            Ok::<_, index::Error>((claimed, row, blocked))
         })?;
         if claimed {
             return Ok(Pick::Run(Box::new(q.remove(i))));
         }
+        let status = row.as_ref().map(|row| row.status);
         match (status, blocked) {
             (Some(runs::Status::Done), _) => {
                 q.remove(i);
             }
             (_, Some(dep)) => {
                 let r = q.remove(i);
-                failed.lock().expect("lock is not poisoned").push((
+                w.failed.lock().expect("lock is not poisoned").push((
                     r.id,
                     r.label.clone(),
                     format!("its dependency {dep} failed"),
                 ));
             }
-            (Some(runs::Status::Failed), _) if !retry_failed => {
+            (Some(runs::Status::Failed), _) if !w.retry_failed => {
                 q.remove(i);
+            }
+            (Some(runs::Status::Running), _) => {
+                let row = row.expect("a status comes from a row");
+                if let Some(by) = row.claimed_by.filter(|by| by != w.worker) {
+                    held.push(HeldRun {
+                        id: r.id,
+                        label: r.label.clone(),
+                        by,
+                        age: Duration::from_millis(
+                            (now_ms() - row.heartbeat_ms.unwrap_or(0)).max(0) as u64,
+                        ),
+                    });
+                }
+                i += 1;
             }
             _ => i += 1,
         }
@@ -461,60 +539,104 @@ fn pick(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn worker_loop(
-    k: &Ktrack,
-    worker: &str,
-    queue: &Mutex<Vec<PlannedRun>>,
-    stale_ms: i64,
-    retry_failed: bool,
-    ui: &dyn SweepObserver,
-    interrupt: &AtomicBool,
-    executed: &Mutex<Vec<(Hash, String, f64)>>,
-    failed: &Mutex<Vec<(Hash, String, String)>>,
-) {
+/// Says once per (run, holder) that this process waits for a run another one holds.
+fn tell_waits(w: &Workers<'_>, held: &[HeldRun]) {
+    let mut told = w.waits_told.lock().expect("lock is not poisoned");
+    for h in held {
+        let liveness = holder::liveness(&h.by, h.age);
+        let key = (h.id, format!("{}:{liveness:?}", h.by));
+        if !told.insert(key) {
+            continue;
+        }
+        let stale = Duration::from_millis(w.stale_ms.max(0) as u64);
+        let state = match liveness {
+            holder::Liveness::Alive => format!("heartbeat {}s ago", h.age.as_secs()),
+            holder::Liveness::Dead | holder::Liveness::Silent => format!(
+                "no heartbeat for {}s: its process looks dead; reclaimed once the heartbeat is {}s old",
+                h.age.as_secs(),
+                stale.as_secs()
+            ),
+        };
+        w.ui.status(
+            "Waiting",
+            format!("for {} ({}), held by `{}` ({state})", h.label, h.id, h.by),
+        );
+    }
+}
+
+/// How many times in a row an index error is retried before the sweep stops.
+const INDEX_RETRIES: u32 = 30;
+
+fn worker_loop(w: &Workers<'_>) {
+    let k = w.k;
+    let mut errors = 0u32;
     loop {
-        if interrupt.load(Ordering::Relaxed) {
+        if w.interrupt.load(Ordering::Relaxed) || w.abort.load(Ordering::Relaxed) {
             return;
         }
-        let run = match pick(k, worker, queue, stale_ms, retry_failed, failed) {
-            Ok(Pick::Run(r)) => r,
+        let mut held = Vec::new();
+        let run = match pick(w, &mut held) {
+            Ok(Pick::Run(r)) => {
+                errors = 0;
+                r
+            }
             Ok(Pick::Wait) => {
+                errors = 0;
                 // Dependencies are running here or in another process.
+                tell_waits(w, &held);
                 std::thread::sleep(Duration::from_millis(500));
                 continue;
             }
             Ok(Pick::Empty) => return,
             Err(e) => {
-                ui.status("Error", format!("index: {e}"));
-                std::thread::sleep(Duration::from_secs(1));
-                continue;
+                errors += 1;
+                if crate::fault::transient(&e) && errors < INDEX_RETRIES {
+                    w.ui.status("Retrying", format!("index busy: {e}"));
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+                // A full disk or a damaged index: stop, never loop.
+                w.abort.store(true, Ordering::Relaxed);
+                w.fatal
+                    .lock()
+                    .expect("lock is not poisoned")
+                    .get_or_insert(e);
+                return;
             }
         };
-        let observer = ui.run_started(&run);
+        let observer = w.ui.run_started(&run);
         let result = exec::execute(
             k,
             &run.id,
             &run.resolved,
             &k.run_dir(&run.id),
             observer.as_ref(),
-            interrupt,
+            w.interrupt,
         );
         drop(observer);
         let outcome = match result {
             Ok(o) => {
-                executed.lock().expect("lock is not poisoned").push((
+                w.executed.lock().expect("lock is not poisoned").push((
                     run.id,
                     run.label.clone(),
                     o.seconds,
                 ));
                 Ok(o)
             }
-            Err(e) if e.is_interrupt() => {
+            Err(e) if e.is_interrupt() || crate::fault::out_of_space(&e) => {
+                // Not the run's fault: give the claim back, it resumes from its checkpoint.
                 let _ = k.index.run(async {
                     let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
-                    runs::release(&mut c, &run.id, worker).await
+                    runs::release(&mut c, &run.id, w.worker).await
                 });
+                if !e.is_interrupt() {
+                    w.abort.store(true, Ordering::Relaxed);
+                    w.failed.lock().expect("lock is not poisoned").push((
+                        run.id,
+                        run.label.clone(),
+                        format!("{e} ({})", crate::fault::out_of_space_hint(&k.home)),
+                    ));
+                }
                 Err(e.to_string())
             }
             Err(e) => {
@@ -522,9 +644,9 @@ fn worker_loop(
                 let now = k.clock.now();
                 let _ = k.index.run(async {
                     let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
-                    runs::fail(&mut c, &run.id, worker, &msg, &now).await
+                    runs::fail(&mut c, &run.id, w.worker, &msg, &now).await
                 });
-                failed.lock().expect("lock is not poisoned").push((
+                w.failed.lock().expect("lock is not poisoned").push((
                     run.id,
                     run.label.clone(),
                     msg.clone(),
@@ -532,7 +654,7 @@ fn worker_loop(
                 Err(msg)
             }
         };
-        ui.run_finished(&run, &outcome);
+        w.ui.run_finished(&run, &outcome);
     }
 }
 
@@ -544,6 +666,7 @@ pub fn exec_one(
     observer: &dyn Observer,
     interrupt: &AtomicBool,
 ) -> Result<Option<exec::Outcome>, Error> {
+    check_stale_after(stale_after)?;
     let row = k
         .index
         .run(async {
@@ -570,16 +693,11 @@ pub fn exec_one(
     let worker = worker_id();
     let now = k.clock.now();
     let claimed = k.index.run(async {
-        let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
-        runs::claim(
-            &mut c,
-            id,
-            &worker,
-            now_ms(),
-            stale_after.as_millis() as i64,
-            &now,
-        )
-        .await
+        let mut tx = k.index.begin_write().await?;
+        let (claimed, _) =
+            claim_in(&mut tx, id, &worker, stale_after.as_millis() as i64, &now).await?;
+        tx.commit().await?;
+        Ok::<_, index::Error>(claimed)
     })?;
     if !claimed {
         let row = k
@@ -592,19 +710,25 @@ pub fn exec_one(
         if row.status == runs::Status::Done {
             return Ok(None);
         }
-        return Err(Error::Held {
-            id: *id,
-            by: row.claimed_by.unwrap_or_default(),
-            age_s: (now_ms() - row.heartbeat_ms.unwrap_or(0)) / 1000,
-        });
+        let age = Duration::from_millis((now_ms() - row.heartbeat_ms.unwrap_or(0)).max(0) as u64);
+        let by = row.claimed_by.unwrap_or_default();
+        let state = match holder::liveness(&by, age) {
+            holder::Liveness::Alive => format!("heartbeat {}s ago", age.as_secs()),
+            _ => format!(
+                "no heartbeat for {}s: its process looks dead; it can be taken once the heartbeat is {}s old",
+                age.as_secs(),
+                stale_after.as_secs()
+            ),
+        };
+        return Err(Error::Held { id: *id, by, state });
     }
-    let _heartbeat = Heartbeat::start(k.clone(), worker.clone(), Duration::from_secs(5));
+    let _heartbeat = Heartbeat::start(k.clone(), worker.clone(), holder::HEARTBEAT_EVERY);
     match exec::execute(k, id, &resolved, &k.run_dir(id), observer, interrupt) {
         Ok(o) => Ok(Some(o)),
         Err(e) => {
             let _ = k.index.run(async {
                 let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
-                if e.is_interrupt() {
+                if e.is_interrupt() || crate::fault::out_of_space(&e) {
                     runs::release(&mut c, id, &worker).await
                 } else {
                     runs::fail(&mut c, id, &worker, &e.to_string(), &k.clock.now()).await

@@ -42,6 +42,71 @@ pub enum Error {
     Store(#[from] crate::store::Error),
     #[error("weights file `{path}` for init `{init}` must end in .pth, .pt or .safetensors")]
     WeightsFormat { init: String, path: PathBuf },
+    #[error(
+        "external cohort `{external}` ({descriptor}) is not external: it shares {patients} patient(s) and {images} image(s) with the training cohort `{train}` (e.g. patient `{example}`)"
+    )]
+    ExternalOverlap {
+        external: String,
+        descriptor: PathBuf,
+        train: String,
+        patients: usize,
+        images: usize,
+        example: String,
+    },
+}
+
+impl Error {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::ExternalOverlap { descriptor, .. } => Some(format!(
+                "an external validation cohort must hold none of the training cohort's patients: remove them from `{}`, or drop it from `[cohorts].external`",
+                descriptor.display()
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Refuses an external cohort that shares patients or images with the training cohort: its
+/// column would then be computed partly on training patients.
+fn check_external(
+    k: &Ktrack,
+    train: (&Hash, &str),
+    external: (&Hash, &str),
+    descriptor: &Path,
+) -> Result<(), Error> {
+    let (train_rows, ext_rows) = k.index.run(async {
+        let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
+        let a = crate::index::cohorts::samples(&mut c, train.0).await?;
+        let b = crate::index::cohorts::samples(&mut c, external.0).await?;
+        Ok::<_, index::Error>((a, b))
+    })?;
+    let patients: std::collections::HashSet<&str> =
+        train_rows.iter().map(|s| s.patient_id.as_str()).collect();
+    let images: std::collections::HashSet<Hash> = train_rows.iter().map(|s| s.image).collect();
+    let shared: std::collections::BTreeSet<&str> = ext_rows
+        .iter()
+        .map(|s| s.patient_id.as_str())
+        .filter(|p| patients.contains(p))
+        .collect();
+    let shared_images = ext_rows
+        .iter()
+        .filter(|s| images.contains(&s.image))
+        .count();
+    if shared.is_empty() && shared_images == 0 {
+        return Ok(());
+    }
+    Err(Error::ExternalOverlap {
+        external: external.1.to_string(),
+        descriptor: descriptor.to_path_buf(),
+        train: train.1.to_string(),
+        patients: shared.len(),
+        images: shared_images,
+        example: shared
+            .iter()
+            .next()
+            .map_or_else(|| "(same images)".to_string(), |p| crate::quote::clip(p)),
+    })
 }
 
 /// Choices from the command line that shape the plan.
@@ -166,6 +231,7 @@ pub fn prepare(
     let mut external = Vec::new();
     for e in &s.cohorts.external {
         let (hash, name) = cohort_of(k, &spec.resolve(e), generate, status, interrupt)?;
+        check_external(k, (&cohort, &cohort_name), (&hash, &name), &spec.resolve(e))?;
         external.push(External { name, cohort: hash });
     }
     let mut sources = BTreeMap::new();

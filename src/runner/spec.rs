@@ -418,13 +418,19 @@ pub struct LoadedSpec {
 
 impl LoadedSpec {
     pub fn load(path: &Path) -> Result<LoadedSpec, Error> {
+        if let Some(kind) = crate::data::manifest::odd_kind(path) {
+            return Err(Error::Read {
+                path: path.to_path_buf(),
+                message: format!("it is {kind}, not a spec file"),
+            });
+        }
         let text = std::fs::read_to_string(path).map_err(|e| Error::Read {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
         let spec: Spec = toml::from_str(&text).map_err(|e| Error::Parse {
             path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
+            message: crate::quote::clip_lines(e.to_string().trim_end()),
         })?;
         let loaded = LoadedSpec {
             path: path.to_path_buf(),

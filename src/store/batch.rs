@@ -171,6 +171,21 @@ impl<'s> Batch<'s> {
         }
     }
 
+    /// The bytes of an object staged in this batch, or else of one in the store.
+    pub fn read(&self, hash: &Hash) -> Result<Vec<u8>> {
+        let temp = self
+            .staged
+            .lock()
+            .expect("batch lock is never poisoned: no panics while held")
+            .iter()
+            .find(|s| s.hash == *hash)
+            .map(|s| s.temp.clone());
+        match temp {
+            Some(t) => fs::read(&t).map_err(Error::io("read staged", &t)),
+            None => self.store.read(hash),
+        }
+    }
+
     /// How many new objects are staged.
     pub fn len(&self) -> usize {
         self.staged

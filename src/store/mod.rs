@@ -19,6 +19,14 @@ use rayon::prelude::*;
 
 use crate::id::Hash;
 
+/// A staging file older than this belongs to no running import, wherever it runs.
+pub const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The host part of staging file names (no `-`, which separates the name's fields).
+fn temp_host() -> String {
+    crate::audit::env::hostname().replace('-', "_")
+}
+
 /// Files at least this large are hashed with blake3's mmap + rayon and never read whole.
 pub const LARGE_FILE: u64 = 4 << 20;
 
@@ -103,6 +111,54 @@ impl Store {
 
     pub fn has(&self, hash: &Hash) -> bool {
         self.path_of(hash).is_file()
+    }
+
+    /// True when the store holds at least one object (a quick look, no full listing).
+    pub fn has_any(&self) -> bool {
+        let Ok(shards) = fs::read_dir(&self.objects) else {
+            return false;
+        };
+        shards.flatten().any(|shard| {
+            shard.file_name().len() == 2
+                && fs::read_dir(shard.path()).is_ok_and(|mut d| d.next().is_some())
+        })
+    }
+
+    /// Removes staging files that no running process owns: those of a process of this host
+    /// that is gone, and any older than [`STALE_TEMP`] (a process elsewhere sharing the home).
+    /// Returns how many were removed. Called by imports and `gc`; `now` comes from the clock.
+    pub fn clean_stale_temps(&self, now: std::time::SystemTime) -> Result<usize> {
+        let host = temp_host();
+        let mut removed = 0;
+        for entry in fs::read_dir(&self.tmp).map_err(Error::io("list", &self.tmp))? {
+            let Ok(entry) = entry else { continue };
+            let name = entry.file_name().to_string_lossy().to_string();
+            let Some(rest) = name.strip_prefix("put-") else {
+                continue;
+            };
+            // `put-HOST-PID-N` (older files: `put-PID-N`, written on this host).
+            let mut parts = rest.rsplitn(3, '-');
+            let (_n, pid, owner) = (parts.next(), parts.next(), parts.next());
+            let pid = pid.and_then(|p| p.parse::<i32>().ok());
+            let here = owner.is_none_or(|o| o == host);
+            let dead = here
+                && pid.is_some_and(|p| {
+                    p as u32 != std::process::id()
+                        // SAFETY: signal 0 only checks that the process exists.
+                        && unsafe { libc::kill(p, 0) } != 0
+                        && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+                });
+            let old = entry
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|m| now.duration_since(m).ok())
+                .is_some_and(|age| age > STALE_TEMP);
+            if (dead || old) && fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Starts a batch of puts that become durable and visible together on [`Batch::commit`].
@@ -270,7 +326,7 @@ pub(crate) fn new_temp(dir: &Path) -> Result<(File, PathBuf)> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     loop {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = dir.join(format!("put-{}-{n}", std::process::id()));
+        let path = dir.join(format!("put-{}-{}-{n}", temp_host(), std::process::id()));
         match fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -358,6 +414,28 @@ mod tests {
         store.remove(&put.hash).unwrap();
         assert_eq!(store.check(&put.hash).unwrap(), Health::Missing);
         assert!(matches!(store.read(&put.hash), Err(Error::Missing { .. })));
+    }
+
+    #[test]
+    fn stale_staging_files_are_cleaned_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let tmp = store.tmp_dir();
+        let host = temp_host();
+        fs::write(tmp.join(format!("put-{host}-{dead}-0")), b"x").unwrap();
+        fs::write(tmp.join(format!("put-{dead}-1")), b"x").unwrap();
+        let mine = tmp.join(format!("put-{host}-{}-2", std::process::id()));
+        fs::write(&mine, b"x").unwrap();
+        let elsewhere = tmp.join("put-otherhost-1-3");
+        fs::write(&elsewhere, b"x").unwrap();
+        assert_eq!(store.clean_stale_temps(std::time::UNIX_EPOCH).unwrap(), 2);
+        assert!(mine.exists() && elsewhere.exists());
+        assert!(!store.has_any());
+        store.put_bytes(b"meniscus").unwrap();
+        assert!(store.has_any());
     }
 
     #[test]

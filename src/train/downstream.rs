@@ -115,9 +115,13 @@ pub struct DownstreamData<'a> {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochCurve {
     pub epoch: usize,
+    #[serde(with = "crate::lossless::f64")]
     pub train_loss: f64,
+    #[serde(with = "crate::lossless::f64")]
     pub val_metric: f64,
+    #[serde(with = "crate::lossless::f64")]
     pub lr: f64,
+    #[serde(with = "crate::lossless::f64")]
     pub seconds: f64,
 }
 
@@ -136,20 +140,26 @@ pub struct DownstreamReport {
     pub cached_features: bool,
 }
 
-/// The loop state saved with every epoch checkpoint.
+/// The loop state saved with every epoch checkpoint. Every float goes through
+/// [`crate::lossless`], so a resumed run compares against the very same best metric (a value
+/// one ULP off would pick another best epoch on a tie) and a NaN metric never blocks a resume.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct LoopState {
     /// The epoch in progress (or next to run).
     epoch: usize,
     /// Batches of `epoch` already done (non-zero after an interrupt mid-epoch).
     batch: usize,
+    #[serde(with = "crate::lossless::f64")]
     loss_sum: f64,
     loss_n: usize,
     step: usize,
     best_epoch: usize,
+    /// `-inf` until an epoch has a finite validation metric.
+    #[serde(with = "crate::lossless::f64")]
     best_metric: f64,
     bad_epochs: usize,
     curves: Vec<EpochCurve>,
+    #[serde(with = "crate::lossless::f64")]
     train_seconds: f64,
     train_images: usize,
 }

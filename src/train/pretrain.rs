@@ -108,8 +108,11 @@ pub struct PretrainData<'a> {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PretrainCurve {
     pub epoch: usize,
+    #[serde(with = "crate::lossless::f64")]
     pub loss: f64,
+    #[serde(with = "crate::lossless::f64")]
     pub lr: f64,
+    #[serde(with = "crate::lossless::f64")]
     pub seconds: f64,
 }
 
@@ -128,6 +131,7 @@ struct LoopState {
     epoch: usize,
     step: usize,
     curves: Vec<PretrainCurve>,
+    #[serde(with = "crate::lossless::f64")]
     seconds: f64,
     images: usize,
 }

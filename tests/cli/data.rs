@@ -234,3 +234,145 @@ fn bad_descriptor_with_unknown_key() {
     ctx.descriptor("bad", "klgrade = \"kl\"\n");
     insta::assert_snapshot!(failing_import(&ctx, "bad.toml"));
 }
+
+#[test]
+fn bad_duplicate_column_names_both_positions() {
+    let ctx = TestContext::new();
+    ctx.cohort("bad", 3, 1);
+    edit_manifest(&ctx, "bad", |t| t.replacen("kl,incidence_4y", "kl,kl", 1));
+    let out = failing_import(&ctx, "bad.toml");
+    assert!(
+        out.contains("has two columns named `kl`: columns 6 and 7"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_control_character_in_an_id() {
+    let ctx = TestContext::new();
+    ctx.cohort("bad", 3, 1);
+    edit_manifest(&ctx, "bad", |t| t.replacen("P001,", "P0\u{0}01,", 1));
+    let out = failing_import(&ctx, "bad.toml");
+    assert!(
+        out.contains("field `patient_id`") && out.contains("control character U+0000"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_truncated_jpeg() {
+    let ctx = TestContext::new();
+    ctx.cohort("bad", 3, 1);
+    let img =
+        image::GrayImage::from_fn(64, 64, |x, y| image::Luma([((x * 3 + y * 5) % 256) as u8]));
+    let mut jpeg = Vec::new();
+    image::DynamicImage::ImageLuma8(img)
+        .write_to(
+            &mut std::io::Cursor::new(&mut jpeg),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+    // The whole JPEG imports; cut short, it is refused.
+    jpeg.truncate(jpeg.len() - 40);
+    ctx.write("bad/img/001_R_0.png", &jpeg);
+    let out = failing_import(&ctx, "bad.toml");
+    assert!(out.contains("is a truncated JPEG"), "{out}");
+}
+
+/// A valid PNG header claiming `width` × `height` pixels, with a tiny body.
+fn png_claiming(width: u32, height: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    let mut png = ktrack::data::image::encode_png16(2, 2, &[1, 2, 3, 4]);
+    // IHDR data starts at byte 16 (8 signature + 4 length + 4 type); its CRC follows 13 bytes.
+    png[16..20].copy_from_slice(&width.to_be_bytes());
+    png[20..24].copy_from_slice(&height.to_be_bytes());
+    let crc = crc32(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    png
+}
+
+#[test]
+fn bad_image_too_large_is_refused_from_its_header() {
+    let ctx = TestContext::new();
+    ctx.cohort("bad", 3, 1);
+    ctx.write("bad/img/001_R_0.png", png_claiming(33_000, 33_000));
+    let out = failing_import(&ctx, "bad.toml");
+    assert!(
+        out.contains("33000x33000 pixels, more than the limit of 100000000 pixels"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_manifest_that_is_a_directory() {
+    let ctx = TestContext::new();
+    ctx.cohort("bad", 3, 1);
+    let m = ctx.root().join("bad/manifest.csv");
+    std::fs::remove_file(&m).unwrap();
+    std::fs::create_dir(&m).unwrap();
+    let out = failing_import(&ctx, "bad.toml");
+    assert!(out.contains("is a directory, not a table file"), "{out}");
+}
+
+#[test]
+fn bad_huge_descriptor_line_is_not_echoed() {
+    let ctx = TestContext::new();
+    ctx.cohort("bad", 3, 1);
+    let huge = format!("name = \"{}", "x".repeat(30 << 20));
+    ctx.write("huge.toml", huge);
+    let out = failing_import(&ctx, "huge.toml");
+    assert!(
+        out.contains("is invalid"),
+        "{}",
+        &out[..out.len().min(2000)]
+    );
+    assert!(out.len() < 4000, "the error is {} bytes long", out.len());
+}
+
+#[test]
+fn bad_list_typed_parquet_id() {
+    use arrow::array::{ArrayRef, ListBuilder, StringArray, StringBuilder};
+    use std::sync::Arc;
+    let ctx = TestContext::new();
+    ctx.cohort("bad", 1, 1);
+    let mut ids = ListBuilder::new(StringBuilder::new());
+    for id in ["P000_L_0", "P000_R_0"] {
+        ids.values().append_value(id);
+        ids.append(true);
+    }
+    let col = |v: &[&str]| -> ArrayRef { Arc::new(StringArray::from(v.to_vec())) };
+    let batch = arrow::record_batch::RecordBatch::try_from_iter([
+        ("sample_id", Arc::new(ids.finish()) as ArrayRef),
+        ("patient_id", col(&["P000", "P000"])),
+        ("side", col(&["L", "R"])),
+        ("visit_month", col(&["0", "0"])),
+        ("image_path", col(&["img/000_L_0.png", "img/000_R_0.png"])),
+        ("kl", col(&["0", "1"])),
+        ("incidence_4y", col(&["", ""])),
+    ])
+    .unwrap();
+    let mut bytes = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    ctx.write("bad/manifest.parquet", &bytes);
+    let d = std::fs::read_to_string(ctx.root().join("bad.toml"))
+        .unwrap()
+        .replace("manifest.csv", "manifest.parquet");
+    ctx.write("bad.toml", d);
+    let out = failing_import(&ctx, "bad.toml");
+    assert!(out.contains("column `sample_id` holds List"), "{out}");
+}

@@ -8,5 +8,6 @@ mod help;
 mod metrics;
 mod real;
 mod report;
+mod robust;
 mod run;
 mod synth;

@@ -157,16 +157,38 @@ seeds = [0]"#;
         runs[0].1, "running",
         "the killed claim is still held: {runs:?}"
     );
-    // A fresh process waits out the stale heartbeat, reclaims and resumes.
-    let out = ctx.ok([
-        "run",
-        spec.to_str().unwrap(),
-        "--stale-after",
-        "1",
-        "--no-compare",
-        "--format",
-        "json",
-    ]);
+    // `status` knows the holder is gone (same host, no such process).
+    let status: serde_json::Value =
+        serde_json::from_str(&ctx.ok(["status", "--format", "json"])).unwrap();
+    assert_eq!(status[0]["holder"]["state"], "dead", "{status}");
+    assert!(ctx.ok(["status"]).contains("holder dead"));
+    // A fresh process takes the dead holder's claim at once and resumes: with a stale limit
+    // of a day, only knowing that the holder is dead lets it start.
+    let mut rerun = ctx
+        .spawnable([
+            "run",
+            spec.to_str().unwrap(),
+            "--stale-after",
+            "86400",
+            "--no-compare",
+            "--format",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while rerun.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            rerun.kill().unwrap();
+            panic!("the dead holder's claim was never taken");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let output = rerun.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let out = String::from_utf8(output.stdout).unwrap();
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["executed"].as_array().unwrap().len(), 1, "{out}");
     let runs = ctx.runs();

@@ -224,3 +224,122 @@ fn empty_sets_are_errors() {
     assert!(matches!(err, Error::EmptySet { .. }));
     let _ = Side::L;
 }
+
+/// Sets the interrupt flag after exactly `at` training steps.
+struct StopAfter {
+    at: usize,
+    seen: AtomicUsize,
+    flag: Arc<AtomicBool>,
+}
+
+impl Observer for StopAfter {
+    fn step(&self, _epoch: usize, _batch: usize) {
+        if self.seen.fetch_add(1, Ordering::SeqCst) + 1 == self.at {
+            self.flag.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Trains with the validation set optionally reduced to one class (its AUROC is then NaN at
+/// every epoch), stopping after `stop` steps and resuming as often as it takes.
+fn train_with_stops(
+    cfg: &DownstreamConfig,
+    dir: &Path,
+    one_class_val: bool,
+    stops: &[usize],
+) -> DownstreamReport {
+    let (images, train, mut val, test) = cohort(cfg.task);
+    if one_class_val {
+        val.retain(|e| e.label == 0);
+    }
+    let data = DownstreamData {
+        train,
+        val: val.clone(),
+        evals: vec![("val".into(), val), ("test".into(), test)],
+        images: &images,
+    };
+    for &at in stops {
+        let flag = Arc::new(AtomicBool::new(false));
+        let observer = StopAfter {
+            at,
+            seen: AtomicUsize::new(0),
+            flag: flag.clone(),
+        };
+        match run(cfg, &Init::Random, &data, dir, &observer, &flag) {
+            Err(Error::Interrupted { .. }) => {}
+            Ok(report) => return report,
+            Err(e) => panic!("stopped after {at} steps: {e}"),
+        }
+    }
+    run(
+        cfg,
+        &Init::Random,
+        &data,
+        dir,
+        &Quiet,
+        &AtomicBool::new(false),
+    )
+    .unwrap()
+}
+
+fn curve_bits(r: &DownstreamReport) -> Vec<[u64; 3]> {
+    r.curves
+        .iter()
+        .map(|c| {
+            [
+                c.train_loss.to_bits(),
+                c.val_metric.to_bits(),
+                c.lr.to_bits(),
+            ]
+        })
+        .collect()
+}
+
+#[test]
+fn a_run_whose_validation_metric_is_undefined_resumes() {
+    let cfg = DownstreamConfig {
+        task: Label::Progression4y,
+        ..config(Protocol::Finetune, true)
+    };
+    let whole = tempfile::tempdir().unwrap();
+    let reference = train_with_stops(&cfg, whole.path(), true, &[]);
+    assert!(reference.curves.iter().all(|c| c.val_metric.is_nan()));
+    let cut = tempfile::tempdir().unwrap();
+    // Stopped in the first and in the second epoch: the checkpoint holds best_metric = -inf.
+    let resumed = train_with_stops(&cfg, cut.path(), true, &[1, 3]);
+    assert_eq!(resumed.resumed_from_epoch, Some(1));
+    assert_eq!(outputs(whole.path()), outputs(cut.path()));
+    assert_eq!(curve_bits(&reference), curve_bits(&resumed));
+}
+
+mod resume_property {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 6, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Stopping after any step (an epoch's last step included) and resuming gives the
+        /// bit-identical result: weights, predictions, best epoch and every curve value.
+        #[test]
+        fn stopping_anywhere_and_resuming_is_bit_identical(
+            linear in any::<bool>(),
+            one_class_val in any::<bool>(),
+            stops in proptest::collection::vec(1usize..12, 1..3),
+        ) {
+            let cfg = DownstreamConfig {
+                task: if one_class_val { Label::Progression4y } else { Label::Kl },
+                patience: Some(2),
+                ..if linear { config(Protocol::Linear, true) } else { config(Protocol::Finetune, true) }
+            };
+            let whole = tempfile::tempdir().unwrap();
+            let reference = train_with_stops(&cfg, whole.path(), one_class_val, &[]);
+            let cut = tempfile::tempdir().unwrap();
+            let resumed = train_with_stops(&cfg, cut.path(), one_class_val, &stops);
+            prop_assert_eq!(outputs(whole.path()), outputs(cut.path()));
+            prop_assert_eq!(reference.best_epoch, resumed.best_epoch);
+            prop_assert_eq!(reference.best_val_metric.to_bits(), resumed.best_val_metric.to_bits());
+            prop_assert_eq!(curve_bits(&reference), curve_bits(&resumed));
+        }
+    }
+}

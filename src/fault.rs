@@ -1,0 +1,78 @@
+//! Classifying failures that are the machine's, not the input's: a full disk (or quota) and a
+//! busy index. A full disk must stop every command with the OS error and a hint, never make it
+//! retry; a busy index is worth a bounded retry.
+
+use std::error::Error;
+
+const OUT_OF_SPACE: &[&str] = &[
+    "No space left on device",
+    "Disk quota exceeded",
+    "database or disk is full",
+    "File too large",
+];
+
+/// True when any error in the chain says the filesystem is full (ENOSPC, EDQUOT, EFBIG,
+/// SQLITE_FULL), whether as a typed I/O error or only in its message (many errors carry the
+/// OS error as text).
+pub fn out_of_space(err: &(dyn Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.raw_os_error(),
+                Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG)
+            )
+        {
+            return true;
+        }
+        let text = e.to_string();
+        if OUT_OF_SPACE.iter().any(|m| text.contains(m)) {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+/// True for an index error another process's transaction causes (worth retrying).
+pub fn transient(err: &(dyn Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        let text = e.to_string();
+        if text.contains("database is locked") || text.contains("database is busy") {
+            return true;
+        }
+        if let Some(sqlx::Error::PoolTimedOut) = e.downcast_ref::<sqlx::Error>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+/// The hint for a full disk.
+pub fn out_of_space_hint(home: &std::path::Path) -> String {
+    format!(
+        "the filesystem is full: free space where `{}` lives (see `df -h {}`), then run the \
+         command again; finished work is kept and interrupted runs resume",
+        home.display(),
+        home.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_disks_are_recognised_typed_or_as_text() {
+        let io = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        assert!(out_of_space(&io));
+        let wrapped = anyhow::Error::from(io).context("could not write `x`");
+        assert!(out_of_space(wrapped.as_ref()));
+        let text = std::io::Error::other("write ckpt: No space left on device (os error 28)");
+        assert!(out_of_space(&text));
+        assert!(!out_of_space(&std::io::Error::other("permission denied")));
+        assert!(transient(&std::io::Error::other("database is locked")));
+    }
+}

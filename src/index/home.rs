@@ -1,0 +1,193 @@
+//! Opening a home's index so that a lost one is never silent and first use is safe.
+//!
+//! The index is `ktrack.db` in the home; its id (a row of `home_meta`) is also written to the
+//! file `index-id` beside the store when the index is created. Opening then tells apart:
+//! - a new home (no `index-id`, empty store): the index is created and its id recorded;
+//! - a lost index (`ktrack.db` missing or emptied while `index-id` exists, or an empty index
+//!   over a store that holds objects): an error whose hint is `ktrack reindex`, and nothing is
+//!   created;
+//! - a foreign index (its id differs from `index-id`): an error, same hint;
+//! - a damaged file (SQLite's "malformed" or "not a database"): an error, same hint.
+//!
+//! Concurrent first use is serialised by an exclusive `flock` on `index.lock` held while the
+//! file is created and migrated (sqlx's SQLite migrator takes no lock of its own).
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use super::{Error, Index, Result};
+
+/// The index file in a home.
+pub const DB: &str = "ktrack.db";
+/// The file beside the store that names the home's index.
+pub const ID_FILE: &str = "index-id";
+const LOCK: &str = "index.lock";
+
+/// An exclusive lock on a home's `index.lock`, released when dropped.
+pub struct HomeLock {
+    _file: File,
+}
+
+/// Takes the home's index lock (blocking until other openers are done).
+pub fn lock(home: &Path) -> Result<HomeLock> {
+    let path = home.join(LOCK);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_error("open", &path))?;
+    loop {
+        // SAFETY: flock only takes a lock on the descriptor `file` keeps open.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc == 0 {
+            return Ok(HomeLock { _file: file });
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(io_error("lock", &path)(e));
+        }
+    }
+}
+
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Error {
+    let path = path.to_path_buf();
+    move |source| Error::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// The id in `index-id`, if the file exists.
+pub fn read_id(home: &Path) -> Result<Option<String>> {
+    let path = home.join(ID_FILE);
+    match fs::read_to_string(&path) {
+        Ok(s) => Ok(Some(s.trim().to_string())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error("read", &path)(e)),
+    }
+}
+
+/// Writes `index-id` atomically (temp file, fsync, rename, fsync of the home).
+pub fn write_id(home: &Path, id: &str) -> Result<()> {
+    let path = home.join(ID_FILE);
+    let tmp = home.join(format!("{ID_FILE}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(format!("{id}\n").as_bytes())?;
+        f.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        File::open(home)?.sync_all()
+    })();
+    result.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        io_error("write", &path)(e)
+    })
+}
+
+/// A fresh index id: the kernel's random UUID (an id names the index, it is no part of any
+/// result), mixed with host and process.
+pub fn new_id() -> String {
+    let mut seed = fs::read("/proc/sys/kernel/random/uuid").unwrap_or_default();
+    seed.extend_from_slice(&std::process::id().to_le_bytes());
+    seed.extend_from_slice(crate::audit::env::hostname().as_bytes());
+    blake3::hash(&seed).to_hex()[..32].to_string()
+}
+
+/// What kind of file system entry `path` is, when it is not a regular file.
+fn odd_kind(path: &Path) -> Option<&'static str> {
+    let meta = fs::symlink_metadata(path).ok()?;
+    let t = fs::metadata(path)
+        .map(|m| m.file_type())
+        .unwrap_or(meta.file_type());
+    if t.is_file() {
+        None
+    } else if t.is_dir() {
+        Some("a directory")
+    } else if t.is_fifo() {
+        Some("a FIFO")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else if t.is_block_device() || t.is_char_device() {
+        Some("a device")
+    } else {
+        Some("not a regular file")
+    }
+}
+
+/// Opens the index of `home`. `store_objects` counts (at least one of) the store's objects;
+/// it is asked only when the index is new or empty.
+pub fn open(home: &Path, store_objects: &dyn Fn() -> usize) -> Result<Index> {
+    let path = home.join(DB);
+    if let Some(kind) = odd_kind(&path) {
+        return Err(Error::NotAFile { path, kind });
+    }
+    let _lock = lock(home)?;
+    let existed = fs::metadata(&path).map(|m| m.len() > 0).unwrap_or(false);
+    let recorded = read_id(home)?;
+    if !existed {
+        let what = if path.exists() { "empty" } else { "missing" };
+        if recorded.is_some() {
+            return Err(Error::Lost {
+                path,
+                what,
+                why: format!("`{ID_FILE}` says this home had one"),
+            });
+        }
+        if store_objects() > 0 {
+            return Err(Error::Lost {
+                path,
+                what,
+                why: "the store holds objects".into(),
+            });
+        }
+    }
+    let index = Index::open(&path)?;
+    let found = index.meta("index_id")?;
+    match (found, recorded) {
+        (Some(found), Some(expected)) if found != expected => Err(Error::Foreign {
+            path,
+            found,
+            expected,
+        }),
+        (Some(_), Some(_)) => Ok(index),
+        (Some(found), None) => {
+            write_id(home, &found)?;
+            Ok(index)
+        }
+        (None, recorded) => {
+            // A new index, or one made before ids: an empty one over a full store was lost.
+            if existed && index.is_empty()? && store_objects() > 0 {
+                return Err(Error::Lost {
+                    path,
+                    what: "empty",
+                    why: "the store holds objects".into(),
+                });
+            }
+            let id = recorded.unwrap_or_else(new_id);
+            index.set_meta("index_id", &id)?;
+            write_id(home, &id)?;
+            Ok(index)
+        }
+    }
+}
+
+/// The paths of a SQLite database and its side files.
+pub fn with_side_files(db: &Path) -> [PathBuf; 3] {
+    let name = db.as_os_str().to_string_lossy().to_string();
+    [
+        db.to_path_buf(),
+        PathBuf::from(format!("{name}-wal")),
+        PathBuf::from(format!("{name}-shm")),
+    ]
+}
