@@ -5,6 +5,9 @@
 #
 #   tests/torture.sh [TRIALS] [SEED]      (defaults: 3 trials per command, seed from the clock)
 #
+# TORTURE_ONLY=run|import|gc|reindex limits it to one command. A failed trial's folder is
+# kept (its path is printed).
+#
 # Uses target/release/ktrack if it exists, else target/debug/ktrack (build first). Bounded:
 # every command runs under `timeout`. Prints one line per trial and a closing
 # `N passed, N failed` line; exits non-zero when any trial failed.
@@ -131,8 +134,15 @@ for r in sorted(json.load(sys.stdin), key=lambda r: r["id"]):
 print(json.dumps(out))' "$home"
 }
 
-verdict() {  # name, ok(0/1), detail
-  if [ "$2" = 0 ]; then passed=$((passed + 1)); echo "ok   $1"; else failed=$((failed + 1)); echo "FAIL $1: $3"; fi
+ONLY=${TORTURE_ONLY:-}
+want_op() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
+KEPT=${TMPDIR:-/tmp}/ktrack-torture-failed-$SEED
+
+verdict() {  # name, ok(0/1), detail; uses $dir
+  if [ "$2" = 0 ]; then passed=$((passed + 1)); echo "ok   $1"; rm -rf "$dir"; return; fi
+  failed=$((failed + 1))
+  mkdir -p "$KEPT" && cp -a "$dir" "$KEPT/" 2>/dev/null
+  echo "FAIL $1: $3 (kept in $KEPT/$(basename "$dir"))"
 }
 
 # kill -9 the command after a random delay in [0, max_ms) ms; returns 0 if it was killed.
@@ -167,38 +177,43 @@ echo "reference study: ${run_ms} ms; import: ${import_ms} ms; reindex: ${reindex
 
 for trial in $(seq 1 "$TRIALS"); do
   # run: killed at a random moment, then verify, rerun (perhaps killed again), compare.
+  if want_op run; then
   dir=$WORK/run-$trial
   write_study "$dir"
   at=$(cd "$dir" && kill_at_random "$run_ms" k "$dir/home" run experiments/t.toml --no-compare)
   v=$(k "$dir/home" verify 2>&1); vok=$?
   at2=$(cd "$dir" && kill_at_random "$run_ms" k "$dir/home" run experiments/t.toml --no-compare)
-  ( cd "$dir" && k "$dir/home" run experiments/t.toml --no-compare >/dev/null 2>&1 ); rok=$?
+  x=$(cd "$dir" && k "$dir/home" run experiments/t.toml --no-compare 2>&1 >/dev/null); rok=$?
   got=$(fingerprint "$dir/home")
   if [ $vok != 0 ]; then verdict "run #$trial (killed at $at ms)" 1 "verify: $v"
-  elif [ $rok != 0 ]; then verdict "run #$trial (killed at $at, $at2 ms)" 1 "the rerun failed"
+  elif [ $rok != 0 ]; then verdict "run #$trial (killed at $at, $at2 ms)" 1 "the rerun failed: $x"
   elif [ "$got" != "$want" ]; then
     diff <(echo "$want" | python3 -c 'import json,sys; [print(json.dumps(r)) for r in json.load(sys.stdin)]') \
          <(echo "$got" | python3 -c 'import json,sys; [print(json.dumps(r)) for r in json.load(sys.stdin)]') | head -20 >&2
     verdict "run #$trial (killed at $at, $at2 ms)" 1 "the result differs from the uninterrupted study"
   else verdict "run #$trial (killed at $at, $at2 ms)" 0 ""; fi
+  fi
 
   # import: killed, then verify; the next import cleans the staging files and gives the same cohort.
+  if want_op import; then
   dir=$WORK/import-$trial
   write_study "$dir"
   ( cd "$dir" && k "$dir/home" data synth datasets/oai-like.toml >/dev/null 2>&1 || true )
   at=$(cd "$dir" && kill_at_random "$import_ms" k "$dir/home" data import datasets/oai-like.toml)
   v=$(k "$dir/home" verify 2>&1); vok=$?
-  ( cd "$dir" && k "$dir/home" data import datasets/oai-like.toml >/dev/null 2>&1 ); iok=$?
+  x=$(cd "$dir" && k "$dir/home" data import datasets/oai-like.toml 2>&1); iok=$?
   left=$(find "$dir/home/tmp" -type f | wc -l)
   a=$(KTRACK_HOME=$dir/home "$BIN" -q data ls --format csv 2>/dev/null | grep oai-like | cut -d, -f1-4 | sort)
   b=$(KTRACK_HOME=$REF/home "$BIN" -q data ls --format csv 2>/dev/null | grep oai-like | cut -d, -f1-4 | sort)
   if [ $vok != 0 ]; then verdict "import #$trial (killed at $at ms)" 1 "verify: $v"
-  elif [ $iok != 0 ]; then verdict "import #$trial (killed at $at ms)" 1 "the rerun failed"
+  elif [ $iok != 0 ]; then verdict "import #$trial (killed at $at ms)" 1 "the rerun failed: $x"
   elif [ "$left" != 0 ]; then verdict "import #$trial (killed at $at ms)" 1 "$left staging files left"
   elif [ "$a" != "$b" ]; then verdict "import #$trial (killed at $at ms)" 1 "another cohort: $a vs $b"
   else verdict "import #$trial (killed at $at ms)" 0 ""; fi
+  fi
 
   # gc: a finished study plus another home's objects (unreachable here); kill gc --apply.
+  if want_op gc; then
   dir=$WORK/gc-$trial
   cp -a "$REF" "$dir"
   mkdir -p "$dir/stray"
@@ -208,28 +223,32 @@ for trial in $(seq 1 "$TRIALS"); do
   cp -rn "$dir/stray/home/objects/." "$dir/home/objects/" 2>/dev/null || true
   at=$(kill_at_random "$reindex_ms" k "$dir/home" gc --apply --min-age 0)
   v=$(k "$dir/home" verify 2>&1); vok=$?
-  k "$dir/home" gc --apply --min-age 0 >/dev/null 2>&1; gok=$?
+  x=$(k "$dir/home" gc --apply --min-age 0 2>&1); gok=$?
   v2=$(k "$dir/home" verify 2>&1); v2ok=$?
   rest=$(k "$dir/home" gc --min-age 0 --format json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["unreachable"]))')
   got=$(fingerprint "$dir/home")
   if [ $vok != 0 ]; then verdict "gc #$trial (killed at $at ms)" 1 "verify: $v"
-  elif [ $gok != 0 ] || [ $v2ok != 0 ]; then verdict "gc #$trial (killed at $at ms)" 1 "the rerun failed: $v2"
+  elif [ $gok != 0 ] || [ $v2ok != 0 ]; then verdict "gc #$trial (killed at $at ms)" 1 "the rerun failed: $x $v2"
   elif [ "$rest" != 0 ]; then verdict "gc #$trial (killed at $at ms)" 1 "$rest unreachable objects left"
   elif [ "$got" != "$want" ]; then verdict "gc #$trial (killed at $at ms)" 1 "the study changed"
   else verdict "gc #$trial (killed at $at ms)" 0 ""; fi
+  fi
 
   # reindex: killed; the index in place is whole (old or new), verify passes, a rerun finishes.
+  if want_op reindex; then
   dir=$WORK/reindex-$trial
   cp -a "$REF" "$dir"
   at=$(kill_at_random "$reindex_ms" k "$dir/home" reindex)
   mid=$(fingerprint "$dir/home" 2>&1)
   v=$(k "$dir/home" verify 2>&1); vok=$?
-  k "$dir/home" reindex >/dev/null 2>&1; xok=$?
+  x=$(k "$dir/home" reindex 2>&1); xok=$?
   got=$(fingerprint "$dir/home")
   if [ "$mid" != "$want" ]; then verdict "reindex #$trial (killed at $at ms)" 1 "the index in place is not whole: ${mid:0:300}"
   elif [ $vok != 0 ]; then verdict "reindex #$trial (killed at $at ms)" 1 "verify: $v"
-  elif [ $xok != 0 ] || [ "$got" != "$want" ]; then verdict "reindex #$trial (killed at $at ms)" 1 "the rerun failed or changed the index"
+  elif [ $xok != 0 ]; then verdict "reindex #$trial (killed at $at ms)" 1 "the rerun failed: $x"
+  elif [ "$got" != "$want" ]; then verdict "reindex #$trial (killed at $at ms)" 1 "the rerun changed the index"
   else verdict "reindex #$trial (killed at $at ms)" 0 ""; fi
+  fi
 done
 
 echo "torture: $passed passed, $failed failed"

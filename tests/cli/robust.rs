@@ -444,3 +444,24 @@ fn a_full_disk_stops_the_sweep_with_the_os_error_and_a_rerun_finishes() {
         drop(fs);
     }
 }
+
+#[test]
+fn an_external_cohort_holding_training_patients_is_refused() {
+    let ctx = TestContext::new();
+    let spec = ctx.mini_study(
+        "[grid]\ninits = [\"random\"]\ntasks = [\"kl\"]\nprotocols = [\"linear\"]\nfractions = [1.0]\nseeds = [0]",
+        "",
+    );
+    let text = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace("external = [\"../datasets/most-like.toml\"]", "external = [\"../datasets/oai-like.toml\"]");
+    std::fs::write(&spec, text).unwrap();
+    let out = ctx.run(["run", spec.to_str().unwrap()]);
+    assert!(out.starts_with("exit_code: 1"), "{out}");
+    assert!(
+        out.contains("external cohort `oai-like`") && out.contains("is not external: it shares"),
+        "{out}"
+    );
+    assert!(out.contains("hint: an external validation cohort must hold none"), "{out}");
+    assert!(ctx.runs().is_empty(), "nothing was planned");
+}

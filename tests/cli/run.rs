@@ -205,6 +205,10 @@ seeds = [0]"#;
         record["details"]["resumed_from_epoch"].as_u64().unwrap() >= 1,
         "{record}"
     );
+    // A reindex keeps every metric bit for bit and the attempts count.
+    ctx.ok(["reindex"]);
+    assert_eq!(ctx.ok(["status", "--format", "json"]), status);
+    assert_eq!(ctx.runs()[0].2, 2);
 }
 
 #[test]
