@@ -61,12 +61,18 @@ const REFERENCES: &[(&str, &str)] = &[
 ];
 
 fn references(k: &Ktrack) -> Result<Vec<(&'static str, Hash)>, Error> {
+    Ok(k.index.run(async {
+        let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
+        references_in(&mut c).await
+    })?)
+}
+
+async fn references_in(
+    conn: &mut sqlx::SqliteConnection,
+) -> Result<Vec<(&'static str, Hash)>, index::Error> {
     let mut out = Vec::new();
     for (place, sql) in REFERENCES {
-        let rows: Vec<String> = k
-            .index
-            .run(sqlx::query_scalar(sql).fetch_all(k.index.pool()))
-            .map_err(index::Error::from)?;
+        let rows: Vec<String> = sqlx::query_scalar(sql).fetch_all(&mut *conn).await?;
         for r in rows {
             out.push((*place, parse_hash(&r)?));
         }
@@ -190,10 +196,23 @@ pub fn gc(k: &Ktrack, apply: bool, min_age: std::time::Duration) -> Result<GcRep
     }
     if apply {
         // Rows first, files after: a kill in between leaves files no row names, which verify
-        // accepts and the next gc deletes; never a row whose file is gone.
-        let hexes: Vec<String> = report.unreachable.iter().map(|(h, _)| h.hex()).collect();
-        k.index.run(async {
+        // accepts and the next gc deletes; never a row whose file is gone. Under the write
+        // lock the references are read again, so that what a writer referred to meanwhile
+        // is kept.
+        let unreachable = std::mem::take(&mut report.unreachable);
+        let kept = k.index.run(async {
             let mut tx = k.index.begin_write().await?;
+            let now_reachable: BTreeSet<Hash> = references_in(&mut tx)
+                .await?
+                .into_iter()
+                .filter(|(place, _)| *place != "objects.hash")
+                .map(|(_, h)| h)
+                .collect();
+            let kept: Vec<(Hash, u64)> = unreachable
+                .into_iter()
+                .filter(|(h, _)| !now_reachable.contains(h))
+                .collect();
+            let hexes: Vec<String> = kept.iter().map(|(h, _)| h.hex()).collect();
             for chunk in hexes.chunks(500) {
                 let mut qb =
                     sqlx::QueryBuilder::<sqlx::Sqlite>::new("DELETE FROM objects WHERE hash IN (");
@@ -205,10 +224,16 @@ pub fn gc(k: &Ktrack, apply: bool, min_age: std::time::Duration) -> Result<GcRep
                 qb.build().execute(&mut *tx).await?;
             }
             tx.commit().await?;
-            Ok::<_, index::Error>(())
+            Ok::<_, index::Error>(kept)
         })?;
+        report.bytes = kept.iter().map(|(_, s)| s).sum();
+        report.unreachable = kept;
         for (h, _) in &report.unreachable {
-            k.store.remove(h)?;
+            // Reused since it was listed (a put of the same bytes touches it): a writer is
+            // about to refer to it; its row comes back with that writer's transaction.
+            if !k.store.remove_if_older(h, min_age, now)? {
+                report.young += 1;
+            }
         }
         report.temps_removed = k.store.clean_stale_temps(k.clock.system_time())?;
         report.deleted = true;

@@ -44,7 +44,7 @@ impl<'s> Batch<'s> {
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<Put> {
         let hash = Hash::of(bytes);
         let size = bytes.len() as u64;
-        if self.store.has(&hash) || self.is_staged(&hash) {
+        if self.store.reuse(&hash) || self.is_staged(&hash) {
             return Ok(Put {
                 hash,
                 size,
@@ -130,7 +130,7 @@ impl<'s> Batch<'s> {
     }
 
     fn finish_temp(&self, temp: PathBuf, hash: Hash, size: u64) -> Result<Put> {
-        if self.store.has(&hash) || self.is_staged(&hash) {
+        if self.store.reuse(&hash) || self.is_staged(&hash) {
             let _ = fs::remove_file(&temp);
             return Ok(Put {
                 hash,

@@ -113,6 +113,45 @@ impl Store {
         self.path_of(hash).is_file()
     }
 
+    /// True if the object exists; its modification time is then set to now, so that a `gc`
+    /// running meanwhile sees it as young and keeps it for the writer that is about to refer
+    /// to it.
+    pub(crate) fn reuse(&self, hash: &Hash) -> bool {
+        let path = self.path_of(hash);
+        if !path.is_file() {
+            return false;
+        }
+        if let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) {
+            let now = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_NOW,
+            };
+            // SAFETY: a valid NUL-terminated path and two timespecs that outlive the call.
+            unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), [now, now].as_ptr(), 0) };
+        }
+        true
+    }
+
+    /// Deletes an unreferenced object unless it was written or reused within `min_age` of
+    /// `now` (a writer may be about to refer to it). Returns whether it was deleted.
+    pub fn remove_if_older(
+        &self,
+        hash: &Hash,
+        min_age: std::time::Duration,
+        now: std::time::SystemTime,
+    ) -> Result<bool> {
+        let path = self.path_of(hash);
+        let young = fs::metadata(&path)
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .is_some_and(|m| now.duration_since(m).unwrap_or_default() < min_age);
+        if young {
+            return Ok(false);
+        }
+        self.remove(hash)?;
+        Ok(true)
+    }
+
     /// True when the store holds at least one object (a quick look, no full listing).
     pub fn has_any(&self) -> bool {
         let Ok(shards) = fs::read_dir(&self.objects) else {
@@ -436,6 +475,24 @@ mod tests {
         assert!(!store.has_any());
         store.put_bytes(b"meniscus").unwrap();
         assert!(store.has_any());
+    }
+
+    #[test]
+    fn a_reused_object_is_young_again_for_gc() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let put = store.put_bytes(b"cartilage").unwrap();
+        let path = store.path_of(&put.hash);
+        let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        File::open(&path).unwrap().set_modified(old).unwrap();
+        let hour = std::time::Duration::from_secs(3600);
+        let later = old + 2 * hour;
+        // Putting the same bytes again touches the file: it is young for a gc started before.
+        assert!(!store.put_bytes(b"cartilage").unwrap().new);
+        assert!(!store.remove_if_older(&put.hash, hour, later).unwrap());
+        assert!(store.has(&put.hash));
+        assert!(store.remove_if_older(&put.hash, std::time::Duration::ZERO, later).unwrap());
+        assert!(!store.has(&put.hash));
     }
 
     #[test]
