@@ -1,5 +1,5 @@
-//! Classifying failures that are the machine's, not the input's: a full disk (or quota) and a
-//! busy index. A full disk must stop every command with the OS error and a hint, never make it
+//! Classifying failures that are the machine's, not the input's: a full disk (or quota), a
+//! busy index, and a path that is not a regular file. A full disk must stop every command with the OS error and a hint, never make it
 //! retry; a busy index is worth a bounded retry.
 
 use std::error::Error;
@@ -48,6 +48,27 @@ pub fn transient(err: &(dyn Error + 'static)) -> bool {
         cur = e.source();
     }
     false
+}
+
+/// What a path is when it is not a regular file: "a directory", "a FIFO", … (`None` for a
+/// regular file, a link to one, or a missing path). Readers call it first, so that a FIFO is
+/// never opened (it would block) and a directory is named as such.
+pub fn file_kind(path: &std::path::Path) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = std::fs::metadata(path).ok()?.file_type();
+    if t.is_file() {
+        None
+    } else if t.is_dir() {
+        Some("a directory")
+    } else if t.is_fifo() {
+        Some("a FIFO")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else if t.is_block_device() || t.is_char_device() {
+        Some("a device")
+    } else {
+        Some("not a regular file")
+    }
 }
 
 /// The hint for a full disk.

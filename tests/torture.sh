@@ -145,17 +145,21 @@ verdict() {  # name, ok(0/1), detail; uses $dir
   echo "FAIL $1: $3 (kept in $KEPT/$(basename "$dir"))"
 }
 
-# kill -9 the command after a random delay in [0, max_ms) ms; returns 0 if it was killed.
+# kill -9 `ktrack ARGS` (with KTRACK_HOME=home) after a random delay in [0, max_ms) ms. The
+# background job is the ktrack process itself (no wrapper), so the kill reaches it.
 kill_at_random() {
-  local max_ms=$1; shift
+  local max_ms=$1 home=$2; shift 2
   local delay=$((RANDOM % max_ms))
-  "$@" >/dev/null 2>&1 &
+  KTRACK_HOME=$home "$BIN" --no-progress -q "$@" >/dev/null 2>&1 &
   local pid=$!
   sleep "$(printf '%d.%03d' $((delay / 1000)) $((delay % 1000)))"
-  if kill -9 "$pid" 2>/dev/null; then wait "$pid" 2>/dev/null; echo "$delay"; return 0; fi
-  wait "$pid" 2>/dev/null
-  echo "$delay (finished first)"
-  return 0
+  if kill -9 "$pid" 2>/dev/null; then
+    wait "$pid" 2>/dev/null
+    echo "$delay"
+  else
+    wait "$pid" 2>/dev/null
+    echo "$delay (finished first)"
+  fi
 }
 
 # The reference: the same study, never interrupted.
@@ -165,6 +169,21 @@ t0=$(date +%s%N)
 ( cd "$REF" && k "$REF/home" run experiments/t.toml --no-compare >/dev/null ) || { echo "the reference study failed" >&2; exit 1; }
 run_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 want=$(fingerprint "$REF/home")
+# Unreachable objects for the gc trials: another home's cohorts (nothing in REF refers to them).
+STRAY=$WORK/stray
+write_study "$STRAY"
+sed -i 's/^patients = 16$/patients = 400/' "$STRAY/datasets/nyu-like.toml"
+( cd "$STRAY" && k "$STRAY/home" data synth datasets/nyu-like.toml datasets/most-like.toml >/dev/null 2>&1 \
+    && k "$STRAY/home" data import datasets/nyu-like.toml >/dev/null 2>&1 \
+    && k "$STRAY/home" data import datasets/most-like.toml >/dev/null 2>&1 ) || { echo "the stray cohorts failed" >&2; exit 1; }
+with_strays() { cp -a "$REF" "$1" && cp -rn "$STRAY/home/objects/." "$1/home/objects/"; }
+
+with_strays "$WORK/calib-gc"
+t0=$(date +%s%N)
+k "$WORK/calib-gc/home" gc --apply --min-age 0 >/dev/null 2>&1
+gc_ms=$(( ($(date +%s%N) - t0) / 1000000 + 1 ))
+rm -rf "$WORK/calib-gc"
+
 cp -a "$REF" "$WORK/calib"
 t0=$(date +%s%N)
 k "$WORK/calib/home" reindex >/dev/null 2>&1
@@ -173,16 +192,16 @@ reindex_ms=$(( ($(date +%s%N) - t0) / 1000000 + 1 ))
     && echo $(( ($(date +%s%N) - t0) / 1000000 + 1 )) > "$WORK/import_ms" )
 import_ms=$(cat "$WORK/import_ms" 2>/dev/null || echo 1500)
 rm -rf "$WORK/calib"
-echo "reference study: ${run_ms} ms; import: ${import_ms} ms; reindex: ${reindex_ms} ms"
+echo "reference study: ${run_ms} ms; import: ${import_ms} ms; gc: ${gc_ms} ms; reindex: ${reindex_ms} ms"
 
 for trial in $(seq 1 "$TRIALS"); do
   # run: killed at a random moment, then verify, rerun (perhaps killed again), compare.
   if want_op run; then
   dir=$WORK/run-$trial
   write_study "$dir"
-  at=$(cd "$dir" && kill_at_random "$run_ms" k "$dir/home" run experiments/t.toml --no-compare)
+  at=$(cd "$dir" && kill_at_random "$run_ms" "$dir/home" run experiments/t.toml --no-compare)
   v=$(k "$dir/home" verify 2>&1); vok=$?
-  at2=$(cd "$dir" && kill_at_random "$run_ms" k "$dir/home" run experiments/t.toml --no-compare)
+  at2=$(cd "$dir" && kill_at_random "$run_ms" "$dir/home" run experiments/t.toml --no-compare)
   x=$(cd "$dir" && k "$dir/home" run experiments/t.toml --no-compare 2>&1 >/dev/null); rok=$?
   got=$(fingerprint "$dir/home")
   if [ $vok != 0 ]; then verdict "run #$trial (killed at $at ms)" 1 "verify: $v"
@@ -199,7 +218,7 @@ for trial in $(seq 1 "$TRIALS"); do
   dir=$WORK/import-$trial
   write_study "$dir"
   ( cd "$dir" && k "$dir/home" data synth datasets/oai-like.toml >/dev/null 2>&1 || true )
-  at=$(cd "$dir" && kill_at_random "$import_ms" k "$dir/home" data import datasets/oai-like.toml)
+  at=$(cd "$dir" && kill_at_random "$import_ms" "$dir/home" data import datasets/oai-like.toml)
   v=$(k "$dir/home" verify 2>&1); vok=$?
   x=$(cd "$dir" && k "$dir/home" data import datasets/oai-like.toml 2>&1); iok=$?
   left=$(find "$dir/home/tmp" -type f | wc -l)
@@ -215,13 +234,8 @@ for trial in $(seq 1 "$TRIALS"); do
   # gc: a finished study plus another home's objects (unreachable here); kill gc --apply.
   if want_op gc; then
   dir=$WORK/gc-$trial
-  cp -a "$REF" "$dir"
-  mkdir -p "$dir/stray"
-  write_study "$dir/stray"
-  ( cd "$dir/stray" && k "$dir/stray/home" data import datasets/most-like.toml >/dev/null 2>&1 )
-  ( cd "$dir/stray" && k "$dir/stray/home" data import datasets/nyu-like.toml >/dev/null 2>&1 )
-  cp -rn "$dir/stray/home/objects/." "$dir/home/objects/" 2>/dev/null || true
-  at=$(kill_at_random "$reindex_ms" k "$dir/home" gc --apply --min-age 0)
+  with_strays "$dir"
+  at=$(kill_at_random "$gc_ms" "$dir/home" gc --apply --min-age 0)
   v=$(k "$dir/home" verify 2>&1); vok=$?
   x=$(k "$dir/home" gc --apply --min-age 0 2>&1); gok=$?
   v2=$(k "$dir/home" verify 2>&1); v2ok=$?
@@ -238,7 +252,7 @@ for trial in $(seq 1 "$TRIALS"); do
   if want_op reindex; then
   dir=$WORK/reindex-$trial
   cp -a "$REF" "$dir"
-  at=$(kill_at_random "$reindex_ms" k "$dir/home" reindex)
+  at=$(kill_at_random "$reindex_ms" "$dir/home" reindex)
   mid=$(fingerprint "$dir/home" 2>&1)
   v=$(k "$dir/home" verify 2>&1); vok=$?
   x=$(k "$dir/home" reindex 2>&1); xok=$?

@@ -254,31 +254,11 @@ fn read_entries(path: &Path, batch: &store::Batch<'_>) -> Result<Entries, Error>
 
 /// Imports a bundle into this home; see the module header for what is refused.
 pub fn import(k: &Ktrack, path: &Path) -> Result<ImportReport, Error> {
-    match std::fs::metadata(path) {
-        Err(e) => {
-            return Err(Error::Read {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            });
-        }
-        Ok(m) if !m.is_file() => {
-            use std::os::unix::fs::FileTypeExt;
-            let t = m.file_type();
-            let kind = if t.is_dir() {
-                "a directory"
-            } else if t.is_fifo() {
-                "a FIFO"
-            } else if t.is_socket() {
-                "a socket"
-            } else {
-                "not a regular file"
-            };
-            return Err(Error::NotAFile {
-                path: path.to_path_buf(),
-                kind,
-            });
-        }
-        Ok(_) => {}
+    if let Some(kind) = crate::fault::file_kind(path) {
+        return Err(Error::NotAFile {
+            path: path.to_path_buf(),
+            kind,
+        });
     }
     let refused = |why: String| Error::Refused {
         path: path.to_path_buf(),

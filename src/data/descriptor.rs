@@ -137,7 +137,7 @@ pub struct Dataset {
 
 impl Dataset {
     pub fn load(path: &Path) -> Result<Dataset, Error> {
-        if let Some(kind) = crate::data::manifest::odd_kind(path) {
+        if let Some(kind) = crate::fault::file_kind(path) {
             return Err(Error::NotAFile {
                 path: path.to_path_buf(),
                 kind,

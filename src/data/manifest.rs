@@ -59,25 +59,6 @@ impl Error {
     }
 }
 
-/// What a path is when it is not a regular file (`None` for a file or a missing path).
-pub fn odd_kind(path: &Path) -> Option<&'static str> {
-    use std::os::unix::fs::FileTypeExt;
-    let t = std::fs::metadata(path).ok()?.file_type();
-    if t.is_file() {
-        None
-    } else if t.is_dir() {
-        Some("a directory")
-    } else if t.is_fifo() {
-        Some("a FIFO")
-    } else if t.is_socket() {
-        Some("a socket")
-    } else if t.is_block_device() || t.is_char_device() {
-        Some("a device")
-    } else {
-        Some("not a regular file")
-    }
-}
-
 /// A user's manifest as text cells; empty cells are `None`.
 #[derive(Clone, Debug)]
 pub struct TextTable {
@@ -94,7 +75,7 @@ impl TextTable {
     /// Reads a `.csv`, `.parquet`, delimited text (`.txt`/`.tsv`/`.dat`: `|`, tab or `,`, told
     /// by the header line) or SAS `.sas7bdat` table.
     pub fn read(path: &Path) -> Result<TextTable, Error> {
-        if let Some(kind) = odd_kind(path) {
+        if let Some(kind) = crate::fault::file_kind(path) {
             return Err(Error::NotAFile {
                 path: path.to_path_buf(),
                 kind,

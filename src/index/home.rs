@@ -15,7 +15,7 @@
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::{Error, Index, Result};
@@ -104,32 +104,11 @@ pub fn new_id() -> String {
     blake3::hash(&seed).to_hex()[..32].to_string()
 }
 
-/// What kind of file system entry `path` is, when it is not a regular file.
-fn odd_kind(path: &Path) -> Option<&'static str> {
-    let meta = fs::symlink_metadata(path).ok()?;
-    let t = fs::metadata(path)
-        .map(|m| m.file_type())
-        .unwrap_or(meta.file_type());
-    if t.is_file() {
-        None
-    } else if t.is_dir() {
-        Some("a directory")
-    } else if t.is_fifo() {
-        Some("a FIFO")
-    } else if t.is_socket() {
-        Some("a socket")
-    } else if t.is_block_device() || t.is_char_device() {
-        Some("a device")
-    } else {
-        Some("not a regular file")
-    }
-}
-
 /// Opens the index of `home`. `store_objects` counts (at least one of) the store's objects;
 /// it is asked only when the index is new or empty.
 pub fn open(home: &Path, store_objects: &dyn Fn() -> usize) -> Result<Index> {
     let path = home.join(DB);
-    if let Some(kind) = odd_kind(&path) {
+    if let Some(kind) = crate::fault::file_kind(&path) {
         return Err(Error::NotAFile { path, kind });
     }
     let _lock = lock(home)?;

@@ -418,7 +418,7 @@ pub struct LoadedSpec {
 
 impl LoadedSpec {
     pub fn load(path: &Path) -> Result<LoadedSpec, Error> {
-        if let Some(kind) = crate::data::manifest::odd_kind(path) {
+        if let Some(kind) = crate::fault::file_kind(path) {
             return Err(Error::Read {
                 path: path.to_path_buf(),
                 message: format!("it is {kind}, not a spec file"),

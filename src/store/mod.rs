@@ -491,7 +491,11 @@ mod tests {
         assert!(!store.put_bytes(b"cartilage").unwrap().new);
         assert!(!store.remove_if_older(&put.hash, hour, later).unwrap());
         assert!(store.has(&put.hash));
-        assert!(store.remove_if_older(&put.hash, std::time::Duration::ZERO, later).unwrap());
+        assert!(
+            store
+                .remove_if_older(&put.hash, std::time::Duration::ZERO, later)
+                .unwrap()
+        );
         assert!(!store.has(&put.hash));
     }
 

@@ -452,9 +452,10 @@ fn an_external_cohort_holding_training_patients_is_refused() {
         "[grid]\ninits = [\"random\"]\ntasks = [\"kl\"]\nprotocols = [\"linear\"]\nfractions = [1.0]\nseeds = [0]",
         "",
     );
-    let text = std::fs::read_to_string(&spec)
-        .unwrap()
-        .replace("external = [\"../datasets/most-like.toml\"]", "external = [\"../datasets/oai-like.toml\"]");
+    let text = std::fs::read_to_string(&spec).unwrap().replace(
+        "external = [\"../datasets/most-like.toml\"]",
+        "external = [\"../datasets/oai-like.toml\"]",
+    );
     std::fs::write(&spec, text).unwrap();
     let out = ctx.run(["run", spec.to_str().unwrap()]);
     assert!(out.starts_with("exit_code: 1"), "{out}");
@@ -462,6 +463,9 @@ fn an_external_cohort_holding_training_patients_is_refused() {
         out.contains("external cohort `oai-like`") && out.contains("is not external: it shares"),
         "{out}"
     );
-    assert!(out.contains("hint: an external validation cohort must hold none"), "{out}");
+    assert!(
+        out.contains("hint: an external validation cohort must hold none"),
+        "{out}"
+    );
     assert!(ctx.runs().is_empty(), "nothing was planned");
 }
