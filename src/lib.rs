@@ -16,8 +16,10 @@
 pub mod audit;
 pub mod bench;
 pub mod cli;
+pub mod cohort;
 pub mod context;
 pub mod data;
+pub mod env;
 pub mod fault;
 pub mod id;
 pub mod index;

@@ -147,6 +147,16 @@ fn looks_numeric(cell: &str) -> bool {
 }
 
 /// `1234567` → `1,234,567`.
+/// A label fraction as people write it: `10%`, `2.5%`.
+pub fn pct(f: f64) -> String {
+    let p = f * 100.0;
+    if (p - p.round()).abs() < 1e-9 {
+        format!("{}%", p.round())
+    } else {
+        format!("{p}%")
+    }
+}
+
 pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();

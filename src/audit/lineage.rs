@@ -227,7 +227,7 @@ fn tree(l: &Lineage, pad: &str, out: &mut String) {
         out.push_str(&format!(
             "{pad}│       └── fraction {:#} ({} by {}, seed {}; {} patients, {} samples)\n",
             f.hash,
-            crate::runner::plan::pct(f.fraction),
+            crate::output::pct(f.fraction),
             f.stratify,
             f.seed,
             f.n_patients,

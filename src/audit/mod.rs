@@ -1,8 +1,6 @@
-//! What an auditor uses: environment capture, lineage (`show`), `reproduce`, `verify`, `gc`,
-//! `reindex` and bundles.
+//! What an auditor uses: lineage (`show`), `reproduce`, `verify`, `gc`, `reindex` and bundles.
 
 pub mod bundle;
-pub mod env;
 pub mod ingest;
 pub mod lineage;
 pub mod maintain;

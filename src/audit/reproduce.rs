@@ -8,9 +8,9 @@ use std::sync::atomic::AtomicBool;
 
 use serde_json::json;
 
-use super::env;
 use super::lineage::{self, bundle_objects};
 use crate::context::Ktrack;
+use crate::env;
 use crate::id::Hash;
 use crate::index;
 use crate::predictions::Predictions;
@@ -303,7 +303,7 @@ pub fn reproduce(
         "max_probability_diff": max_prob,
         "max_metric_diff": if max_metric.is_finite() { json!(max_metric) } else { json!(null) },
         "tolerance": {"probability": tolerance.0, "metric": tolerance.1},
-        "environment": env::capture(device, seed, &produced.started_at, &produced.finished_at),
+        "environment": env::capture(crate::train::backend::describe(device), seed, &produced.started_at, &produced.finished_at),
     });
     let put = k
         .store

@@ -175,13 +175,13 @@ pub fn run(env: &Env, cmd: Command) -> Result<()> {
                             if f.new { "Fraction" } else { "Found" },
                             format!(
                                 "{:>5} of split {} → {}",
-                                pct(f.fraction),
+                                crate::output::pct(f.fraction),
                                 report.split,
                                 f.id
                             ),
                         );
                         let mut row = vec![
-                            pct(f.fraction),
+                            crate::output::pct(f.fraction),
                             f.id.short(),
                             thousands(f.patients as u64),
                             thousands(f.samples as u64),
@@ -320,7 +320,12 @@ pub fn run(env: &Env, cmd: Command) -> Result<()> {
                     format!("split {}", f.split),
                     thousands(f.n_samples as u64),
                     thousands(f.n_patients as u64),
-                    format!("{} by {} seed {}", pct(f.fraction), f.stratify, f.seed),
+                    format!(
+                        "{} by {} seed {}",
+                        crate::output::pct(f.fraction),
+                        f.stratify,
+                        f.seed
+                    ),
                 ]);
             }
             env.printer.data(&render(&t, format))?;
@@ -428,15 +433,6 @@ pub(crate) fn render(t: &Table, format: Format) -> String {
     }
 }
 
-fn pct(f: f64) -> String {
-    let p = f * 100.0;
-    if (p - p.round()).abs() < 1e-9 {
-        format!("{}%", p.round())
-    } else {
-        format!("{p}%")
-    }
-}
-
 fn partition_table(
     parts: &std::collections::BTreeMap<Partition, split::PartitionCounts>,
     label: Option<Label>,
@@ -530,7 +526,7 @@ fn render_detail(detail: &Detail, format: Format) -> String {
                 let mut t = Table::new(["fraction", "id", "label", "seed", "patients", "samples"]);
                 for f in &d.fractions {
                     t.row([
-                        pct(f.fraction),
+                        crate::output::pct(f.fraction),
                         f.hash.short(),
                         f.stratify.clone(),
                         f.seed.to_string(),
@@ -549,7 +545,7 @@ fn render_detail(detail: &Detail, format: Format) -> String {
                 f.hash,
                 f.split,
                 d.cohort,
-                pct(f.fraction),
+                crate::output::pct(f.fraction),
                 f.stratify,
                 f.seed,
                 thousands(f.n_patients as u64),

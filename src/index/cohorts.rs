@@ -3,7 +3,7 @@
 use sqlx::{Sqlite, SqliteConnection};
 
 use super::{Result, parse_hash};
-use crate::data::{Label, Sample, Side};
+use crate::cohort::{Label, Sample, Side};
 use crate::id::Hash;
 
 /// One imported cohort version.

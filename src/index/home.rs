@@ -100,7 +100,7 @@ pub fn write_id(home: &Path, id: &str) -> Result<()> {
 pub fn new_id() -> String {
     let mut seed = fs::read("/proc/sys/kernel/random/uuid").unwrap_or_default();
     seed.extend_from_slice(&std::process::id().to_le_bytes());
-    seed.extend_from_slice(crate::audit::env::hostname().as_bytes());
+    seed.extend_from_slice(crate::env::hostname().as_bytes());
     blake3::hash(&seed).to_hex()[..32].to_string()
 }
 

@@ -3,7 +3,7 @@
 use sqlx::{Sqlite, SqliteConnection};
 
 use super::{Result, parse_hash};
-use crate::data::Partition;
+use crate::cohort::Partition;
 use crate::id::Hash;
 
 #[derive(Clone, Debug, serde::Serialize)]

@@ -178,7 +178,7 @@ impl Atom {
     fn axis(&self, a: Axis) -> String {
         match a {
             Axis::Init => self.init.clone(),
-            Axis::Fraction => crate::runner::plan::pct(self.fraction),
+            Axis::Fraction => crate::output::pct(self.fraction),
             Axis::Task => self.task.clone(),
             Axis::Protocol => self.protocol.clone(),
             Axis::Eval => self.eval.clone(),

@@ -13,10 +13,10 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::resolved::{DownstreamRun, InitRef, PretrainRun, ResolvedRun, Source};
-use crate::audit::env;
 use crate::context::Ktrack;
 use crate::data::manifest;
 use crate::data::{Label, Partition, Sample};
+use crate::env;
 use crate::id::Hash;
 use crate::index::{self, runs, splits};
 use crate::predictions::Predictions;
@@ -356,7 +356,12 @@ pub fn execute(
         ResolvedRun::Downstream(d) => (d.config.device, d.config.seed),
         ResolvedRun::Pretrain(p) => (p.config.device, p.config.seed),
     };
-    let environment = env::capture(device, seed, &produced.started_at, &produced.finished_at);
+    let environment = env::capture(
+        crate::train::backend::describe(device),
+        seed,
+        &produced.started_at,
+        &produced.finished_at,
+    );
     let (label, attempts, axes) = label_and_axes(k, id)?;
     let (prob_tol, metric_tol) = tolerance(resolved);
 

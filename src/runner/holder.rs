@@ -32,7 +32,7 @@ pub enum Liveness {
 pub fn worker_id() -> String {
     format!(
         "{}:{}:{}:{}",
-        crate::audit::env::hostname(),
+        crate::env::hostname(),
         std::process::id(),
         chrono::Utc::now().timestamp_millis(),
         pid_namespace().unwrap_or_default()
@@ -86,7 +86,7 @@ pub fn is_dead_here(worker: &str) -> bool {
     let (Ok(ns), Ok(pid)) = (ns.parse::<u64>(), pid.parse::<i32>()) else {
         return false;
     };
-    if host != crate::audit::env::hostname() || Some(ns) != pid_namespace() || pid <= 0 {
+    if host != crate::env::hostname() || Some(ns) != pid_namespace() || pid <= 0 {
         return false;
     }
     if pid as u32 == std::process::id() {

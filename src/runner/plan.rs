@@ -11,12 +11,12 @@ use indicatif::ProgressBar;
 
 use super::resolved::{DownstreamRun, External, InitRef, PretrainRun, ResolvedRun, Source};
 use super::spec::{InitSpec, LoadedSpec};
-use crate::audit::env::VERSION;
 use crate::context::Ktrack;
 use crate::data::descriptor::Dataset;
 use crate::data::fraction::{self, FractionOptions};
 use crate::data::split::{self, SplitOptions};
 use crate::data::{Label, import, synth};
+use crate::env::VERSION;
 use crate::id::Hash;
 use crate::index::{self, runs::Axes, splits};
 use crate::train::DeviceKind;
@@ -500,7 +500,7 @@ pub fn plan(spec: &LoadedSpec, prepared: &Prepared, opts: &PlanOptions) -> Plan 
                             label: format!(
                                 "{task} {} {init_name} {} seed {seed}",
                                 protocol.name(),
-                                pct(f)
+                                crate::output::pct(f)
                             ),
                             resolved,
                             deps: deps.clone(),
@@ -525,14 +525,5 @@ pub fn plan(spec: &LoadedSpec, prepared: &Prepared, opts: &PlanOptions) -> Plan 
         runs,
         skipped,
         prepared: prepared.clone(),
-    }
-}
-
-pub fn pct(f: f64) -> String {
-    let p = f * 100.0;
-    if (p - p.round()).abs() < 1e-9 {
-        format!("{}%", p.round())
-    } else {
-        format!("{p}%")
     }
 }

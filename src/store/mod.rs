@@ -24,7 +24,7 @@ pub const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(24 * 
 
 /// The host part of staging file names (no `-`, which separates the name's fields).
 fn temp_host() -> String {
-    crate::audit::env::hostname().replace('-', "_")
+    crate::env::hostname().replace('-', "_")
 }
 
 /// Files at least this large are hashed with blake3's mmap + rayon and never read whole.

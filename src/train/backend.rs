@@ -126,16 +126,7 @@ pub fn pin_threads(threads: usize) -> usize {
     rayon::current_num_threads()
 }
 
-/// Facts about the backend for run records.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct BackendInfo {
-    pub device: String,
-    pub backend: String,
-    pub device_name: String,
-    pub threads: usize,
-    pub libtorch: Option<String>,
-    pub cuda: Option<String>,
-}
+pub use crate::env::BackendInfo;
 
 pub fn describe(kind: DeviceKind) -> BackendInfo {
     let cpu_name = std::fs::read_to_string("/proc/cpuinfo")

@@ -237,17 +237,21 @@ pub fn run(
     }
 
     let pre = &cfg.preprocess;
-    let load = |set: &[Example]| -> Result<Arc<BaseImages>, Error> {
+    // An interrupt while images load (before training, or before the final evaluation) is an
+    // interrupt like any other: the run resumes from its last checkpoint.
+    let load = |set: &[Example], epoch: usize| -> Result<Arc<BaseImages>, Error> {
         BaseImages::load(set, data.images, pre, interrupt)
             .map(Arc::new)
-            .map_err(Error::Data)
+            .map_err(|e| {
+                if interrupt.load(Ordering::Relaxed) {
+                    Error::Interrupted { epoch }
+                } else {
+                    Error::Data(e)
+                }
+            })
     };
-    let train_images = load(&data.train);
-    if interrupt.load(Ordering::Relaxed) {
-        return Err(Error::Interrupted { epoch: state.epoch });
-    }
-    let train_images = train_images?;
-    let val_images = load(&data.val)?;
+    let train_images = load(&data.train, state.epoch)?;
+    let val_images = load(&data.val, state.epoch)?;
     let train_labels = Arc::new(data.train.iter().map(|e| e.label).collect::<Vec<_>>());
 
     let cache = cfg.protocol == Protocol::Linear && !cfg.augment.enabled;
@@ -414,7 +418,7 @@ pub fn run(
         if set.is_empty() {
             continue;
         }
-        let images = load(set)?;
+        let images = load(set, state.epoch)?;
         let probs = probabilities(&best, &images, cfg, &base)?;
         let preds = Predictions {
             sample_id: set.iter().map(|e| e.sample_id.clone()).collect(),

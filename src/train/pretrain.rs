@@ -252,8 +252,13 @@ pub fn run(
     }
 
     let images = Arc::new(
-        BaseImages::load(&data.examples, data.images, &cfg.preprocess, interrupt)
-            .map_err(Error::Data)?,
+        BaseImages::load(&data.examples, data.images, &cfg.preprocess, interrupt).map_err(|e| {
+            if interrupt.load(Ordering::Relaxed) {
+                Error::Interrupted { epoch: state.epoch }
+            } else {
+                Error::Data(e)
+            }
+        })?,
     );
     let labels = Arc::new(vec![0u8; data.examples.len()]);
     let per_epoch = data.examples.len() / cfg.batch_size.max(2);

@@ -149,7 +149,7 @@ fn staging_files_of_a_killed_import_are_removed() {
     let mut child = std::process::Command::new("true").spawn().unwrap();
     let dead = child.id();
     child.wait().unwrap();
-    let host = ktrack::audit::env::hostname().replace('-', "_");
+    let host = ktrack::env::hostname().replace('-', "_");
     let tmp = ctx.home().join("tmp");
     for n in 0..50 {
         std::fs::write(tmp.join(format!("put-{host}-{dead}-{n}")), b"half an image").unwrap();

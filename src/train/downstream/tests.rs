@@ -343,3 +343,21 @@ mod resume_property {
         }
     }
 }
+
+#[test]
+fn an_interrupt_during_the_final_evaluation_is_an_interrupt() {
+    let cfg = config(Protocol::Finetune, false);
+    let whole = tempfile::tempdir().unwrap();
+    let counter = StopAfter {
+        at: usize::MAX,
+        seen: AtomicUsize::new(0),
+        flag: Arc::new(AtomicBool::new(false)),
+    };
+    train(&cfg, whole.path(), &counter, &AtomicBool::new(false)).unwrap();
+    let steps = counter.seen.load(Ordering::SeqCst);
+    // The flag rises at the very last step: training is over, the evaluation sees it.
+    let cut = tempfile::tempdir().unwrap();
+    let resumed = train_with_stops(&cfg, cut.path(), false, &[steps]);
+    assert_eq!(resumed.resumed_from_epoch, Some(cfg.epochs));
+    assert_eq!(outputs(whole.path()), outputs(cut.path()));
+}

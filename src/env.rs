@@ -1,10 +1,20 @@
 //! The environment a run executed in, recorded in every run record: ktrack version and git
 //! commit (dirty flag), rustc, backend and device, LibTorch/CUDA versions under `tch`, thread
-//! count, host, OS, start and end times, seeds.
+//! count, host, OS, start and end times, seeds. A bottom-level module: the training layer
+//! describes its backend ([`BackendInfo`]); this module only records what it is given.
 
 use serde::{Deserialize, Serialize};
 
-use crate::train::backend::{self, BackendInfo, DeviceKind};
+/// Facts about the backend for run records (filled by `train::backend::describe`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackendInfo {
+    pub device: String,
+    pub backend: String,
+    pub device_name: String,
+    pub threads: usize,
+    pub libtorch: Option<String>,
+    pub cuda: Option<String>,
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Environment {
@@ -23,13 +33,18 @@ pub struct Environment {
 /// The ktrack version that enters run identities.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-pub fn capture(device: DeviceKind, seed: u64, started_at: &str, finished_at: &str) -> Environment {
+pub fn capture(
+    backend: BackendInfo,
+    seed: u64,
+    started_at: &str,
+    finished_at: &str,
+) -> Environment {
     Environment {
         ktrack_version: VERSION.to_string(),
         git_commit: env!("KTRACK_GIT_COMMIT").to_string(),
         git_dirty: env!("KTRACK_GIT_DIRTY") == "true",
         rustc: env!("KTRACK_RUSTC").to_string(),
-        backend: backend::describe(device),
+        backend,
         host: hostname(),
         os: os(),
         started_at: started_at.to_string(),
