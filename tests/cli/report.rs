@@ -119,3 +119,87 @@ fn compare_formats_plots_roc_and_export() {
     assert!(csv.starts_with("run,kind,label,status,attempts,error,record,started_at,finished_at,init,task,protocol,fraction,seed,arch\n"), "{csv}");
     assert_eq!(csv.lines().count(), 10);
 }
+
+/// Snapshots of what people read, on a small fixed sweep: `status`, `compare` (table, md,
+/// json), `show` and `reproduce`. Seeded CPU runs and a pinned clock make every number and
+/// hash stable; only machine facts (host, OS, toolchain, commit, timings) are redacted.
+mod snapshots {
+    use crate::common::TestContext;
+
+    const GRID: &str = r#"[grid]
+inits = ["random", "img"]
+tasks = ["kl"]
+protocols = ["linear"]
+fractions = [1.0]
+seeds = [0]"#;
+
+    /// Redacts what differs between machines and runs: host, OS, toolchain, commit, times,
+    /// and the objects that hold them (logs, curves with their seconds, records).
+    fn machine_facts(text: &str) -> String {
+        let timed = regex::Regex::new(r"\b(curves|log|record)(\s+)[0-9a-f]{12,64}\b").unwrap();
+        let text = timed.replace_all(text, "$1$2[HASH]");
+        let text = text.as_ref();
+        let keys = [
+            "host",
+            "os",
+            "rustc",
+            "git_commit",
+            "git_dirty",
+            "device_name",
+            "threads",
+            "started_at",
+            "finished_at",
+            "seconds",
+            "ktrack_version",
+        ];
+        let mut out = Vec::new();
+        for line in text.lines() {
+            let t = line.trim_start();
+            let key = t
+                .trim_start_matches('"')
+                .split(['"', ':', ' '])
+                .next()
+                .unwrap_or("");
+            if keys.contains(&key) {
+                let indent = &line[..line.len() - t.len()];
+                out.push(format!("{indent}{key}: [MACHINE]"));
+            } else if let Some(i) = line.find("environment: ") {
+                out.push(format!("{}environment: [MACHINE]", &line[..i]));
+            } else {
+                out.push(line.to_string());
+            }
+        }
+        out.join("\n")
+    }
+
+    #[test]
+    fn what_people_read_stays_the_same() {
+        let ctx = TestContext::new();
+        let spec = ctx.mini_study(GRID, "");
+        ctx.ok(["run", spec.to_str().unwrap(), "--no-compare"]);
+        let v: serde_json::Value =
+            serde_json::from_str(&ctx.ok(["status", "--format", "json"])).unwrap();
+        let probe = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["label"] == "kl linear img 100% seed 0")
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let show = |args: &[&str]| machine_facts(&ctx.run(args));
+        insta::assert_snapshot!("status", show(&["status"]));
+        insta::assert_snapshot!("compare_table", show(&["compare", "--bootstrap", "200"]));
+        insta::assert_snapshot!(
+            "compare_md",
+            show(&["compare", "--bootstrap", "200", "--format", "md"])
+        );
+        insta::assert_snapshot!(
+            "compare_json",
+            show(&["compare", "--bootstrap", "200", "--format", "json"])
+        );
+        insta::assert_snapshot!("show", show(&["show", &probe[..12]]));
+        insta::assert_snapshot!("reproduce", show(&["reproduce", &probe[..12]]));
+    }
+}
