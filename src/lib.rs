@@ -1,17 +1,26 @@
 //! ktrack runs, tracks and reproduces a knee-osteoarthritis representation-learning study.
 //!
-//! A tour, in the order data flows:
-//! - [`data`]: dataset descriptors and manifests are validated and imported (images decoded
-//!   once, hashed, stored) into cohort versions; splits and label fractions derive from them.
-//! - [`store`]: immutable blake3-addressed objects under `$KTRACK_HOME/objects`.
-//! - [`index`]: the SQLite catalogue (sqlx) of cohorts, samples, splits and fractions.
-//! - [`context`]: an open home (store + index + clock) handed to every operation.
+//! A tour, in the order data flows (each layer uses only the ones below it):
+//! - [`cli`]: the thin command line; parses arguments, calls one library function, renders
+//!   its report. The library itself never prints.
+//! - [`runner`]: sweep specs → resolved runs whose identity is the hash of their inputs
+//!   ([`runner::resolved`]), the DAG, claims with heartbeats ([`runner::holder`]), executors
+//!   (local, Slurm). [`report`] (comparison tables, plots, exports) and [`audit`] (lineage,
+//!   reproduce, verify, gc, reindex, bundles) sit beside it.
+//! - [`train`]: the loader, SSL pretraining and downstream probes / fine-tunes on burn;
+//!   [`model`] holds the networks.
+//! - [`data`]: descriptors and manifests validated and imported (images decoded once, hashed,
+//!   stored) into cohort versions ([`data::manifest`] writes the canonical manifest whose hash
+//!   is the version); splits and label fractions derive from them.
+//! - [`metrics`]: every metric, scikit-learn's definitions; bootstrap CIs and DeLong.
+//! - [`store`] (immutable blake3-addressed objects) and [`index`] (the SQLite catalogue;
+//!   [`index::home`] opens it safely) with [`context`] (an open home: store + index + clock).
+//! - Bottom: [`cohort`] (the vocabulary data and index share: sample, side, label,
+//!   partition), [`env`](mod@env) (environment capture and the version), [`id`] (hashes and prefixes),
+//!   [`rng`] (seeded ChaCha streams), [`table`] (Parquet in and out), [`output`] (printer,
+//!   tables, progress), [`lossless`] (exact JSON floats), [`quote`] (input values quoted in
+//!   errors, clipped), [`fault`] (full disks, busy indexes, odd file kinds).
 //! - [`bench`]: benchmarks that report ratios against a reference measured in the same run.
-//! - [`cli`]: the thin command line over all of the above; the library itself never prints.
-//!
-//! Support: [`id`] (hashes and prefixes), [`rng`] (seeded ChaCha streams), [`table`] (Parquet
-//! in and out), [`output`] (printer, tables, progress), [`lossless`] (exact JSON floats),
-//! [`quote`] (input values quoted in errors, clipped).
 
 pub mod audit;
 pub mod bench;
