@@ -34,6 +34,12 @@ impl Printer {
         }
     }
 
+    /// Whether progress bars are drawn (a terminal, and neither quiet, verbose nor
+    /// `--no-progress`).
+    pub fn draws_progress(&self) -> bool {
+        self.progress
+    }
+
     /// A status line: a right-aligned verb, then the message (`    Imported 5,000 images`).
     pub fn status(&self, verb: &str, message: impl Display) {
         if self.quiet {

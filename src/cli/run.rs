@@ -171,9 +171,7 @@ pub fn run(env: &Env, args: Args) -> Result<()> {
         stale_after: Duration::from_secs(args.stale_after),
         retry_failed: !args.no_retry_failed,
     };
-    let draw = !env.printer.quiet
-        && std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && !env.printer.verbose;
+    let draw = env.printer.draws_progress();
     let multi = MultiProgress::with_draw_target(if draw {
         ProgressDrawTarget::stderr()
     } else {
