@@ -20,6 +20,8 @@
 //!   [`rng`] (seeded ChaCha streams), [`table`] (Parquet in and out), [`output`] (printer,
 //!   tables, progress), [`lossless`] (exact JSON floats), [`quote`] (input values quoted in
 //!   errors, clipped), [`fault`] (full disks, busy indexes, odd file kinds).
+//! - [`progress`]: the [`progress::Reporter`] and [`progress::Task`] the library reports to
+//!   (the CLI draws them; the library never prints).
 //! - [`bench`]: benchmarks that report ratios against a reference measured in the same run.
 
 pub mod audit;
@@ -37,6 +39,7 @@ pub mod metrics;
 pub mod model;
 pub mod output;
 pub mod predictions;
+pub mod progress;
 pub mod quote;
 pub mod report;
 pub mod rng;

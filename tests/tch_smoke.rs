@@ -10,9 +10,10 @@ use ktrack::data::image::encode_png16;
 use ktrack::data::synth::{self, Kind, SynthSpec};
 use ktrack::id::Hash;
 use ktrack::model::Arch;
+use ktrack::progress::Quiet;
+use ktrack::train::DeviceKind;
 use ktrack::train::data::{Augment, Example, MemoryImages as Images, Normalize, Preprocess};
 use ktrack::train::downstream::{self, DownstreamConfig, DownstreamData, Init, Protocol};
-use ktrack::train::{DeviceKind, Quiet};
 
 #[test]
 fn libtorch_cpu_trains_and_repeats_bit_for_bit() {

@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use indicatif::ProgressBar;
 use rayon::prelude::*;
 
 use super::ingest::{self, Ingested};
@@ -101,11 +100,11 @@ impl VerifyReport {
 /// Re-hashes every object and checks every reference of the index.
 pub fn verify(
     k: &Ktrack,
-    progress: &ProgressBar,
+    progress: &dyn crate::progress::Task,
     interrupt: &AtomicBool,
 ) -> Result<VerifyReport, Error> {
     let objects = k.store.list()?;
-    progress.set_length(objects.len() as u64);
+    progress.start(objects.len(), 0);
     type Checked = (Hash, Result<(Health, u64), store::Error>);
     let results: Vec<Checked> = objects
         .par_iter()
@@ -117,7 +116,7 @@ pub fn verify(
                 .store
                 .check(h)
                 .map(|health| (health, k.store.size(h).unwrap_or(0)));
-            progress.inc(1);
+            progress.step();
             (*h, r)
         })
         .collect();

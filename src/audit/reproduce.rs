@@ -14,10 +14,11 @@ use crate::env;
 use crate::id::Hash;
 use crate::index;
 use crate::predictions::Predictions;
+use crate::progress::Task;
 use crate::runner::exec;
 use crate::runner::resolved::ResolvedRun;
 use crate::store::Health;
-use crate::train::{DeviceKind, Observer};
+use crate::train::DeviceKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -112,7 +113,7 @@ pub fn reproduce(
     k: &Ktrack,
     id: &Hash,
     opts: &ReproduceOptions,
-    observer: &dyn Observer,
+    observer: &dyn Task,
     interrupt: &AtomicBool,
 ) -> Result<ReproduceReport, Error> {
     let (_, record, mut resolved) = lineage::record(k, id)?;

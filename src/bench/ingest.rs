@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use indicatif::ProgressBar;
 use rayon::prelude::*;
 
 use crate::context::Ktrack;
@@ -39,7 +38,10 @@ pub struct IngestReport {
     pub ratio: f64,
 }
 
-pub fn run(opts: &IngestOptions, progress: &ProgressBar) -> anyhow::Result<IngestReport> {
+pub fn run(
+    opts: &IngestOptions,
+    progress: &dyn crate::progress::Task,
+) -> anyhow::Result<IngestReport> {
     let tmp;
     let dir: &Path = match &opts.dir {
         Some(d) => d,
@@ -62,10 +64,10 @@ pub fn run(opts: &IngestOptions, progress: &ProgressBar) -> anyhow::Result<Inges
         sims.len() >= opts.images,
         "the simulated cohort is too small"
     );
-    progress.set_length(opts.images as u64);
+    progress.start(opts.images, 0);
     (0..opts.images).into_par_iter().try_for_each(|i| {
         let png = image::encode_png16(opts.size, opts.size, &sims[i].render(opts.size));
-        progress.inc(1);
+        progress.step();
         std::fs::write(images.join(format!("{i:06}.png")), png)
     })?;
     let mut csv = String::from("sample_id,patient_id,side,image\n");
@@ -119,7 +121,7 @@ pub fn run(opts: &IngestOptions, progress: &ProgressBar) -> anyhow::Result<Inges
     import::import(
         &k,
         &dataset,
-        &ProgressBar::hidden(),
+        &crate::progress::Quiet,
         &AtomicBool::new(false),
     )?;
     let ingest_seconds = t.elapsed().as_secs_f64();

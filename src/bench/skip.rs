@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use crate::context::Ktrack;
 use crate::index::{self, runs};
-use crate::runner::{self, RunOptions, Silent, plan::PlanOptions};
+use crate::progress::Quiet;
+use crate::runner::{self, RunOptions, plan::PlanOptions};
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct SkipReport {
@@ -52,7 +53,7 @@ pub fn run(runs_wanted: usize) -> anyhow::Result<SkipReport> {
     };
     let interrupt = AtomicBool::new(false);
     // Plan once and mark every run finished.
-    let (spec, plan) = runner::plan_sweep(&k, &opts, &Silent, &interrupt)?;
+    let (spec, plan) = runner::plan_sweep(&k, &opts, &Quiet, &interrupt)?;
     runner::record_plan(&k, &spec, &plan)?;
     let n = plan.runs.len();
     k.index.run(async {
@@ -65,7 +66,7 @@ pub fn run(runs_wanted: usize) -> anyhow::Result<SkipReport> {
     })?;
 
     let t = Instant::now();
-    let report = runner::run_sweep(&k, &opts, &Silent, &interrupt)?;
+    let report = runner::run_sweep(&k, &opts, &Quiet, &interrupt)?;
     let seconds = t.elapsed().as_secs_f64();
     anyhow::ensure!(
         report.executed.is_empty() && report.before.done == n,

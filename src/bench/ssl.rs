@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use crate::context::Ktrack;
 use crate::index;
-use crate::runner::{self, RunOptions, Silent, plan::PlanOptions};
+use crate::progress::Quiet;
+use crate::runner::{self, RunOptions, plan::PlanOptions};
 
 #[derive(Clone, Debug)]
 pub struct SslBenchOptions {
@@ -132,7 +133,7 @@ threads = {threads}
         stale_after: Duration::from_secs(120),
         retry_failed: true,
     };
-    let report = runner::run_sweep(&k, &opts, &Silent, &AtomicBool::new(false))?;
+    let report = runner::run_sweep(&k, &opts, &Quiet, &AtomicBool::new(false))?;
     if let Some((id, label, err)) = report.failed.first() {
         anyhow::bail!("run {id} ({label}) failed: {err}");
     }

@@ -64,14 +64,15 @@ pub struct ReproduceArgs {
 pub fn reproduce(env: &Env, args: ReproduceArgs) -> Result<()> {
     let k = env.open()?;
     let id = crate::data::catalog::resolve(&k, &args.run, IdKind::Run)?;
-    let bar = env.printer.bar(0, "Reproducing");
+    let term = super::progress::Terminal::new(&env.printer);
+    let bar = crate::progress::Reporter::task(&term, "Reproducing");
     let opts = reproduce::ReproduceOptions {
         device: args.device,
         threads: args.threads,
     };
-    let r = reproduce::reproduce(&k, &id, &opts, &bar, &env.interrupt)
+    let r = reproduce::reproduce(&k, &id, &opts, bar.as_ref(), &env.interrupt)
         .with_context(|| format!("could not reproduce run {id}"))?;
-    bar.finish_and_clear();
+    drop(bar);
     if args.format == Format::Json {
         env.printer.data(&serde_json::to_string_pretty(&r)?)?;
     } else {
@@ -123,9 +124,11 @@ pub struct VerifyArgs {
 
 pub fn verify(env: &Env, args: VerifyArgs) -> Result<()> {
     let k = env.open()?;
-    let bar = env.printer.bar(0, "Verifying");
-    let r = maintain::verify(&k, &bar, &env.interrupt).context("could not verify the store")?;
-    bar.finish_and_clear();
+    let term = super::progress::Terminal::new(&env.printer);
+    let bar = crate::progress::Reporter::task(&term, "Verifying");
+    let r =
+        maintain::verify(&k, bar.as_ref(), &env.interrupt).context("could not verify the store")?;
+    drop(bar);
     if args.format == Format::Json {
         env.printer.data(&serde_json::to_string_pretty(&r)?)?;
     } else {

@@ -229,7 +229,8 @@ pub fn run(env: &Env, cmd: Command) -> Result<()> {
             seed,
             format,
         } => {
-            let bar = env.printer.bar(images as u64, "Writing");
+            let term = super::progress::Terminal::new(&env.printer);
+            let bar = crate::progress::Reporter::task(&term, "Writing");
             let r = ingest::run(
                 &IngestOptions {
                     images,
@@ -237,9 +238,9 @@ pub fn run(env: &Env, cmd: Command) -> Result<()> {
                     dir,
                     seed,
                 },
-                &bar,
+                bar.as_ref(),
             )?;
-            bar.finish_and_clear();
+            drop(bar);
             if format == Format::Json {
                 return Ok(env.printer.data(&serde_json::to_string_pretty(&r)?)?);
             }

@@ -352,16 +352,17 @@ pub(crate) fn synth_one(env: &Env, path: &std::path::Path) -> Result<synth::Synt
         .synth
         .clone()
         .ok_or_else(|| synth::Error::NotSynthetic(path.to_path_buf()))?;
-    let bar = env.printer.bar(0, "Generating");
+    let term = super::progress::Terminal::new(&env.printer);
+    let bar = crate::progress::Reporter::task(&term, "Generating");
     let report = synth::generate(
         &spec,
         dataset.synth_manifest()?,
         &dataset.image_root,
-        &bar,
+        bar.as_ref(),
         &env.interrupt,
     )
     .with_context(|| format!("could not generate `{}`", path.display()))?;
-    bar.finish_and_clear();
+    drop(bar);
     Ok(report)
 }
 
@@ -371,10 +372,11 @@ pub(crate) fn run_import(env: &Env, descriptors: &[PathBuf], format: Format) -> 
     for path in descriptors {
         let dataset = Dataset::load(path)
             .with_context(|| format!("could not import dataset `{}`", path.display()))?;
-        let bar = env.printer.bar(0, "Importing");
-        let report = import::import(&k, &dataset, &bar, &env.interrupt)
+        let term = super::progress::Terminal::new(&env.printer);
+        let bar = crate::progress::Reporter::task(&term, "Importing");
+        let report = import::import(&k, &dataset, bar.as_ref(), &env.interrupt)
             .with_context(|| format!("could not import dataset `{}`", path.display()))?;
-        bar.finish_and_clear();
+        drop(bar);
         let rate = report.image_bytes as f64 / report.seconds.max(1e-9) / 1e6;
         env.printer.status(
             if report.new_cohort {

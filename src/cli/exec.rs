@@ -21,16 +21,17 @@ pub fn run(env: &Env, args: Args) -> Result<()> {
     crate::runner::check_stale_after(Duration::from_secs(args.stale_after))?;
     let k = Arc::new(env.open()?);
     let id = crate::data::catalog::resolve(&k, &args.run, IdKind::Run)?;
-    let bar = env.printer.bar(0, "Training");
+    let term = super::progress::Terminal::new(&env.printer);
+    let bar = crate::progress::Reporter::task(&term, "Training");
     let outcome = crate::runner::exec_one(
         &k,
         &id,
         Duration::from_secs(args.stale_after),
-        &bar,
+        bar.as_ref(),
         &env.interrupt,
     )
     .with_context(|| format!("could not execute run {id}"))?;
-    bar.finish_and_clear();
+    drop(bar);
     match outcome {
         None => env
             .printer

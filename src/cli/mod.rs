@@ -11,6 +11,7 @@ mod exec;
 mod init;
 mod metrics;
 mod plot;
+mod progress;
 mod run;
 mod status;
 

@@ -5,15 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::Env;
 use crate::output::{Format, Table, thousands};
-use crate::runner::exec::Outcome;
-use crate::runner::plan::{PlanOptions, PlannedRun};
+use crate::runner::plan::PlanOptions;
 use crate::runner::slurm::{self, SlurmOptions};
-use crate::runner::{self, RunOptions, SweepObserver};
-use crate::train::{DeviceKind, Observer};
+use crate::runner::{self, RunOptions};
+use crate::train::DeviceKind;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Executor {
@@ -71,92 +69,6 @@ pub struct Args {
     pub format: Format,
 }
 
-/// Progress on the terminal: a bar for the sweep and one per running run.
-struct Ui<'a> {
-    env: &'a Env,
-    multi: MultiProgress,
-    sweep: ProgressBar,
-}
-
-struct RunBar {
-    bar: ProgressBar,
-}
-
-impl Observer for RunBar {
-    fn start(&self, total: usize, done: usize) {
-        self.bar.set_length(total as u64);
-        self.bar.set_position(done as u64);
-    }
-    fn step(&self, _epoch: usize, _batch: usize) {
-        self.bar.inc(1);
-    }
-    fn epoch(&self, epoch: usize, loss: f64, metric: f64) {
-        self.bar
-            .set_prefix(format!("epoch {epoch} loss {loss:.3} val {metric:.3}"));
-    }
-}
-
-impl Drop for RunBar {
-    fn drop(&mut self) {
-        self.bar.finish_and_clear();
-    }
-}
-
-impl SweepObserver for Ui<'_> {
-    fn status(&self, verb: &str, message: String) {
-        self.multi
-            .suspend(|| self.env.printer.status(verb, message));
-    }
-
-    fn run_started(&self, run: &PlannedRun) -> Box<dyn Observer + '_> {
-        let bar = if self.sweep.is_hidden() {
-            ProgressBar::hidden()
-        } else {
-            let b = self.multi.add(ProgressBar::new(0));
-            b.set_style(
-                ProgressStyle::with_template(
-                    "{msg:>40.cyan} [{bar:25}] {pos}/{len} {prefix} ({eta} left)",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
-            );
-            b.set_message(run.label.clone());
-            b
-        };
-        self.multi.suspend(|| {
-            self.env
-                .printer
-                .status("Running", format!("{} ({})", run.label, run.id))
-        });
-        Box::new(RunBar { bar })
-    }
-
-    fn run_finished(&self, run: &PlannedRun, outcome: &Result<Outcome, String>) {
-        self.sweep.inc(1);
-        self.multi.suspend(|| match outcome {
-            Ok(o) => {
-                let headline = o
-                    .metrics
-                    .iter()
-                    .find(|(set, m, _)| set == "test" && (m == "qwk" || m == "auroc"))
-                    .map(|(_, m, v)| format!(", test {m} {v:.3}"))
-                    .unwrap_or_default();
-                self.env.printer.status(
-                    "Finished",
-                    format!(
-                        "{} ({}) in {:.1}s, {:.0} images/s{headline}",
-                        run.label, run.id, o.seconds, o.images_per_second
-                    ),
-                );
-            }
-            Err(e) => self
-                .env
-                .printer
-                .warn(format!("run {} ({}) stopped: {e}", run.label, run.id)),
-        });
-    }
-}
-
 pub fn run(env: &Env, args: Args) -> Result<()> {
     let k = Arc::new(env.open()?);
     let opts = RunOptions {
@@ -171,29 +83,10 @@ pub fn run(env: &Env, args: Args) -> Result<()> {
         stale_after: Duration::from_secs(args.stale_after),
         retry_failed: !args.no_retry_failed,
     };
-    let draw = env.printer.draws_progress();
-    let multi = MultiProgress::with_draw_target(if draw {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    });
-    let sweep = if draw {
-        multi.add(ProgressBar::new(0))
-    } else {
-        ProgressBar::hidden()
-    };
-    sweep.set_style(
-        ProgressStyle::with_template(
-            "{msg:>12.green.bold} [{bar:30}] {pos}/{len} runs ({elapsed}, {eta} left)",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    sweep.set_message("Sweep");
-    let ui = Ui { env, multi, sweep };
+    let ui = super::progress::Terminal::for_sweep(&env.printer);
     let ctx = || format!("could not run sweep `{}`", args.spec.display());
     let report = runner::run_sweep(&k, &opts, &ui, &env.interrupt).with_context(ctx)?;
-    ui.sweep.finish_and_clear();
+    drop(ui);
 
     let c = &report.before;
     for s in &report.skipped {

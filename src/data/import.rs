@@ -10,7 +10,6 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use indicatif::ProgressBar;
 use rayon::prelude::*;
 use serde_json::json;
 
@@ -180,7 +179,7 @@ struct Row {
 pub fn import(
     k: &Ktrack,
     dataset: &Dataset,
-    progress: &ProgressBar,
+    progress: &dyn crate::progress::Task,
     interrupt: &AtomicBool,
 ) -> Result<ImportReport, Error> {
     import_with_rules(k, dataset, &BTreeMap::new(), progress, interrupt)
@@ -191,7 +190,7 @@ pub fn import_with_rules(
     k: &Ktrack,
     dataset: &Dataset,
     rules: &BTreeMap<String, String>,
-    progress: &ProgressBar,
+    progress: &dyn crate::progress::Task,
     interrupt: &AtomicBool,
 ) -> Result<ImportReport, Error> {
     let start = Instant::now();
@@ -248,7 +247,7 @@ pub fn import_with_rules(
                 .collect(),
         )
     })?;
-    progress.set_length(rows.len() as u64);
+    progress.start(rows.len(), 0);
     let batch = k.store.batch();
     let failed = AtomicBool::new(false);
     let staged: Vec<Result<(store::Put, Option<FileStat>), Error>> = rows
@@ -261,7 +260,7 @@ pub fn import_with_rules(
             if result.is_err() {
                 failed.store(true, Ordering::Relaxed);
             }
-            progress.inc(1);
+            progress.step();
             result
         })
         .collect();

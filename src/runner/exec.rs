@@ -20,12 +20,13 @@ use crate::env;
 use crate::id::Hash;
 use crate::index::{self, runs, splits};
 use crate::predictions::Predictions;
+use crate::progress::Task;
 use crate::store::Store;
 use crate::table;
 use crate::train::data::{Example, ImageSource};
 use crate::train::downstream::{self, DownstreamData, Init};
 use crate::train::pretrain::{self, PretrainData};
-use crate::train::{self as training, Observer};
+use crate::train::{self as training};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -90,9 +91,9 @@ pub struct Outcome {
     pub images_per_second: f64,
 }
 
-/// A log of the run's progress (kept in the store) that also forwards to an observer.
+/// A log of the run's progress (kept in the store) that also forwards to a task.
 struct Logged<'a> {
-    inner: &'a dyn Observer,
+    inner: &'a dyn Task,
     file: Mutex<std::fs::File>,
 }
 
@@ -104,14 +105,14 @@ impl Logged<'_> {
     }
 }
 
-impl Observer for Logged<'_> {
+impl Task for Logged<'_> {
     fn start(&self, total: usize, done: usize) {
         self.line(&format!("start: {total} steps, {done} done"));
         self.inner.start(total, done);
     }
 
-    fn step(&self, epoch: usize, batch: usize) {
-        self.inner.step(epoch, batch);
+    fn step(&self) {
+        self.inner.step();
     }
 
     fn epoch(&self, epoch: usize, loss: f64, metric: f64) {
@@ -273,7 +274,7 @@ pub fn produce(
     id: &Hash,
     resolved: &ResolvedRun,
     run_dir: &Path,
-    observer: &dyn Observer,
+    observer: &dyn Task,
     interrupt: &AtomicBool,
 ) -> Result<Produced, Error> {
     std::fs::create_dir_all(run_dir)
@@ -348,7 +349,7 @@ pub fn execute(
     id: &Hash,
     resolved: &ResolvedRun,
     run_dir: &Path,
-    observer: &dyn Observer,
+    observer: &dyn Task,
     interrupt: &AtomicBool,
 ) -> Result<Outcome, Error> {
     let produced = produce(k, id, resolved, run_dir, observer, interrupt)?;
@@ -452,7 +453,7 @@ fn run_downstream(
     id: &Hash,
     d: &DownstreamRun,
     run_dir: &Path,
-    observer: &dyn Observer,
+    observer: &dyn Task,
     interrupt: &AtomicBool,
 ) -> Result<Trained, Error> {
     let task = d.config.task;
@@ -564,7 +565,7 @@ fn run_pretrain(
     k: &Ktrack,
     p: &PretrainRun,
     run_dir: &Path,
-    observer: &dyn Observer,
+    observer: &dyn Task,
     interrupt: &AtomicBool,
 ) -> Result<Trained, Error> {
     let text = p.config.method.uses_text();

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use crate::context::Ktrack;
 use crate::id::Hash;
 use crate::index::{self, runs};
-use crate::train::Observer;
+use crate::progress::{Reporter, RunSummary, Task};
 use plan::{Plan, PlanOptions, PlannedRun};
 use resolved::ResolvedRun;
 
@@ -89,21 +89,6 @@ pub struct RunOptions {
     /// Rerun runs that failed before (default); otherwise leave them failed.
     pub retry_failed: bool,
 }
-
-/// How ktrack reports a sweep's progress (the CLI draws bars and prints lines).
-pub trait SweepObserver: Sync {
-    fn status(&self, _verb: &str, _message: String) {}
-    /// A run is starting; the returned observer follows its training.
-    fn run_started(&self, _run: &PlannedRun) -> Box<dyn Observer + '_> {
-        Box::new(crate::train::Quiet)
-    }
-    fn run_finished(&self, _run: &PlannedRun, _outcome: &Result<exec::Outcome, String>) {}
-}
-
-/// A silent observer.
-pub struct Silent;
-
-impl SweepObserver for Silent {}
 
 /// Counts of a plan by status before execution.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -199,7 +184,7 @@ impl Drop for Heartbeat {
 pub fn plan_sweep(
     k: &Ktrack,
     opts: &RunOptions,
-    ui: &dyn SweepObserver,
+    ui: &dyn Reporter,
     interrupt: &AtomicBool,
 ) -> Result<(spec::LoadedSpec, Plan), Error> {
     let spec = spec::LoadedSpec::load(&opts.spec)?;
@@ -320,7 +305,7 @@ pub fn inputs_of(r: &ResolvedRun) -> Vec<(String, String)> {
 pub fn run_sweep(
     k: &Arc<Ktrack>,
     opts: &RunOptions,
-    ui: &dyn SweepObserver,
+    ui: &dyn Reporter,
     interrupt: &AtomicBool,
 ) -> Result<SweepReport, Error> {
     let t0 = Instant::now();
@@ -419,7 +404,7 @@ struct Workers<'a> {
     queue: Mutex<Vec<PlannedRun>>,
     stale_ms: i64,
     retry_failed: bool,
-    ui: &'a dyn SweepObserver,
+    ui: &'a dyn Reporter,
     interrupt: &'a AtomicBool,
     executed: Mutex<Vec<(Hash, String, f64)>>,
     failed: Mutex<Vec<(Hash, String, String)>>,
@@ -604,7 +589,7 @@ fn worker_loop(w: &Workers<'_>) {
                 return;
             }
         };
-        let observer = w.ui.run_started(&run);
+        let observer = w.ui.run_started(&run.id, &run.label);
         let result = exec::execute(
             k,
             &run.id,
@@ -654,7 +639,18 @@ fn worker_loop(w: &Workers<'_>) {
                 Err(msg)
             }
         };
-        w.ui.run_finished(&run, &outcome);
+        match &outcome {
+            Ok(o) => w.ui.run_finished(
+                &run.id,
+                &run.label,
+                Ok(RunSummary {
+                    seconds: o.seconds,
+                    images_per_second: o.images_per_second,
+                    metrics: &o.metrics,
+                }),
+            ),
+            Err(e) => w.ui.run_finished(&run.id, &run.label, Err(e)),
+        }
     }
 }
 
@@ -663,7 +659,7 @@ pub fn exec_one(
     k: &Arc<Ktrack>,
     id: &Hash,
     stale_after: Duration,
-    observer: &dyn Observer,
+    observer: &dyn Task,
     interrupt: &AtomicBool,
 ) -> Result<Option<exec::Outcome>, Error> {
     check_stale_after(stale_after)?;

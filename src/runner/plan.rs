@@ -7,8 +7,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use indicatif::ProgressBar;
-
 use super::resolved::{DownstreamRun, External, InitRef, PretrainRun, ResolvedRun, Source};
 use super::spec::{InitSpec, LoadedSpec};
 use crate::context::Ktrack;
@@ -181,7 +179,7 @@ fn cohort_of(
             spec,
             dataset.synth_manifest().map_err(|e| wrap(e.into()))?,
             &dataset.image_root,
-            &ProgressBar::hidden(),
+            &crate::progress::Quiet,
             interrupt,
         )
         .map_err(|e| wrap(e.into()))?;
@@ -197,7 +195,7 @@ fn cohort_of(
             );
         }
     }
-    let report = import::import(k, &dataset, &ProgressBar::hidden(), interrupt)
+    let report = import::import(k, &dataset, &crate::progress::Quiet, interrupt)
         .map_err(|e| wrap(e.into()))?;
     if report.new_cohort {
         status(

@@ -22,11 +22,12 @@ use serde::{Deserialize, Serialize};
 use super::data::{
     Augment, BaseImages, Example, ImageSource, Loader, Pass, Preprocess, epoch_order,
 };
-use super::{DeviceKind, Error, Observer, checkpoint, schedule};
+use super::{DeviceKind, Error, checkpoint, schedule};
 use crate::data::Label;
 use crate::metrics::{binary, kl};
 use crate::model::{Arch, Classifier, ResNet, import};
 use crate::predictions::{Predictions, TaskKind};
+use crate::progress::Task;
 
 /// How the encoder is adapted to the task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
@@ -172,7 +173,7 @@ pub fn run(
     init: &Init,
     data: &DownstreamData<'_>,
     run_dir: &Path,
-    progress: &dyn Observer,
+    progress: &dyn Task,
     interrupt: &AtomicBool,
 ) -> Result<DownstreamReport, Error> {
     if data.train.is_empty() {
@@ -326,7 +327,7 @@ pub fn run(
                 model.head = optim.step(lr, model.head.clone(), grads);
                 state.step += 1;
                 state.batch += 1;
-                progress.step(epoch, state.batch);
+                progress.step();
             }
         } else {
             let pass = Pass {
@@ -359,7 +360,7 @@ pub fn run(
                 model = optim.step(lr, model, grads);
                 state.step += 1;
                 state.batch += 1;
-                progress.step(epoch, state.batch);
+                progress.step();
             }
         }
         state.train_seconds += started.elapsed().as_secs_f64();

@@ -15,32 +15,6 @@ use std::path::PathBuf;
 
 pub use backend::DeviceKind;
 
-/// Receives training progress (the CLI draws bars; tests can interrupt at a given step).
-pub trait Observer: Sync {
-    /// Called once the number of optimizer steps is known (and where a resumed run starts).
-    fn start(&self, _total_steps: usize, _done: usize) {}
-    /// After every optimizer step.
-    fn step(&self, _epoch: usize, _batch: usize) {}
-    /// After every epoch's validation.
-    fn epoch(&self, _epoch: usize, _train_loss: f64, _val_metric: f64) {}
-}
-
-impl Observer for indicatif::ProgressBar {
-    fn start(&self, total: usize, done: usize) {
-        self.set_length(total as u64);
-        self.set_position(done as u64);
-    }
-
-    fn step(&self, _epoch: usize, _batch: usize) {
-        self.inc(1);
-    }
-}
-
-/// An observer that ignores everything.
-pub struct Quiet;
-
-impl Observer for Quiet {}
-
 /// A training error.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -26,11 +26,12 @@ use serde::{Deserialize, Serialize};
 use super::data::{
     Augment, BaseImages, Example, ImageSource, Loader, Pass, Preprocess, epoch_order,
 };
-use super::{DeviceKind, Error, Observer, checkpoint, schedule, text};
+use super::{DeviceKind, Error, checkpoint, schedule, text};
 use crate::model::import;
 use crate::model::init::Seeder;
 use crate::model::ssl::{self, ImageSsl, ImageText, Projection, TextConfig, TextEncoder};
 use crate::model::{Arch, ResNet};
+use crate::progress::Task;
 
 /// The self-supervised objective.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
@@ -153,7 +154,7 @@ pub fn run(
     cfg: &PretrainConfig,
     data: &PretrainData<'_>,
     run_dir: &Path,
-    progress: &dyn Observer,
+    progress: &dyn Task,
     interrupt: &AtomicBool,
 ) -> Result<PretrainReport, Error> {
     if data.examples.len() < 2 {
@@ -380,7 +381,7 @@ pub fn run(
             batches += 1;
             state.step += 1;
             state.images += b;
-            progress.step(epoch, batches);
+            progress.step();
         }
         let seconds = started.elapsed().as_secs_f64();
         state.seconds += seconds;

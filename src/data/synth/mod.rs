@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use indicatif::ProgressBar;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -387,7 +386,7 @@ pub fn generate(
     spec: &SynthSpec,
     manifest: &Path,
     image_root: &Path,
-    progress: &ProgressBar,
+    progress: &dyn crate::progress::Task,
     interrupt: &AtomicBool,
 ) -> Result<SynthReport, Error> {
     let start = Instant::now();
@@ -424,7 +423,7 @@ pub fn generate(
     let _ = std::fs::remove_file(&stamp_path);
     let dir = image_root.join("images");
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    progress.set_length(images.len() as u64);
+    progress.start(images.len(), 0);
     images.par_iter().try_for_each(|img| {
         if interrupt.load(Ordering::Relaxed) {
             return Err(Error::Interrupted);
@@ -433,7 +432,7 @@ pub fn generate(
         let path = image_root.join(img.file_name());
         std::fs::write(&path, encode_png16(spec.image_size, spec.image_size, &px))
             .map_err(io(&path))?;
-        progress.inc(1);
+        progress.step();
         Ok(())
     })?;
     write_manifest(spec.kind, &images, manifest).map_err(io(manifest))?;

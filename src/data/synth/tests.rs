@@ -28,7 +28,7 @@ fn same_seed_same_bytes() {
             &s,
             &d.path().join("manifest.csv"),
             d.path(),
-            &ProgressBar::hidden(),
+            &crate::progress::Quiet,
             &AtomicBool::new(false),
         )
         .unwrap();
@@ -53,7 +53,7 @@ fn same_seed_same_bytes() {
         &s,
         &a.path().join("manifest.csv"),
         a.path(),
-        &ProgressBar::hidden(),
+        &crate::progress::Quiet,
         &AtomicBool::new(false),
     )
     .unwrap();
@@ -64,7 +64,7 @@ fn same_seed_same_bytes() {
         &SynthSpec { seed: 8, ..s },
         &c.path().join("manifest.csv"),
         c.path(),
-        &ProgressBar::hidden(),
+        &crate::progress::Quiet,
         &AtomicBool::new(false),
     )
     .unwrap();

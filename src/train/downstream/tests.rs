@@ -9,9 +9,9 @@ use crate::data::Side;
 use crate::data::image::encode_png16;
 use crate::data::synth::{self, Kind, SynthSpec};
 use crate::id::Hash;
+use crate::progress::{Quiet, Task};
 use crate::train::data::MemoryImages as Images;
 use crate::train::data::Normalize;
-use crate::train::{Observer, Quiet};
 
 fn cohort(task: Label) -> (Images, Vec<Example>, Vec<Example>, Vec<Example>) {
     let sims = synth::simulate(&SynthSpec {
@@ -93,7 +93,7 @@ fn outputs(dir: &Path) -> BTreeMap<String, Hash> {
 fn train(
     cfg: &DownstreamConfig,
     dir: &Path,
-    observer: &dyn Observer,
+    observer: &dyn Task,
     interrupt: &AtomicBool,
 ) -> Result<DownstreamReport, Error> {
     let (images, train, val, test) = cohort(cfg.task);
@@ -168,12 +168,12 @@ struct InterruptAt {
     flag: Arc<AtomicBool>,
 }
 
-impl Observer for InterruptAt {
+impl Task for InterruptAt {
     fn start(&self, total: usize, _done: usize) {
         self.step.store(total / 3 + 2, Ordering::SeqCst);
     }
 
-    fn step(&self, _epoch: usize, _batch: usize) {
+    fn step(&self) {
         if self.seen.fetch_add(1, Ordering::SeqCst) + 1 == self.step.load(Ordering::SeqCst) {
             self.flag.store(true, Ordering::SeqCst);
         }
@@ -232,8 +232,8 @@ struct StopAfter {
     flag: Arc<AtomicBool>,
 }
 
-impl Observer for StopAfter {
-    fn step(&self, _epoch: usize, _batch: usize) {
+impl Task for StopAfter {
+    fn step(&self) {
         if self.seen.fetch_add(1, Ordering::SeqCst) + 1 == self.at {
             self.flag.store(true, Ordering::SeqCst);
         }

@@ -8,7 +8,7 @@ use super::*;
 use crate::data::image::encode_png16;
 use crate::data::synth::{self, Kind, SynthSpec};
 use crate::id::Hash;
-use crate::train::Quiet;
+use crate::progress::{Quiet, Task};
 use crate::train::data::MemoryImages as Images;
 use crate::train::data::Normalize;
 
@@ -74,7 +74,7 @@ fn config(method: Method) -> PretrainConfig {
 fn pretrain(
     cfg: &PretrainConfig,
     dir: &Path,
-    observer: &dyn Observer,
+    observer: &dyn Task,
     interrupt: &AtomicBool,
 ) -> Result<PretrainReport, Error> {
     let kind = if cfg.method.uses_text() {
@@ -131,8 +131,8 @@ struct InterruptAt {
     flag: Arc<AtomicBool>,
 }
 
-impl Observer for InterruptAt {
-    fn step(&self, _epoch: usize, _batch: usize) {
+impl Task for InterruptAt {
+    fn step(&self) {
         if self.seen.fetch_add(1, Ordering::SeqCst) + 1 == self.at {
             self.flag.store(true, Ordering::SeqCst);
         }
