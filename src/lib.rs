@@ -13,6 +13,7 @@
 //!   stored) into cohort versions ([`data::manifest`] writes the canonical manifest whose hash
 //!   is the version); splits and label fractions derive from them.
 //! - [`metrics`]: every metric, scikit-learn's definitions; bootstrap CIs and DeLong.
+//! - [`record`]: the typed records in the store that the index is rebuilt from.
 //! - [`store`] (immutable blake3-addressed objects) and [`index`] (the SQLite catalogue;
 //!   [`index::home`] opens it safely) with [`context`] (an open home: store + index + clock).
 //! - Bottom: [`cohort`] (the vocabulary data and index share: sample, side, label,
@@ -41,6 +42,7 @@ pub mod output;
 pub mod predictions;
 pub mod progress;
 pub mod quote;
+pub mod record;
 pub mod report;
 pub mod rng;
 pub mod runner;

@@ -12,7 +12,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use serde_json::json;
+use crate::record::{BundleManifest, Record};
 
 use super::ingest::{self, Ingested};
 use super::lineage::{self, bundle_objects};
@@ -72,11 +72,10 @@ pub fn write(k: &Ktrack, run: &Hash, out: &Path) -> Result<BundleReport, Error> 
     let tmp = out.with_extension("tar.tmp");
     let file = std::fs::File::create(&tmp).map_err(|e| werr(e.to_string()))?;
     let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
-    let manifest = json!({
-        "ktrack": "bundle",
-        "format": 1,
-        "run": run.hex(),
-        "objects": objects.iter().map(|h| h.hex()).collect::<Vec<_>>(),
+    let manifest = Record::Bundle(BundleManifest {
+        format: crate::record::FORMAT,
+        run: *run,
+        objects: objects.iter().copied().collect(),
     });
     let manifest = serde_json::to_vec_pretty(&manifest).expect("the manifest serializes");
     let mut header = tar::Header::new_gnu();
@@ -117,16 +116,6 @@ pub struct ImportReport {
     pub ingested: Ingested,
 }
 
-/// The bundle's `ktrack-bundle.json`.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Manifest {
-    ktrack: String,
-    format: u32,
-    run: Hash,
-    objects: Vec<Hash>,
-}
-
 const MANIFEST: &str = "ktrack-bundle.json";
 
 /// Why a tar entry is not one a bundle may hold, if it is not.
@@ -159,7 +148,7 @@ fn entry_problem(kind: tar::EntryType, name: &str) -> Option<String> {
 
 /// What the bundle's entries held, once read.
 struct Entries {
-    manifest: Option<Manifest>,
+    manifest: Option<BundleManifest>,
     /// (hash, size) of every object, in bundle order.
     objects: Vec<(Hash, u64)>,
     /// Objects that are records, parsed.
@@ -206,20 +195,23 @@ fn read_entries(path: &Path, batch: &store::Batch<'_>) -> Result<Entries, Error>
                 .take(64 << 20)
                 .read_to_end(&mut text)
                 .map_err(not_tar)?;
-            let m: Manifest = serde_json::from_slice(&text).map_err(|e| {
+            let m: Record = serde_json::from_slice(&text).map_err(|e| {
                 refuse(format!(
                     "is not a bundle manifest: {}",
                     crate::quote::clip(&e.to_string())
                 ))
             })?;
-            if m.ktrack != "bundle" || m.format != 1 {
-                return Err(refuse(format!(
-                    "is a `{}` manifest of format {}, not a bundle of format 1",
-                    crate::quote::clip(&m.ktrack),
-                    m.format
-                )));
+            match m {
+                Record::Bundle(m) if m.format == crate::record::FORMAT => out.manifest = Some(m),
+                other => {
+                    return Err(refuse(format!(
+                        "is a `{}` record of format {}, not a bundle manifest of format {}",
+                        other.kind(),
+                        other.format(),
+                        crate::record::FORMAT
+                    )));
+                }
             }
-            out.manifest = Some(m);
             continue;
         }
         let expected: Hash = name["objects/".len()..]
@@ -231,7 +223,7 @@ fn read_entries(path: &Path, batch: &store::Batch<'_>) -> Result<Entries, Error>
             entry.read_to_end(&mut bytes).map_err(not_tar)?;
             let put = batch.put_bytes(&bytes)?;
             if put.hash == expected
-                && let Some(rec) = ingest::parse_record(put.hash, &bytes)
+                && let Some(rec) = ingest::parse_record(put.hash, &bytes)?
             {
                 out.records.push(rec);
             }
@@ -345,16 +337,22 @@ fn check_records(
     held: &std::collections::BTreeSet<Hash>,
 ) -> Result<(), String> {
     use crate::runner::resolved::{InitRef, ResolvedRun};
-    let kind = |v: &serde_json::Value| v["ktrack"].as_str().unwrap_or("").to_string();
-    let id_of = |v: &serde_json::Value| v["id"].as_str().and_then(|s| s.parse::<Hash>().ok());
-    let ids = |want: &str| -> std::collections::BTreeSet<Hash> {
-        records
-            .iter()
-            .filter(|(_, v)| kind(v) == want)
-            .filter_map(|(_, v)| id_of(v))
-            .collect()
+    use std::collections::BTreeSet;
+    let ids = |f: &dyn Fn(&Record) -> Option<Hash>| -> BTreeSet<Hash> {
+        records.iter().filter_map(|(_, r)| f(r)).collect()
     };
-    let (runs, splits, fractions) = (ids("run"), ids("split"), ids("fraction"));
+    let runs = ids(&|r| match r {
+        Record::Run(x) => Some(x.id),
+        _ => None,
+    });
+    let splits = ids(&|r| match r {
+        Record::Split(x) => Some(x.id),
+        _ => None,
+    });
+    let fractions = ids(&|r| match r {
+        Record::Fraction(x) => Some(x.id),
+        _ => None,
+    });
     if !runs.contains(run) {
         return Err(format!(
             "it names run {run} but holds no record of that run"
@@ -362,10 +360,8 @@ fn check_records(
     }
     let available = |h: &Hash| held.contains(h) || k.store.has(h);
     let in_index = |table: &str, h: &Hash| -> Result<bool, String> {
-        let sql = format!(
-            "SELECT 1 FROM {table} WHERE {} = ?1",
-            if table == "runs" { "id" } else { "hash" }
-        );
+        let key = if table == "runs" { "id" } else { "hash" };
+        let sql = format!("SELECT 1 FROM {table} WHERE {key} = ?1");
         let found: Option<i64> = k
             .index
             .run(
@@ -376,54 +372,42 @@ fn check_records(
             .map_err(|e| e.to_string())?;
         Ok(found.is_some())
     };
+    let missing = |rec: &Hash, what: &str, h: &Hash| {
+        format!("record {rec} refers to {what} {h}, which neither the bundle nor this home holds")
+    };
     let need_object = |what: &str, h: &Hash, rec: &Hash| -> Result<(), String> {
         if available(h) {
             Ok(())
         } else {
-            Err(format!(
-                "record {rec} refers to {what} {h}, which neither the bundle nor this home holds"
-            ))
+            Err(missing(rec, what, h))
         }
     };
-    let need_row = |what: &str,
-                    table: &str,
-                    have: &std::collections::BTreeSet<Hash>,
-                    h: &Hash,
-                    rec: &Hash|
-     -> Result<(), String> {
+    let need_row = |what: &str, table: &str, have: &BTreeSet<Hash>, h: &Hash, rec: &Hash| {
         if have.contains(h) || in_index(table, h)? {
             Ok(())
         } else {
-            Err(format!(
-                "record {rec} refers to {what} {h}, which neither the bundle nor this home holds"
-            ))
+            Err(missing(rec, what, h))
         }
     };
-    for (rec, v) in records {
-        match kind(v).as_str() {
-            "run" => {
-                let id = id_of(v).ok_or_else(|| format!("run record {rec} has no valid `id`"))?;
+    for (rec, r) in records {
+        match r {
+            Record::Run(x) => {
                 let resolved: ResolvedRun =
-                    serde_json::from_value(v["spec"].clone()).map_err(|e| {
+                    serde_json::from_value(x.spec.clone()).map_err(|e| {
                         format!(
                             "run record {rec} has a spec that does not parse: {}",
                             crate::quote::clip(&e.to_string())
                         )
                     })?;
-                if resolved.id() != id {
+                if resolved.id() != x.id {
                     return Err(format!(
-                        "run record {rec} claims id {id}, but its spec hashes to {}: the record was altered",
+                        "run record {rec} claims id {}, but its spec hashes to {}: the record was altered",
+                        x.id,
                         resolved.id()
                     ));
                 }
-                for (role, h) in v["outputs"].as_object().into_iter().flatten() {
-                    let h: Hash = h.as_str().and_then(|s| s.parse().ok()).ok_or_else(|| {
-                        format!(
-                            "run record {rec}: output `{}` is not a hash",
-                            crate::quote::clip(role)
-                        )
-                    })?;
-                    need_object(&format!("output `{role}`"), &h, rec)?;
+                for (role, h) in &x.outputs {
+                    need_object(&format!("output `{}`", crate::quote::clip(role)), h, rec)?;
                 }
                 match &resolved {
                     ResolvedRun::Downstream(d) => {
@@ -456,25 +440,9 @@ fn check_records(
                     }
                 }
             }
-            "cohort" => {
-                let m = v["manifest"]
-                    .as_str()
-                    .and_then(|s| s.parse::<Hash>().ok())
-                    .ok_or_else(|| format!("cohort record {rec} has no valid `manifest`"))?;
-                need_object("manifest", &m, rec)?;
-            }
-            "split" | "fraction" => {
-                let field = if kind(v) == "split" {
-                    "assignment"
-                } else {
-                    "members"
-                };
-                let m = v[field]
-                    .as_str()
-                    .and_then(|s| s.parse::<Hash>().ok())
-                    .ok_or_else(|| format!("{} record {rec} has no valid `{field}`", kind(v)))?;
-                need_object(field, &m, rec)?;
-            }
+            Record::Cohort(c) => need_object("manifest", &c.manifest, rec)?,
+            Record::Split(s) => need_object("assignment", &s.assignment, rec)?,
+            Record::Fraction(f) => need_object("members", &f.members, rec)?,
             _ => {}
         }
     }

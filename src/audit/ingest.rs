@@ -1,16 +1,16 @@
 //! Turning record objects back into index rows: what `ktrack reindex` does for a whole store
-//! and `ktrack bundle import` for the objects of a bundle. Records are JSON objects with a
-//! `ktrack` kind (cohort, split, fraction, run, sweep, reproduction); every row they imply is
-//! inserted if missing, so ingesting twice changes nothing.
+//! and `ktrack bundle import` for the objects of a bundle. Records are the typed
+//! [`crate::record::Record`]s; one that does not parse is an error naming the object (no field
+//! is ever filled with a default). Every row they imply is inserted if missing, so ingesting
+//! twice changes nothing.
 
 use std::collections::BTreeMap;
-
-use serde_json::Value;
 
 use crate::context::Ktrack;
 use crate::data::manifest;
 use crate::id::Hash;
 use crate::index::{self, cohorts, runs, splits};
+use crate::record::{self, Record as Typed, RunRecord};
 use crate::runner::resolved::{InitRef, ResolvedRun};
 use crate::store;
 
@@ -22,6 +22,15 @@ pub enum Error {
     Index(#[from] index::Error),
     #[error("record {hash} is malformed: {message}")]
     Record { hash: Hash, message: String },
+}
+
+impl From<record::Error> for Error {
+    fn from(e: record::Error) -> Error {
+        Error::Record {
+            hash: e.hash,
+            message: e.message,
+        }
+    }
 }
 
 /// Counts of what was ingested.
@@ -36,23 +45,20 @@ pub struct Ingested {
     pub reproductions: usize,
 }
 
-/// A record object: its hash and parsed JSON.
-pub type Record = (Hash, Value);
+/// A record object: its hash and its parsed record.
+pub type Record = (Hash, Typed);
 
 /// Reads an object's bytes: from the store, or from a bundle's staged objects.
 pub type Reader<'a> = &'a (dyn Fn(&Hash) -> Result<Vec<u8>, store::Error> + Sync);
 
-/// Records above this size are not records (they are read whole to parse).
-const MAX_RECORD: u64 = 64 << 20;
-
-/// Reads the objects that are ktrack records (JSON with a `ktrack` kind).
+/// Reads the objects that are ktrack records; a damaged record is an error naming it.
 pub fn find_records(k: &Ktrack, hashes: &[Hash]) -> Result<Vec<Record>, Error> {
     use rayon::prelude::*;
     let found: Vec<Option<Record>> = hashes
         .par_iter()
         .map(|h| -> Result<Option<Record>, Error> {
             let size = k.store.size(h)?;
-            if size > MAX_RECORD {
+            if size > record::MAX_RECORD {
                 return Ok(None);
             }
             let mut file = k.store.open_object(h)?;
@@ -61,37 +67,15 @@ pub fn find_records(k: &Ktrack, hashes: &[Hash]) -> Result<Vec<Record>, Error> {
             if file.read_exact(&mut head).is_err() || &head != b"{\"" {
                 return Ok(None);
             }
-            Ok(parse_record(*h, &k.store.read(h)?))
+            parse_record(*h, &k.store.read(h)?)
         })
         .collect::<Result<_, _>>()?;
     Ok(found.into_iter().flatten().collect())
 }
 
-/// The record in `bytes`, if they are one (JSON with a `ktrack` kind).
-pub fn parse_record(hash: Hash, bytes: &[u8]) -> Option<Record> {
-    if bytes.len() as u64 > MAX_RECORD || !bytes.starts_with(b"{\"") {
-        return None;
-    }
-    let v = serde_json::from_slice::<Value>(bytes).ok()?;
-    v.get("ktrack")
-        .and_then(Value::as_str)
-        .is_some()
-        .then_some((hash, v))
-}
-
-fn hash_field(rec: &Record, field: &str) -> Result<Hash, Error> {
-    rec.1
-        .pointer(field)
-        .and_then(Value::as_str)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| Error::Record {
-            hash: rec.0,
-            message: format!("field `{field}` is missing or not a hash"),
-        })
-}
-
-fn kind(v: &Value) -> &str {
-    v.get("ktrack").and_then(Value::as_str).unwrap_or("")
+/// The record in `bytes`, if they are one; an error if they are a damaged one.
+pub fn parse_record(hash: Hash, bytes: &[u8]) -> Result<Option<Record>, Error> {
+    Ok(Typed::parse(hash, bytes)?.map(|r| (hash, r)))
 }
 
 /// Inserts the rows the records imply. `objects` are (hash, size, kind) rows to record first.
@@ -133,94 +117,86 @@ impl Prepared {
     }
 }
 
+fn malformed(hash: Hash) -> impl Fn(String) -> Error {
+    move |message| Error::Record { hash, message }
+}
+
 /// Reads what the records refer to and builds their rows.
 pub fn prepare(read: Reader<'_>, records: &[Record], now: &str) -> Result<Prepared, Error> {
     let now = now.to_string();
-    let by_kind =
-        |want: &str| -> Vec<&Record> { records.iter().filter(|r| kind(&r.1) == want).collect() };
-    let mut cohort_rows = Vec::new();
-    for rec in by_kind("cohort") {
-        let manifest_hash = hash_field(rec, "/manifest")?;
-        let canonical =
-            manifest::read_canonical(&read(&manifest_hash)?).map_err(|e| Error::Record {
-                hash: rec.0,
-                message: e.to_string(),
-            })?;
-        let patients: std::collections::BTreeSet<&str> = canonical
-            .samples
-            .iter()
-            .map(|s| s.patient_id.as_str())
-            .collect();
-        cohort_rows.push(CohortRows {
-            row: cohorts::CohortRow {
-                hash: manifest_hash,
-                name: rec.1["name"].as_str().unwrap_or("cohort").to_string(),
-                record: rec.0,
-                n_samples: canonical.samples.len() as i64,
-                n_patients: patients.len() as i64,
-                imported_at: now.clone(),
-            },
-            samples: canonical.samples,
-        });
-    }
-    let mut split_rows = Vec::new();
-    for rec in by_kind("split") {
-        let assignment = hash_field(rec, "/assignment")?;
-        let members = crate::data::split::read_assignment(&read(&assignment)?).map_err(|e| {
-            Error::Record {
-                hash: rec.0,
-                message: e.to_string(),
+    let mut prepared = Prepared {
+        cohorts: Vec::new(),
+        splits: Vec::new(),
+        fractions: Vec::new(),
+    };
+    for (hash, rec) in records {
+        let bad = malformed(*hash);
+        match rec {
+            Typed::Cohort(c) => {
+                let canonical = manifest::read_canonical(&read(&c.manifest)?)
+                    .map_err(|e| bad(e.to_string()))?;
+                let patients: std::collections::BTreeSet<&str> = canonical
+                    .samples
+                    .iter()
+                    .map(|s| s.patient_id.as_str())
+                    .collect();
+                prepared.cohorts.push(CohortRows {
+                    row: cohorts::CohortRow {
+                        hash: c.manifest,
+                        name: c.name.clone(),
+                        record: *hash,
+                        n_samples: canonical.samples.len() as i64,
+                        n_patients: patients.len() as i64,
+                        imported_at: now.clone(),
+                    },
+                    samples: canonical.samples,
+                });
             }
-        })?;
-        let p = &rec.1["params"];
-        split_rows.push((
-            splits::SplitRow {
-                hash: hash_field(rec, "/id")?,
-                cohort: hash_field(rec, "/params/cohort")?,
-                assignment,
-                record: rec.0,
-                strategy: p["strategy"].as_str().unwrap_or_default().to_string(),
-                train: p["train"].as_f64().unwrap_or(0.0),
-                val: p["val"].as_f64().unwrap_or(0.0),
-                test: p["test"].as_f64().unwrap_or(0.0),
-                stratify: p["stratify"].as_str().map(String::from),
-                seed: p["seed"].as_i64().unwrap_or(0),
-                created_at: now.clone(),
-            },
-            members,
-        ));
+            Typed::Split(s) => {
+                let members = crate::data::split::read_assignment(&read(&s.assignment)?)
+                    .map_err(|e| bad(e.to_string()))?;
+                let p = &s.params;
+                prepared.splits.push((
+                    splits::SplitRow {
+                        hash: s.id,
+                        cohort: p.cohort,
+                        assignment: s.assignment,
+                        record: *hash,
+                        strategy: p.strategy.clone(),
+                        train: p.train,
+                        val: p.val,
+                        test: p.test,
+                        stratify: p.stratify.clone(),
+                        seed: p.seed as i64,
+                        created_at: now.clone(),
+                    },
+                    members,
+                ));
+            }
+            Typed::Fraction(f) => {
+                let members = crate::data::split::read_members(&read(&f.members)?)
+                    .map_err(|e| bad(e.to_string()))?;
+                let p = &f.params;
+                prepared.fractions.push((
+                    splits::FractionRow {
+                        hash: f.id,
+                        split: p.split,
+                        fraction: p.fraction,
+                        stratify: p.stratify.clone(),
+                        seed: p.seed as i64,
+                        members: f.members,
+                        record: *hash,
+                        n_samples: members.len() as i64,
+                        n_patients: f.patients as i64,
+                        created_at: now.clone(),
+                    },
+                    members,
+                ));
+            }
+            _ => {}
+        }
     }
-    let mut fraction_rows = Vec::new();
-    for rec in by_kind("fraction") {
-        let members_hash = hash_field(rec, "/members")?;
-        let members =
-            crate::data::split::read_members(&read(&members_hash)?).map_err(|e| Error::Record {
-                hash: rec.0,
-                message: e.to_string(),
-            })?;
-        let p = &rec.1["params"];
-        fraction_rows.push((
-            splits::FractionRow {
-                hash: hash_field(rec, "/id")?,
-                split: hash_field(rec, "/params/split")?,
-                fraction: p["fraction"].as_f64().unwrap_or(0.0),
-                stratify: p["stratify"].as_str().unwrap_or_default().to_string(),
-                seed: p["seed"].as_i64().unwrap_or(0),
-                members: members_hash,
-                record: rec.0,
-                n_samples: members.len() as i64,
-                n_patients: rec.1["patients"].as_i64().unwrap_or(0),
-                created_at: now.clone(),
-            },
-            members,
-        ));
-    }
-
-    Ok(Prepared {
-        cohorts: cohort_rows,
-        splits: split_rows,
-        fractions: fraction_rows,
-    })
+    Ok(prepared)
 }
 
 /// Inserts the rows of prepared records inside the caller's write transaction.
@@ -235,83 +211,71 @@ pub async fn write(
         objects: objects.len(),
         ..Ingested::default()
     };
-    let (cohort_rows, split_rows, fraction_rows) =
-        (&prepared.cohorts, &prepared.splits, &prepared.fractions);
-    let now = now.to_string();
-    {
-        let tx = &mut *tx;
-        let objs: Vec<(Hash, u64, &str)> = objects
-            .iter()
-            .map(|(h, s, kd)| (*h, *s, kd.as_str()))
-            .collect();
-        index::insert_objects(tx, &objs, &now).await?;
-        for c in cohort_rows {
-            if cohorts::insert(tx, &c.row).await? {
-                cohorts::insert_samples(tx, &c.row.hash, &c.samples).await?;
-                out.cohorts += 1;
-            }
+    let objs: Vec<(Hash, u64, &str)> = objects
+        .iter()
+        .map(|(h, s, kd)| (*h, *s, kd.as_str()))
+        .collect();
+    index::insert_objects(tx, &objs, now).await?;
+    for c in &prepared.cohorts {
+        if cohorts::insert(tx, &c.row).await? {
+            cohorts::insert_samples(tx, &c.row.hash, &c.samples).await?;
+            out.cohorts += 1;
         }
-        for (row, members) in split_rows {
-            out.splits += usize::from(splits::insert_split(tx, row, members).await?);
-        }
-        for (row, members) in fraction_rows {
-            out.fractions += usize::from(splits::insert_fraction(tx, row, members).await?);
-        }
-        // Runs: pretraining first (downstream runs depend on them).
-        let mut run_recs: Vec<&Record> = records.iter().filter(|r| kind(&r.1) == "run").collect();
-        run_recs.sort_by_key(|r| (r.1["kind"].as_str() != Some("pretrain"), r.0));
-        for rec in run_recs {
-            out.runs += usize::from(ingest_run(tx, rec, &now).await?);
-        }
-        for rec in records.iter().filter(|r| kind(&r.1) == "sweep") {
-            let name = rec.1["name"].as_str().unwrap_or("sweep").to_string();
-            let spec = hash_field(rec, "/spec")?;
-            let mut ids = Vec::new();
-            for id in rec.1["runs"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-            {
-                let Ok(h) = id.parse::<Hash>() else { continue };
-                if runs::get(tx, &h).await?.is_some() {
-                    ids.push(h);
+    }
+    for (row, members) in &prepared.splits {
+        out.splits += usize::from(splits::insert_split(tx, row, members).await?);
+    }
+    for (row, members) in &prepared.fractions {
+        out.fractions += usize::from(splits::insert_fraction(tx, row, members).await?);
+    }
+    // Runs: pretraining first (downstream runs depend on them).
+    let mut run_recs: Vec<(Hash, &RunRecord)> = records
+        .iter()
+        .filter_map(|(h, r)| match r {
+            Typed::Run(run) => Some((*h, run.as_ref())),
+            _ => None,
+        })
+        .collect();
+    run_recs.sort_by_key(|(h, r)| (r.kind != "pretrain", *h));
+    for (hash, rec) in run_recs {
+        out.runs += usize::from(ingest_run(tx, hash, rec, now).await?);
+    }
+    for (hash, rec) in records {
+        match rec {
+            Typed::Sweep(s) => {
+                let mut ids = Vec::new();
+                for h in &s.runs {
+                    if runs::get(tx, h).await?.is_some() {
+                        ids.push(*h);
+                    }
                 }
+                runs::upsert_sweep(tx, &s.name, &s.spec_path, &s.spec, &ids, now).await?;
+                sqlx::query("UPDATE sweeps SET record = ?2 WHERE name = ?1")
+                    .bind(&s.name)
+                    .bind(hash.hex())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(index::Error::from)?;
+                out.sweeps += 1;
             }
-            runs::upsert_sweep(
-                tx,
-                &name,
-                rec.1["spec_path"].as_str().unwrap_or(""),
-                &spec,
-                &ids,
-                &now,
-            )
-            .await?;
-            sqlx::query("UPDATE sweeps SET record = ?2 WHERE name = ?1")
-                .bind(&name)
-                .bind(rec.0.hex())
+            Typed::Reproduction(r) => {
+                if runs::get(tx, &r.run).await?.is_none() {
+                    continue;
+                }
+                let done = sqlx::query(
+                    "INSERT OR IGNORE INTO reproductions (record, run, verdict, max_diff, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .bind(hash.hex())
+                .bind(r.run.hex())
+                .bind(&r.verdict)
+                .bind(r.max_probability_diff)
+                .bind(&r.created_at)
                 .execute(&mut *tx)
                 .await
                 .map_err(index::Error::from)?;
-            out.sweeps += 1;
-        }
-        for rec in records.iter().filter(|r| kind(&r.1) == "reproduction") {
-            let run = hash_field(rec, "/run")?;
-            if runs::get(tx, &run).await?.is_none() {
-                continue;
+                out.reproductions += done.rows_affected() as usize;
             }
-            let done = sqlx::query(
-                "INSERT OR IGNORE INTO reproductions (record, run, verdict, max_diff, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .bind(rec.0.hex())
-            .bind(run.hex())
-            .bind(rec.1["verdict"].as_str().unwrap_or("DIFFERENT"))
-            .bind(rec.1["max_probability_diff"].as_f64())
-            .bind(rec.1["created_at"].as_str().unwrap_or(&now))
-            .execute(&mut *tx)
-            .await
-            .map_err(index::Error::from)?;
-            out.reproductions += done.rows_affected() as usize;
+            _ => {}
         }
     }
     Ok(out)
@@ -320,27 +284,25 @@ pub async fn write(
 /// Inserts one finished run from its record; false if it was already there.
 async fn ingest_run(
     tx: &mut sqlx::SqliteConnection,
-    rec: &Record,
+    hash: Hash,
+    rec: &RunRecord,
     now: &str,
 ) -> Result<bool, Error> {
-    let id = hash_field(rec, "/id")?;
+    let id = rec.id;
     if let Some(row) = runs::get(tx, &id).await?
         && row.status == runs::Status::Done
     {
         return Ok(false);
     }
-    let resolved: ResolvedRun =
-        serde_json::from_value(rec.1["spec"].clone()).map_err(|e| Error::Record {
-            hash: rec.0,
-            message: format!("spec: {e}"),
-        })?;
-    let axes = rec.1["axes"].as_object().map(|a| runs::Axes {
-        init: a["init"].as_str().unwrap_or_default().to_string(),
-        task: a["task"].as_str().unwrap_or_default().to_string(),
-        protocol: a["protocol"].as_str().unwrap_or_default().to_string(),
-        fraction: a["fraction"].as_f64().unwrap_or(0.0),
-        seed: a["seed"].as_i64().unwrap_or(0),
-        arch: a["arch"].as_str().unwrap_or_default().to_string(),
+    let resolved: ResolvedRun = serde_json::from_value(rec.spec.clone())
+        .map_err(|e| malformed(hash)(format!("spec: {}", crate::quote::clip(&e.to_string()))))?;
+    let axes = rec.axes.as_ref().map(|a| runs::Axes {
+        init: a.init.clone(),
+        task: a.task.clone(),
+        protocol: a.protocol.clone(),
+        fraction: a.fraction,
+        seed: a.seed,
+        arch: a.arch.clone(),
     });
     let deps = match &resolved {
         ResolvedRun::Downstream(d) => match &d.init {
@@ -362,7 +324,7 @@ async fn ingest_run(
             id,
             kind: resolved.kind(),
             spec: resolved.to_json().to_string(),
-            label: rec.1["label"].as_str().unwrap_or_default().to_string(),
+            label: rec.label.clone(),
             deps: present,
             inputs: crate::runner::inputs_of(&resolved),
             axes,
@@ -370,38 +332,29 @@ async fn ingest_run(
         now,
     )
     .await?;
-    let outputs: Vec<(String, Hash)> = rec.1["outputs"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter_map(|(role, h)| Some((role.clone(), h.as_str()?.parse().ok()?)))
-        .collect();
-    let metrics: Vec<(String, String, f64)> = rec.1["metrics"]
-        .as_object()
-        .into_iter()
-        .flatten()
+    let outputs: Vec<(String, Hash)> = rec.outputs.iter().map(|(r, h)| (r.clone(), *h)).collect();
+    let metrics: Vec<(String, String, f64)> = rec
+        .metrics
+        .iter()
         .flat_map(|(set, m)| {
-            m.as_object()
-                .into_iter()
-                .flatten()
-                .map(move |(name, v)| (set.clone(), name.clone(), v.as_f64().unwrap_or(f64::NAN)))
+            m.iter()
+                .map(move |(name, v)| (set.clone(), name.clone(), v.unwrap_or(f64::NAN)))
         })
         .collect();
-    let env = &rec.1["environment"];
     runs::finish(
         tx,
         &id,
         &runs::Finished {
-            record: rec.0,
+            record: hash,
             outputs: &outputs,
             metrics: &metrics,
-            started_at: env["started_at"].as_str().unwrap_or(now),
-            finished_at: env["finished_at"].as_str().unwrap_or(now),
-            leaked_patients: runs::leaked_patients(&rec.1),
+            started_at: &rec.environment.started_at,
+            finished_at: &rec.environment.finished_at,
+            leaked_patients: rec.leaked_patients(),
         },
     )
     .await?;
-    if let Some(attempts) = rec.1["attempts"].as_i64() {
+    if let Some(attempts) = rec.attempts {
         sqlx::query("UPDATE runs SET attempts = ?2 WHERE id = ?1")
             .bind(id.hex())
             .bind(attempts)
@@ -415,34 +368,24 @@ async fn ingest_run(
 /// Object kinds implied by records (for the objects table).
 pub fn object_kinds(records: &[Record]) -> BTreeMap<Hash, String> {
     let mut kinds = BTreeMap::new();
-    for (h, v) in records {
+    for (h, r) in records {
         kinds.insert(*h, "record".to_string());
-        match kind(v) {
-            "cohort" => {
-                if let Some(m) = v["manifest"].as_str().and_then(|s| s.parse().ok()) {
-                    kinds.insert(m, "manifest".into());
-                }
+        match r {
+            Typed::Cohort(c) => {
+                kinds.insert(c.manifest, "manifest".into());
             }
-            "split" => {
-                if let Some(a) = v["assignment"].as_str().and_then(|s| s.parse().ok()) {
-                    kinds.insert(a, "split".into());
-                }
+            Typed::Split(s) => {
+                kinds.insert(s.assignment, "split".into());
             }
-            "fraction" => {
-                if let Some(m) = v["members"].as_str().and_then(|s| s.parse().ok()) {
-                    kinds.insert(m, "fraction".into());
-                }
+            Typed::Fraction(f) => {
+                kinds.insert(f.members, "fraction".into());
             }
-            "sweep" => {
-                if let Some(s) = v["spec"].as_str().and_then(|s| s.parse().ok()) {
-                    kinds.insert(s, "spec".into());
-                }
+            Typed::Sweep(s) => {
+                kinds.insert(s.spec, "spec".into());
             }
-            "run" => {
-                for (role, h) in v["outputs"].as_object().into_iter().flatten() {
-                    if let Some(h) = h.as_str().and_then(|s| s.parse().ok()) {
-                        kinds.insert(h, role.split(':').next().unwrap_or("output").to_string());
-                    }
+            Typed::Run(run) => {
+                for (role, h) in &run.outputs {
+                    kinds.insert(*h, role.split(':').next().unwrap_or("output").to_string());
                 }
             }
             _ => {}

@@ -293,22 +293,32 @@ pub fn reproduce(
         ResolvedRun::Downstream(d) => d.config.seed,
         ResolvedRun::Pretrain(p) => p.config.seed,
     };
-    let rec = json!({
-        "ktrack": "reproduction",
-        "format": 1,
-        "run": id.hex(),
-        "verdict": verdict.as_str(),
-        "created_at": created_at,
-        "comparisons": comparisons,
-        "metrics": metrics.iter().map(|(s, m, a, b)| json!({"eval": s, "metric": m, "recorded": a, "reproduced": b})).collect::<Vec<_>>(),
-        "max_probability_diff": max_prob,
-        "max_metric_diff": if max_metric.is_finite() { json!(max_metric) } else { json!(null) },
-        "tolerance": {"probability": tolerance.0, "metric": tolerance.1},
-        "environment": env::capture(crate::train::backend::describe(device), seed, &produced.started_at, &produced.finished_at),
-    });
-    let put = k
-        .store
-        .put_bytes(crate::id::canonical_json(&rec).as_bytes())?;
+    let rec = crate::record::Record::Reproduction(Box::new(crate::record::ReproductionRecord {
+        format: crate::record::FORMAT,
+        run: *id,
+        verdict: verdict.as_str().to_string(),
+        created_at: created_at.clone(),
+        comparisons: serde_json::to_value(&comparisons).expect("comparisons serialize"),
+        metrics: serde_json::Value::Array(
+            metrics
+                .iter()
+                .map(|(s, m, a, b)| json!({"eval": s, "metric": m, "recorded": a, "reproduced": b}))
+                .collect(),
+        ),
+        max_probability_diff: max_prob.is_finite().then_some(max_prob),
+        max_metric_diff: max_metric.is_finite().then_some(max_metric),
+        tolerance: crate::record::Tolerance {
+            probability: tolerance.0,
+            metric: tolerance.1,
+        },
+        environment: env::capture(
+            crate::train::backend::describe(device),
+            seed,
+            &produced.started_at,
+            &produced.finished_at,
+        ),
+    }));
+    let put = k.store.put_bytes(&rec.to_bytes())?;
     let now = k.clock.now();
     k.index.run(async {
         let mut tx = k.index.begin_write().await?;

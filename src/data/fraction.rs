@@ -212,15 +212,20 @@ pub fn fraction(k: &Ktrack, opts: &FractionOptions) -> Result<FractionReport, Er
         ]);
         let bytes = table::write(&batch, &meta).expect("writing Parquet to memory cannot fail");
         let members_put = store_batch.put_bytes(&bytes)?;
-        let record = json!({
-            "ktrack": "fraction",
-            "format": 1,
-            "id": id.hex(),
-            "params": params(&opts.split, m.fraction, opts.stratify, opts.seed),
-            "members": members_put.hash.hex(),
-            "patients": m.patients,
+        let record = crate::record::Record::Fraction(crate::record::FractionRecord {
+            format: crate::record::FORMAT,
+            id,
+            params: serde_json::from_value(params(
+                &opts.split,
+                m.fraction,
+                opts.stratify,
+                opts.seed,
+            ))
+            .expect("fraction params are a FractionParams"),
+            members: members_put.hash,
+            patients: m.patients,
         });
-        let record_put = store_batch.put_bytes(crate::id::canonical_json(&record).as_bytes())?;
+        let record_put = store_batch.put_bytes(&record.to_bytes())?;
         let mut classes = BTreeMap::new();
         for s in &m.samples {
             if let Some(v) = by_id[s.as_str()].label(opts.stratify) {

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use rayon::prelude::*;
-use serde_json::json;
 
 use crate::context::Ktrack;
 use crate::data::descriptor::{self, Columns, Dataset, Source};
@@ -19,6 +18,7 @@ use crate::data::manifest::{self, TextTable};
 use crate::data::{Sample, Side, image};
 use crate::id::Hash;
 use crate::index::{self, cohorts};
+use crate::record::{CohortRecord, Record};
 use crate::store;
 
 /// An import error; row numbers count data rows from 1 (the header is not a row).
@@ -314,16 +314,15 @@ pub fn import_with_rules(
     let manifest_bytes = manifest::write_canonical(&samples, rules);
     let manifest_put = batch.put_bytes(&manifest_bytes)?;
     let cohort = manifest_put.hash;
-    let record = json!({
-        "ktrack": "cohort",
-        "format": 1,
-        "name": dataset.name(),
-        "manifest": cohort.hex(),
-        "samples": samples.len(),
-        "patients": n_patients,
-        "rules": rules,
+    let record = Record::Cohort(CohortRecord {
+        format: crate::record::FORMAT,
+        name: dataset.name().to_string(),
+        manifest: cohort,
+        samples: samples.len(),
+        patients: n_patients,
+        rules: rules.clone(),
     });
-    let record_bytes = crate::id::canonical_json(&record).into_bytes();
+    let record_bytes = record.to_bytes();
     let record_put = batch.put_bytes(&record_bytes)?;
 
     if interrupt.load(Ordering::Relaxed) {

@@ -190,14 +190,13 @@ pub fn split(k: &Ktrack, opts: &SplitOptions) -> Result<SplitReport, Error> {
 
     let store_batch = k.store.batch();
     let assignment_put = store_batch.put_bytes(&bytes)?;
-    let record = json!({
-        "ktrack": "split",
-        "format": 1,
-        "id": id.hex(),
-        "params": opts.params(),
-        "assignment": assignment_put.hash.hex(),
+    let record = crate::record::Record::Split(crate::record::SplitRecord {
+        format: crate::record::FORMAT,
+        id,
+        params: serde_json::from_value(opts.params()).expect("split params are a SplitParams"),
+        assignment: assignment_put.hash,
     });
-    let record_put = store_batch.put_bytes(crate::id::canonical_json(&record).as_bytes())?;
+    let record_put = store_batch.put_bytes(&record.to_bytes())?;
     store_batch.commit()?;
 
     let now = k.clock.now();

@@ -297,15 +297,6 @@ pub struct Finished<'a> {
     pub leaked_patients: Option<i64>,
 }
 
-/// The allowed leakage a run record declares (`details.leakage`), if any.
-pub fn leaked_patients(record: &serde_json::Value) -> Option<i64> {
-    let l = &record["details"]["leakage"];
-    (l["allowed"].as_bool() == Some(true))
-        .then(|| l["patients"].as_i64())
-        .flatten()
-        .filter(|n| *n > 0)
-}
-
 /// Marks a run done with its record, outputs and metrics (call inside a transaction).
 pub async fn finish(conn: &mut SqliteConnection, id: &Hash, f: &Finished<'_>) -> Result<()> {
     sqlx::query(

@@ -21,6 +21,7 @@ use crate::id::Hash;
 use crate::index::{self, runs, splits};
 use crate::predictions::Predictions;
 use crate::progress::Task;
+use crate::record::{RunRecord, Tolerance};
 use crate::store::Store;
 use crate::table;
 use crate::train::data::{Example, ImageSource};
@@ -376,32 +377,34 @@ pub fn execute(
     let log = batch.put_file(&produced.log)?;
     stored.push(("log".into(), log.hash, log.size));
     let metrics = produced.metrics.clone();
-    let metrics_json: BTreeMap<&str, BTreeMap<&str, Option<f64>>> =
-        metrics
-            .iter()
-            .fold(BTreeMap::new(), |mut m, (set, name, v)| {
-                m.entry(set.as_str())
-                    .or_default()
-                    .insert(name.as_str(), v.is_finite().then_some(*v));
-                m
-            });
-    let record = json!({
-        "ktrack": "run",
-        "format": 1,
-        "id": id.hex(),
-        "kind": resolved.kind(),
-        "label": label,
-        "axes": axes,
-        "spec": resolved.to_json(),
-        "outputs": stored.iter().map(|(r, h, _)| (r.clone(), json!(h.hex()))).collect::<serde_json::Map<_, _>>(),
-        "metrics": metrics_json,
-        "environment": environment,
-        "details": produced.details,
-        "tolerance": {"probability": prob_tol, "metric": metric_tol},
-        "seconds": produced.seconds,
-        "attempts": attempts,
-    });
-    let record_put = batch.put_bytes(crate::id::canonical_json(&record).as_bytes())?;
+    let mut metrics_by_set: BTreeMap<String, BTreeMap<String, Option<f64>>> = BTreeMap::new();
+    for (set, name, v) in &metrics {
+        metrics_by_set
+            .entry(set.clone())
+            .or_default()
+            .insert(name.clone(), v.is_finite().then_some(*v));
+    }
+    let run_record = RunRecord {
+        format: crate::record::FORMAT,
+        id: *id,
+        kind: resolved.kind().to_string(),
+        label,
+        axes: serde_json::from_value(axes).map_err(|e| Error::Data(format!("run axes: {e}")))?,
+        spec: resolved.to_json(),
+        outputs: stored.iter().map(|(r, h, _)| (r.clone(), *h)).collect(),
+        metrics: metrics_by_set,
+        environment,
+        details: produced.details.clone(),
+        tolerance: Tolerance {
+            probability: prob_tol,
+            metric: metric_tol,
+        },
+        seconds: produced.seconds,
+        attempts: Some(attempts),
+    };
+    let leaked_patients = run_record.leaked_patients();
+    let record = crate::record::Record::Run(Box::new(run_record));
+    let record_put = batch.put_bytes(&record.to_bytes())?;
     batch.commit()?;
 
     let outputs: Vec<(String, Hash)> = stored.iter().map(|(r, h, _)| (r.clone(), *h)).collect();
@@ -423,7 +426,7 @@ pub fn execute(
                 metrics: &metrics,
                 started_at: &produced.started_at,
                 finished_at: &produced.finished_at,
-                leaked_patients: runs::leaked_patients(&record),
+                leaked_patients,
             },
         )
         .await?;

@@ -227,16 +227,15 @@ pub fn record_plan(
     })?;
     let batch = k.store.batch();
     let spec_put = batch.put_bytes(&spec_bytes).map_err(plan::Error::from)?;
-    let record = serde_json::json!({
-        "ktrack": "sweep",
-        "format": 1,
-        "name": name,
-        "spec": spec_put.hash.hex(),
-        "spec_path": path,
-        "runs": ids.iter().map(|h| h.hex()).collect::<Vec<_>>(),
+    let record = crate::record::Record::Sweep(crate::record::SweepRecord {
+        format: crate::record::FORMAT,
+        name: name.clone(),
+        spec: spec_put.hash,
+        spec_path: path.clone(),
+        runs: ids.clone(),
     });
     let record_put = batch
-        .put_bytes(crate::id::canonical_json(&record).as_bytes())
+        .put_bytes(&record.to_bytes())
         .map_err(plan::Error::from)?;
     batch.commit().map_err(plan::Error::from)?;
     Ok(k.index.run(async {

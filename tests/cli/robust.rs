@@ -469,3 +469,43 @@ fn an_external_cohort_holding_training_patients_is_refused() {
     );
     assert!(ctx.runs().is_empty(), "nothing was planned");
 }
+
+#[test]
+fn reindex_refuses_a_damaged_record_instead_of_filling_in_defaults() {
+    use std::os::unix::fs::PermissionsExt;
+    let ctx = TestContext::new();
+    imported(&ctx);
+    ctx.ok(["data", "split", "c", "--stratify", "kl"]);
+    // Find the split record and drop a field from it.
+    let objects = ctx.home().join("objects");
+    let mut damaged = None;
+    for shard in std::fs::read_dir(&objects).unwrap().flatten() {
+        for f in std::fs::read_dir(shard.path()).unwrap().flatten() {
+            let text = std::fs::read_to_string(f.path()).unwrap_or_default();
+            if text.starts_with("{\"") && text.contains("\"ktrack\":\"split\"") {
+                let hex = format!(
+                    "{}{}",
+                    shard.file_name().to_string_lossy(),
+                    f.file_name().to_string_lossy()
+                );
+                let broken = text.replace("\"seed\":", "\"sead\":");
+                std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(0o600)).unwrap();
+                std::fs::write(f.path(), broken).unwrap();
+                damaged = Some(hex);
+            }
+        }
+    }
+    let hex = damaged.expect("a split record");
+    let out = ctx.run(["reindex"]);
+    assert!(out.starts_with("exit_code: 1"), "{out}");
+    assert!(
+        out.contains(&format!("record {}", &hex[..12])) || out.contains(&hex),
+        "{out}"
+    );
+    assert!(
+        out.contains("is malformed") && out.contains("seed"),
+        "{out}"
+    );
+    // The old index is still in place.
+    ctx.ok(["data", "ls"]);
+}
