@@ -4,11 +4,10 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::Value;
-
 use crate::context::Ktrack;
 use crate::id::Hash;
 use crate::index::{self, cohorts, runs, splits};
+use crate::record::{Record, RunRecord};
 use crate::runner::resolved::{InitRef, ResolvedRun};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +28,7 @@ pub enum Error {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Lineage {
     pub run: runs::RunRow,
-    pub record: Value,
+    pub record: RunRecord,
     pub cohort: Option<cohorts::CohortRow>,
     pub split: Option<splits::SplitRow>,
     pub fraction: Option<splits::FractionRow>,
@@ -44,7 +43,7 @@ pub struct Lineage {
 }
 
 /// The record of a finished run, parsed.
-pub fn record(k: &Ktrack, id: &Hash) -> Result<(runs::RunRow, Value, ResolvedRun), Error> {
+pub fn record(k: &Ktrack, id: &Hash) -> Result<(runs::RunRow, RunRecord, ResolvedRun), Error> {
     let row = k
         .index
         .run(async {
@@ -53,21 +52,24 @@ pub fn record(k: &Ktrack, id: &Hash) -> Result<(runs::RunRow, Value, ResolvedRun
         })?
         .ok_or(Error::UnknownRun(*id))?;
     let rec_hash = row.record.ok_or(Error::NotDone(*id, row.status.name()))?;
-    let value: Value = serde_json::from_slice(&k.store.read(&rec_hash)?)
-        .map_err(|e| Error::Record(*id, e.to_string()))?;
-    let resolved: ResolvedRun = serde_json::from_value(value["spec"].clone())
+    let value = match Record::parse(rec_hash, &k.store.read(&rec_hash)?) {
+        Ok(Some(Record::Run(r))) => *r,
+        Ok(_) => {
+            return Err(Error::Record(
+                *id,
+                format!("object {rec_hash} is not a run record"),
+            ));
+        }
+        Err(e) => return Err(Error::Record(*id, e.message)),
+    };
+    let resolved: ResolvedRun = serde_json::from_value(value.spec.clone())
         .map_err(|e| Error::Record(*id, e.to_string()))?;
     Ok((row, value, resolved))
 }
 
 pub fn lineage(k: &Ktrack, id: &Hash) -> Result<Lineage, Error> {
     let (row, value, resolved) = record(k, id)?;
-    let outputs: Vec<(String, Hash)> = value["outputs"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter_map(|(r, h)| Some((r.clone(), h.as_str()?.parse().ok()?)))
-        .collect();
+    let outputs: Vec<(String, Hash)> = value.outputs.iter().map(|(r, h)| (r.clone(), *h)).collect();
     let reproductions: Vec<(String, String, String)> = k
         .index
         .run(
@@ -176,7 +178,7 @@ fn collect(k: &Ktrack, l: &Lineage, out: &mut BTreeSet<Hash>) -> Result<(), Erro
     if let Some(w) = l.weights {
         out.insert(w);
     }
-    if let Some(tok) = l.record["spec"]["tokenizer"]
+    if let Some(tok) = l.record.spec["tokenizer"]
         .as_str()
         .and_then(|s| s.parse().ok())
     {
@@ -267,44 +269,28 @@ fn tree(l: &Lineage, pad: &str, out: &mut String) {
     for (role, h) in &l.outputs {
         out.push_str(&format!("{pad}│   ├── {role:<24} {h:#}\n"));
     }
-    if let Some(m) = l.record["metrics"].as_object() {
+    if !l.record.metrics.is_empty() {
         out.push_str(&format!("{pad}├── metrics\n"));
-        for (set, vals) in m {
+        for (set, vals) in &l.record.metrics {
             let line: Vec<String> = vals
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| {
-                    format!(
-                        "{k} {}",
-                        v.as_f64().map_or("n/a".into(), |x| format!("{x:.4}"))
-                    )
-                })
+                .iter()
+                .map(|(k, v)| format!("{k} {}", v.map_or("n/a".into(), |x| format!("{x:.4}"))))
                 .collect();
             out.push_str(&format!("{pad}│   ├── {set}: {}\n", line.join(", ")));
         }
     }
-    let e = &l.record["environment"];
+    let e = &l.record.environment;
     out.push_str(&format!(
         "{pad}├── environment: ktrack {} (commit {}{}), {}, {} on `{}` ({} threads), host {}, {}\n",
-        e["ktrack_version"].as_str().unwrap_or("?"),
-        e["git_commit"]
-            .as_str()
-            .unwrap_or("?")
-            .chars()
-            .take(12)
-            .collect::<String>(),
-        if e["git_dirty"].as_bool() == Some(true) {
-            ", dirty"
-        } else {
-            ""
-        },
-        e["rustc"].as_str().unwrap_or("?"),
-        e["backend"]["device"].as_str().unwrap_or("?"),
-        e["backend"]["device_name"].as_str().unwrap_or("?"),
-        e["backend"]["threads"].as_u64().unwrap_or(0),
-        e["host"].as_str().unwrap_or("?"),
-        e["os"].as_str().unwrap_or("?"),
+        e.ktrack_version,
+        e.git_commit.chars().take(12).collect::<String>(),
+        if e.git_dirty { ", dirty" } else { "" },
+        e.rustc,
+        e.backend.device,
+        e.backend.device_name,
+        e.backend.threads,
+        e.host,
+        e.os,
     ));
     for (verdict, rec, at) in &l.reproductions {
         out.push_str(&format!(

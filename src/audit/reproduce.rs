@@ -117,12 +117,7 @@ pub fn reproduce(
     interrupt: &AtomicBool,
 ) -> Result<ReproduceReport, Error> {
     let (_, record, mut resolved) = lineage::record(k, id)?;
-    let original: BTreeMap<String, Hash> = record["outputs"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter_map(|(r, h)| Some((r.clone(), h.as_str()?.parse().ok()?)))
-        .collect();
+    let original: BTreeMap<String, Hash> = record.outputs.clone();
 
     // Every input must be present and intact before anything runs.
     let own: std::collections::BTreeSet<Hash> = original
@@ -173,13 +168,8 @@ pub fn reproduce(
             }
         }
     }
-    let declared = record["tolerance"].as_object().map(|t| {
-        (
-            t.get("probability").and_then(|v| v.as_f64()).unwrap_or(0.0),
-            t.get("metric").and_then(|v| v.as_f64()).unwrap_or(0.0),
-        )
-    });
-    let tolerance = declared.unwrap_or_else(|| exec::tolerance(&resolved));
+    // The tolerance the run declared when it was recorded.
+    let tolerance = (record.tolerance.probability, record.tolerance.metric);
 
     let scratch = k.home.join("reproduce").join(format!(
         "{}-{}",
@@ -242,15 +232,12 @@ pub fn reproduce(
             max_diff,
         });
     }
-    let recorded: BTreeMap<(String, String), f64> = record["metrics"]
-        .as_object()
-        .into_iter()
-        .flatten()
+    let recorded: BTreeMap<(String, String), f64> = record
+        .metrics
+        .iter()
         .flat_map(|(set, m)| {
-            m.as_object()
-                .into_iter()
-                .flatten()
-                .map(move |(name, v)| ((set.clone(), name.clone()), v.as_f64().unwrap_or(f64::NAN)))
+            m.iter()
+                .map(move |(name, v)| ((set.clone(), name.clone()), v.unwrap_or(f64::NAN)))
         })
         .collect();
     let mut metrics = Vec::new();

@@ -41,7 +41,7 @@ pub fn show(env: &Env, args: ShowArgs) -> Result<()> {
             env.printer.data(&lineage::render(&l))?;
             env.printer.data(&format!(
                 "resolved spec:\n{}",
-                serde_json::to_string_pretty(&l.record["spec"])?
+                serde_json::to_string_pretty(&l.record.spec)?
             ))?;
         }
     }

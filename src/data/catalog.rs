@@ -107,12 +107,20 @@ pub fn show(k: &Ktrack, prefix: &Prefix) -> Result<Detail, index::Error> {
                     .into_iter()
                     .map(|l| (l, class_counts(samples.iter(), l)))
                     .collect();
+                // `data show` lists the rules; a record it cannot read shows none.
                 let rules = k
                     .store
                     .read(&cohort.record)
                     .ok()
-                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                    .and_then(|v| serde_json::from_value(v["rules"].clone()).ok())
+                    .and_then(|b| {
+                        crate::record::Record::parse(cohort.record, &b)
+                            .ok()
+                            .flatten()
+                    })
+                    .and_then(|r| match r {
+                        crate::record::Record::Cohort(c) => Some(c.rules),
+                        _ => None,
+                    })
                     .unwrap_or_default();
                 Ok(Detail::Cohort(CohortDetail {
                     cohort,
