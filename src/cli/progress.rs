@@ -123,12 +123,14 @@ impl Reporter for Terminal<'_> {
         }
         match outcome {
             Ok(o) => {
-                let headline = o
-                    .metrics
-                    .iter()
-                    .find(|(set, m, _)| set == "test" && (m == "qwk" || m == "auroc"))
-                    .map(|(_, m, v)| format!(", test {m} {v:.3}"))
-                    .unwrap_or_default();
+                let headline = crate::runner::status::headline(
+                    o.metrics
+                        .iter()
+                        .filter(|(set, _, _)| set == "test")
+                        .map(|(s, m, v)| (s.as_str(), m.as_str(), Some(*v))),
+                )
+                .map(|(m, v)| format!(", test {m} {:.3}", v.unwrap_or(f64::NAN)))
+                .unwrap_or_default();
                 self.status(
                     "Finished",
                     format!(

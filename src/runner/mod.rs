@@ -11,6 +11,7 @@ pub mod plan;
 pub mod resolved;
 pub mod slurm;
 pub mod spec;
+pub mod status;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
