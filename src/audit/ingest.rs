@@ -296,14 +296,7 @@ async fn ingest_run(
     }
     let resolved: ResolvedRun = serde_json::from_value(rec.spec.clone())
         .map_err(|e| malformed(hash)(format!("spec: {}", crate::quote::clip(&e.to_string()))))?;
-    let axes = rec.axes.as_ref().map(|a| runs::Axes {
-        init: a.init.clone(),
-        task: a.task.clone(),
-        protocol: a.protocol.clone(),
-        fraction: a.fraction,
-        seed: a.seed,
-        arch: a.arch.clone(),
-    });
+    let axes = rec.axes.clone();
     let deps = match &resolved {
         ResolvedRun::Downstream(d) => match &d.init {
             InitRef::Pretrain { run, .. } => vec![*run],

@@ -40,16 +40,8 @@ impl Status {
     }
 }
 
-/// Grid coordinates of a downstream run.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct Axes {
-    pub init: String,
-    pub task: String,
-    pub protocol: String,
-    pub fraction: f64,
-    pub seed: i64,
-    pub arch: String,
-}
+/// Grid coordinates of a downstream run (as its record keeps them).
+pub use crate::record::RunAxes as Axes;
 
 /// A run to plan.
 #[derive(Clone, Debug)]
