@@ -5,8 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use super::Env;
-use crate::index::{self, IdKind};
-use crate::predictions::{Predictions, TaskKind};
+use crate::index::IdKind;
 use crate::report::export::{self, ExportFormat};
 use crate::report::plot;
 
@@ -30,33 +29,11 @@ pub fn plot_cmd(env: &Env, cmd: PlotCommand) -> Result<()> {
     let k = env.open()?;
     match cmd {
         PlotCommand::Roc { runs, eval, output } => {
-            let mut curves = Vec::new();
-            for r in &runs {
-                let id = crate::data::catalog::resolve(&k, r, IdKind::Run)?;
-                let role = format!("predictions:{eval}");
-                let (label, hash): (String, Option<String>) = k
-                    .index
-                    .run(
-                        sqlx::query_as(
-                            "SELECT r.label, o.hash FROM runs r LEFT JOIN run_outputs o ON o.run = r.id AND o.role = ?2 WHERE r.id = ?1",
-                        )
-                        .bind(id.hex())
-                        .bind(&role)
-                        .fetch_one(k.index.pool()),
-                    )
-                    .map_err(index::Error::from)?;
-                let hash = hash.with_context(|| {
-                    format!("run {id} has no predictions on `{eval}` (is it finished?)")
-                })?;
-                let preds = Predictions::from_parquet(&k.store.read(&hash.parse()?)?)?;
-                anyhow::ensure!(
-                    preds.kind == TaskKind::Binary,
-                    "run {id} is a KL run; ROC curves need a binary task"
-                );
-                let scores = preds.scores();
-                let auc = crate::metrics::binary::auroc(&preds.label, &scores);
-                curves.push((label, plot::roc_points(&preds.label, &scores), auc));
-            }
+            let ids = runs
+                .iter()
+                .map(|r| crate::data::catalog::resolve(&k, r, IdKind::Run))
+                .collect::<Result<Vec<_>, _>>()?;
+            let curves = plot::roc_curves(&k, &ids, &eval)?;
             plot::roc_plot(&curves, &output).context("could not draw the ROC curves")?;
             env.printer.status(
                 "Plotted",

@@ -413,6 +413,23 @@ pub async fn metrics(
     .await?)
 }
 
+/// A run's label and the object it holds for `role`, if the run exists.
+pub async fn label_and_output(
+    conn: &mut SqliteConnection,
+    id: &Hash,
+    role: &str,
+) -> Result<Option<(String, Option<Hash>)>> {
+    let row: Option<(String, Option<String>)> = sqlx::query_as(
+        "SELECT r.label, o.hash FROM runs r LEFT JOIN run_outputs o ON o.run = r.id AND o.role = ?2 WHERE r.id = ?1",
+    )
+    .bind(id.hex())
+    .bind(role)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|(label, h)| Ok((label, h.map(|h| parse_hash(&h)).transpose()?)))
+        .transpose()
+}
+
 /// Records a sweep and its runs.
 pub async fn upsert_sweep(
     conn: &mut SqliteConnection,

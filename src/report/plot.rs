@@ -24,6 +24,21 @@ pub enum Error {
     Extension(std::path::PathBuf),
     #[error("nothing to plot: {0}")]
     Empty(String),
+    #[error("run {run} has no predictions on `{eval}` (is it finished?)")]
+    NoPredictions { run: crate::id::Hash, eval: String },
+    #[error("run {0} is a KL run; ROC curves need a binary task")]
+    NotBinary(crate::id::Hash),
+    #[error("run {0} is not in the index")]
+    UnknownRun(crate::id::Hash),
+    #[error("could not read the predictions of run {run}: {message}")]
+    Predictions {
+        run: crate::id::Hash,
+        message: String,
+    },
+    #[error(transparent)]
+    Index(#[from] crate::index::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
 }
 
 /// A bitmap backend that draws text with the public-domain 8x8 font (no font files needed).
@@ -343,6 +358,45 @@ pub fn roc_points(labels: &[u8], scores: &[f64]) -> Vec<(f64, f64)> {
 
 /// One ROC curve: label, (false positive rate, true positive rate) points, AUROC.
 pub type Curve = (String, Vec<(f64, f64)>, f64);
+
+/// The ROC curve of each binary run on one evaluation set, from its stored predictions.
+pub fn roc_curves(
+    k: &crate::context::Ktrack,
+    runs: &[crate::id::Hash],
+    eval: &str,
+) -> Result<Vec<Curve>, Error> {
+    use crate::predictions::{Predictions, TaskKind};
+    let role = format!("predictions:{eval}");
+    let mut curves = Vec::new();
+    for id in runs {
+        let found = k.index.run(async {
+            let mut c = k
+                .index
+                .pool()
+                .acquire()
+                .await
+                .map_err(crate::index::Error::from)?;
+            crate::index::runs::label_and_output(&mut c, id, &role).await
+        })?;
+        let (label, hash) = found.ok_or(Error::UnknownRun(*id))?;
+        let hash = hash.ok_or_else(|| Error::NoPredictions {
+            run: *id,
+            eval: eval.to_string(),
+        })?;
+        let preds =
+            Predictions::from_parquet(&k.store.read(&hash)?).map_err(|e| Error::Predictions {
+                run: *id,
+                message: e.to_string(),
+            })?;
+        if preds.kind != TaskKind::Binary {
+            return Err(Error::NotBinary(*id));
+        }
+        let scores = preds.scores();
+        let auc = crate::metrics::binary::auroc(&preds.label, &scores);
+        curves.push((label, roc_points(&preds.label, &scores), auc));
+    }
+    Ok(curves)
+}
 
 /// ROC curves.
 pub fn roc_plot(curves: &[Curve], path: &Path) -> Result<(), Error> {

@@ -390,7 +390,10 @@ fn most_sas7bdat_gives_the_same_cohort_as_ascii() {
         .arg("--version")
         .output()
         .is_ok();
-    assert!(have, "`readstat` (Debian package readstat) is not installed");
+    assert!(
+        have,
+        "`readstat` (Debian package readstat) is not installed"
+    );
     let ctx = TestContext::new();
     most_images(&ctx);
     ctx.write("most/readings/mostv01235xray.txt", most_readings_csv());
