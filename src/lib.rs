@@ -20,7 +20,8 @@
 //!   partition), [`env`](mod@env) (environment capture and the version), [`id`] (hashes and prefixes),
 //!   [`rng`] (seeded ChaCha streams), [`table`] (Parquet in and out), [`output`] (printer,
 //!   tables, progress), [`lossless`] (exact JSON floats), [`quote`] (input values quoted in
-//!   errors, clipped), [`fault`] (full disks, busy indexes, odd file kinds).
+//!   errors, clipped), [`fault`] (full disks, busy indexes, odd file kinds), [`hint`] (the fix an
+//!   error suggests).
 //! - [`progress`]: the [`progress::Reporter`] and [`progress::Task`] the library reports to
 //!   (the CLI draws them; the library never prints).
 //! - [`bench`]: benchmarks that report ratios against a reference measured in the same run.
@@ -33,6 +34,7 @@ pub mod context;
 pub mod data;
 pub mod env;
 pub mod fault;
+pub mod hint;
 pub mod id;
 pub mod index;
 pub mod lossless;

@@ -40,8 +40,8 @@ pub enum Error {
     Index(#[from] index::Error),
 }
 
-impl Error {
-    pub fn hint(&self) -> Option<String> {
+impl crate::hint::Hint for Error {
+    fn hint(&self) -> Option<String> {
         match self {
             Error::MissingInput { .. } | Error::CorruptInput { .. } => Some(
                 "`ktrack verify` lists every missing or corrupt object; restore them from a bundle (`ktrack bundle import`)".into(),

@@ -23,6 +23,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use crate::context::{Clock, Ktrack};
+use crate::hint::Hint;
 use crate::output::Printer;
 
 #[derive(Debug, Parser)]
@@ -266,43 +267,104 @@ pub fn render_error(e: &anyhow::Error, home: &Path) -> String {
     out
 }
 
-fn hint(e: &anyhow::Error) -> Option<String> {
-    use crate::data::{descriptor, fraction, import, split};
-    for c in e.chain() {
-        let h = if let Some(x) = c.downcast_ref::<import::Error>() {
-            x.hint()
-        } else if let Some(x) = c.downcast_ref::<descriptor::Error>() {
-            x.hint()
-        } else if let Some(x) = c.downcast_ref::<split::Error>() {
-            x.hint()
-        } else if let Some(x) = c.downcast_ref::<fraction::Error>() {
-            x.hint()
-        } else if let Some(x) = c.downcast_ref::<crate::index::Error>() {
-            x.hint()
-        } else if let Some(x) = c.downcast_ref::<crate::runner::Error>() {
-            x.hint()
-        } else if let Some(x) = c.downcast_ref::<crate::runner::spec::Error>() {
-            x.hint()
-        } else if let Some(x) = c.downcast_ref::<crate::runner::exec::Error>() {
-            x.hint()
-        } else if let Some(x) = c.downcast_ref::<crate::report::compare::Error>() {
-            x.hint()
-        } else if let Some(x) = c.downcast_ref::<crate::train::backend::Error>() {
-            x.hint()
-        } else if let Some(x) = c.downcast_ref::<crate::model::import::Error>() {
-            x.hint()
-        } else if let Some(x) = c.downcast_ref::<crate::audit::reproduce::Error>() {
-            x.hint()
-        } else if let Some(crate::context::Error::Index(x)) =
-            c.downcast_ref::<crate::context::Error>()
-        {
-            x.hint()
-        } else {
+/// Every error type that implements [`Hint`], by path. The test below fails when a type
+/// implements it without being listed here.
+macro_rules! hinted {
+    ($($ty:path),* $(,)?) => {
+        /// The hint of one error of the chain, if its type has one.
+        fn hint_of(c: &(dyn std::error::Error + 'static)) -> Option<String> {
+            $(
+                if let Some(x) = c.downcast_ref::<$ty>() {
+                    return x.hint();
+                }
+            )*
+            if let Some(crate::context::Error::Index(x)) = c.downcast_ref::<crate::context::Error>() {
+                return x.hint();
+            }
             None
-        };
-        if h.is_some() {
-            return h;
         }
+
+        #[cfg(test)]
+        const HINTED: &[&str] = &[$(stringify!($ty)),*];
+    };
+}
+
+hinted!(
+    crate::data::import::Error,
+    crate::data::descriptor::Error,
+    crate::data::manifest::Error,
+    crate::data::split::Error,
+    crate::data::fraction::Error,
+    crate::index::Error,
+    crate::runner::Error,
+    crate::runner::spec::Error,
+    crate::runner::plan::Error,
+    crate::runner::exec::Error,
+    crate::report::compare::Error,
+    crate::train::backend::Error,
+    crate::model::import::Error,
+    crate::audit::reproduce::Error,
+);
+
+/// The first hint along the error's chain.
+fn hint(e: &anyhow::Error) -> Option<String> {
+    e.chain().find_map(hint_of)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every `impl Hint for T` in the sources is listed in `hinted!`, so its hint is shown.
+    #[test]
+    fn every_hinted_error_type_is_listed() {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push(p);
+                }
+            }
+        }
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        walk(&src, &mut files);
+        let listed: Vec<String> = super::HINTED.iter().map(|s| s.replace(' ', "")).collect();
+        let mut found = 0;
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            let rel = f.strip_prefix(&src).unwrap().with_extension("");
+            let mut module: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().to_string())
+                .collect();
+            if module.last().is_some_and(|m| m == "mod" || m == "lib") {
+                module.pop();
+            }
+            for line in text.lines() {
+                let Some(rest) = line
+                    .trim_start()
+                    .strip_prefix("impl Hint for ")
+                    .or_else(|| {
+                        line.trim_start()
+                            .strip_prefix("impl crate::hint::Hint for ")
+                    })
+                else {
+                    continue;
+                };
+                let ty = rest.trim_end_matches(" {").trim();
+                let path = std::iter::once("crate".to_string())
+                    .chain(module.iter().cloned())
+                    .chain(std::iter::once(ty.to_string()))
+                    .collect::<Vec<_>>()
+                    .join("::");
+                assert!(
+                    listed.contains(&path),
+                    "`{path}` implements Hint but is not listed in cli::hinted!"
+                );
+                found += 1;
+            }
+        }
+        assert_eq!(found, listed.len(), "every listed type implements Hint");
     }
-    None
 }

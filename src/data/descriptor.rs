@@ -26,8 +26,8 @@ pub enum Error {
     NotAFile { path: PathBuf, kind: &'static str },
 }
 
-impl Error {
-    pub fn hint(&self) -> Option<String> {
+impl crate::hint::Hint for Error {
+    fn hint(&self) -> Option<String> {
         match self {
             Error::Read { .. } | Error::NotAFile { .. } => {
                 Some("check the path; descriptors live under `datasets/`".into())

@@ -36,8 +36,8 @@ pub enum Error {
     Index(#[from] index::Error),
 }
 
-impl Error {
-    pub fn hint(&self) -> Option<String> {
+impl crate::hint::Hint for Error {
+    fn hint(&self) -> Option<String> {
         match self {
             Error::BadFraction(_) | Error::NoFractions => {
                 Some("for example: --fractions 0.01,0.1,0.25,0.5,1.0".into())

@@ -110,8 +110,8 @@ fn sample_note(sample_id: &Option<String>) -> String {
     }
 }
 
-impl Error {
-    pub fn hint(&self) -> Option<String> {
+impl crate::hint::Hint for Error {
+    fn hint(&self) -> Option<String> {
         match self {
             Error::Descriptor(e) => e.hint(),
             Error::Manifest(e) => e.hint(),

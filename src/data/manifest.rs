@@ -48,8 +48,8 @@ pub enum Error {
     },
 }
 
-impl Error {
-    pub fn hint(&self) -> Option<String> {
+impl crate::hint::Hint for Error {
+    fn hint(&self) -> Option<String> {
         match self {
             Error::DuplicateColumn { .. } => Some(
                 "rename or drop one of the two columns, so that each name says one thing".into(),

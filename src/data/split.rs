@@ -33,8 +33,8 @@ pub enum Error {
     Index(#[from] index::Error),
 }
 
-impl Error {
-    pub fn hint(&self) -> Option<String> {
+impl crate::hint::Hint for Error {
+    fn hint(&self) -> Option<String> {
         match self {
             Error::Ratios { .. } => Some("for example: --train 0.7 --val 0.1 --test 0.2".into()),
             Error::NoLabel { .. } => {

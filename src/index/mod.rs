@@ -80,8 +80,8 @@ pub enum Error {
     },
 }
 
-impl Error {
-    pub fn hint(&self) -> Option<String> {
+impl crate::hint::Hint for Error {
+    fn hint(&self) -> Option<String> {
         match self {
             Error::NotFound { .. } => {
                 Some("list what the index holds with `ktrack data ls`".into())

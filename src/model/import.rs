@@ -31,8 +31,8 @@ pub enum Error {
     Extension { path: PathBuf },
 }
 
-impl Error {
-    pub fn hint(&self) -> Option<String> {
+impl crate::hint::Hint for Error {
+    fn hint(&self) -> Option<String> {
         match self {
             Error::Mismatch { .. } => Some(
                 "use the torchvision weights of the same architecture as `arch` (e.g. resnet50 with ResNet50_Weights.IMAGENET1K_V2)"

@@ -96,8 +96,8 @@ pub enum Error {
     Predictions(Hash, String),
 }
 
-impl Error {
-    pub fn hint(&self) -> Option<String> {
+impl crate::hint::Hint for Error {
+    fn hint(&self) -> Option<String> {
         match self {
             Error::Nothing(_) => Some("run a sweep first (`ktrack run experiments/quickstart.toml`), or relax the filters".into()),
             _ => None,

@@ -55,7 +55,13 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn hint(&self) -> Option<String> {
+    pub fn is_interrupt(&self) -> bool {
+        matches!(self, Error::Train(training::Error::Interrupted { .. }))
+    }
+}
+
+impl crate::hint::Hint for Error {
+    fn hint(&self) -> Option<String> {
         match self {
             Error::Leakage { .. } => Some(
                 "pretrain on the train partition (`data = [\"train\", …]`), or set `allow_leakage = true` on the init to accept and record it"
@@ -64,10 +70,6 @@ impl Error {
             Error::Missing { .. } => Some("run `ktrack verify`; a bundle import may be missing objects".into()),
             _ => None,
         }
-    }
-
-    pub fn is_interrupt(&self) -> bool {
-        matches!(self, Error::Train(training::Error::Interrupted { .. }))
     }
 }
 

@@ -56,8 +56,8 @@ pub enum Error {
     IndexFailed(#[source] index::Error),
 }
 
-impl Error {
-    pub fn hint(&self) -> Option<String> {
+impl crate::hint::Hint for Error {
+    fn hint(&self) -> Option<String> {
         match self {
             Error::Spec(e) => e.hint(),
             Error::Exec(e) => e.hint(),

@@ -53,8 +53,8 @@ pub enum Error {
     },
 }
 
-impl Error {
-    pub fn hint(&self) -> Option<String> {
+impl crate::hint::Hint for Error {
+    fn hint(&self) -> Option<String> {
         match self {
             Error::ExternalOverlap { descriptor, .. } => Some(format!(
                 "an external validation cohort must hold none of the training cohort's patients: remove them from `{}`, or drop it from `[cohorts].external`",

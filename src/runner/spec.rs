@@ -32,8 +32,8 @@ pub enum Error {
     },
 }
 
-impl Error {
-    pub fn hint(&self) -> Option<String> {
+impl crate::hint::Hint for Error {
+    fn hint(&self) -> Option<String> {
         match self {
             Error::Parse { .. } | Error::Invalid { .. } => Some(
                 "the keys a sweep spec takes are listed in README.md, section \"Sweep specs\"; experiments/quickstart.toml is a complete example"

@@ -101,8 +101,8 @@ pub enum Error {
     NotBuilt(DeviceKind),
 }
 
-impl Error {
-    pub fn hint(&self) -> Option<String> {
+impl crate::hint::Hint for Error {
+    fn hint(&self) -> Option<String> {
         match self {
             Error::NotBuilt(_) => Some(
                 "build with `cargo build --release --features tch` (see README, \"LibTorch and GPUs\"), or use --device cpu"
