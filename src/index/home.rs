@@ -48,8 +48,15 @@ pub fn lock(home: &Path) -> Result<HomeLock> {
             return Ok(HomeLock { _file: file });
         }
         let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(io_error("lock", &path)(e));
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            // A filesystem without locks (an NFS mount without lockd): opening proceeds
+            // unserialised, as it did before this lock existed.
+            Some(libc::ENOLCK) | Some(libc::EOPNOTSUPP) => {
+                tracing::warn!(path = %path.display(), "the filesystem does not support locks; opening without the home lock");
+                return Ok(HomeLock { _file: file });
+            }
+            _ => return Err(io_error("lock", &path)(e)),
         }
     }
 }
