@@ -337,8 +337,11 @@ fn swap_in(home: &Path, building: &Path, db: &Path) -> Result<Option<std::path::
         let [_, wal, shm] = index::home::with_side_files(db);
         let [_, aside_wal, aside_shm] = index::home::with_side_files(&aside);
         for (from, to) in [(&wal, &aside_wal), (&shm, &aside_shm)] {
-            if from.exists() {
-                std::fs::rename(from, to).map_err(|e| moved(from, e))?;
+            // SQLite may remove a side file as its last connection closes: gone is fine.
+            match std::fs::rename(from, to) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(moved(from, e)),
             }
         }
         remove_if_there(&aside)?;

@@ -21,7 +21,7 @@ use crate::id::Hash;
 use crate::index::{self, runs, splits};
 use crate::predictions::Predictions;
 use crate::progress::Task;
-use crate::record::{RunRecord, Tolerance};
+use crate::record::{RunAxes, RunRecord, Tolerance};
 use crate::store::Store;
 use crate::table;
 use crate::train::data::{Example, ImageSource};
@@ -325,7 +325,7 @@ pub fn produce(
 }
 
 /// The label, attempts and grid coordinates the index holds for a run (for its record).
-fn label_and_axes(k: &Ktrack, id: &Hash) -> Result<(String, i64, serde_json::Value), Error> {
+fn label_and_axes(k: &Ktrack, id: &Hash) -> Result<(String, i64, Option<RunAxes>), Error> {
     Ok(k.index.run(async {
         let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
         let (label, attempts) = runs::get(&mut c, id)
@@ -339,8 +339,13 @@ fn label_and_axes(k: &Ktrack, id: &Hash) -> Result<(String, i64, serde_json::Val
         .fetch_optional(&mut *c)
         .await
         .map_err(index::Error::from)?;
-        let axes = axes.map_or(json!(null), |a| {
-            json!({"init": a.0, "task": a.1, "protocol": a.2, "fraction": a.3, "seed": a.4, "arch": a.5})
+        let axes = axes.map(|(init, task, protocol, fraction, seed, arch)| RunAxes {
+            init,
+            task,
+            protocol,
+            fraction,
+            seed,
+            arch,
         });
         Ok::<_, index::Error>((label, attempts, axes))
     })?)
@@ -391,7 +396,7 @@ pub fn execute(
         id: *id,
         kind: resolved.kind().to_string(),
         label,
-        axes: serde_json::from_value(axes).map_err(|e| Error::Data(format!("run axes: {e}")))?,
+        axes,
         spec: resolved.to_json(),
         outputs: stored.iter().map(|(r, h, _)| (r.clone(), *h)).collect(),
         metrics: metrics_by_set,
