@@ -42,7 +42,7 @@ pub fn transient(err: &(dyn Error + 'static)) -> bool {
         if text.contains("database is locked") || text.contains("database is busy") {
             return true;
         }
-        if let Some(sqlx::Error::PoolTimedOut) = e.downcast_ref::<sqlx::Error>() {
+        if crate::index::is_pool_timeout(e) {
             return true;
         }
         cur = e.source();

@@ -12,6 +12,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use crate::index::IdKind;
 use crate::record::{BundleManifest, Record};
 
 use super::ingest::{self, Ingested};
@@ -300,26 +301,19 @@ pub fn import(k: &Ktrack, path: &Path) -> Result<ImportReport, Error> {
     // so no row ever names a missing file (a kill in between leaves unindexed objects, which
     // verify accepts and gc removes).
     let records = &read.records;
-    let ingested = k.index.run(async {
-        let mut tx = k.index.begin_write().await.map_err(ingest::Error::from)?;
-        let ingested = ingest::write(&mut tx, records, &prepared, &objects, &now)
-            .await
-            .map_err(|e| match e {
-                ingest::Error::Index(crate::index::Error::Query(q)) => refused(format!(
-                    "its records refer to something neither it nor this home holds ({q})"
-                )),
-                e => e.into(),
-            })?;
-        sqlx::query("UPDATE objects SET kind = 'image' WHERE kind = 'object' AND hash IN (SELECT image FROM samples)")
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| ingest::Error::from(crate::index::Error::from(e)))?;
-        batch.commit()?;
-        tx.commit()
-            .await
-            .map_err(|e| ingest::Error::from(crate::index::Error::from(e)))?;
-        Ok::<_, Error>(ingested)
-    })?;
+    let mut tx = k.index.write().map_err(ingest::Error::from)?;
+    let ingested =
+        ingest::write(&mut tx, records, &prepared, &objects, &now).map_err(|e| match e {
+            ingest::Error::Index(crate::index::Error::Query(q)) => refused(format!(
+                "its records refer to something neither it nor this home holds ({q})"
+            )),
+            e => e.into(),
+        })?;
+    tx.objects()
+        .settle_kinds(true, false)
+        .map_err(ingest::Error::from)?;
+    batch.commit()?;
+    tx.commit().map_err(ingest::Error::from)?;
     Ok(ImportReport {
         run: manifest.run,
         objects: read.objects.len(),
@@ -359,18 +353,11 @@ fn check_records(
         ));
     }
     let available = |h: &Hash| held.contains(h) || k.store.has(h);
-    let in_index = |table: &str, h: &Hash| -> Result<bool, String> {
-        let key = if table == "runs" { "id" } else { "hash" };
-        let sql = format!("SELECT 1 FROM {table} WHERE {key} = ?1");
-        let found: Option<i64> = k
-            .index
-            .run(
-                sqlx::query_scalar(&sql)
-                    .bind(h.hex())
-                    .fetch_optional(k.index.pool()),
-            )
-            .map_err(|e| e.to_string())?;
-        Ok(found.is_some())
+    let in_index = |kind: IdKind, h: &Hash| -> Result<bool, String> {
+        k.index
+            .read()
+            .and_then(|mut c| c.has(kind, h))
+            .map_err(|e| e.to_string())
     };
     let missing = |rec: &Hash, what: &str, h: &Hash| {
         format!("record {rec} refers to {what} {h}, which neither the bundle nor this home holds")
@@ -382,7 +369,7 @@ fn check_records(
             Err(missing(rec, what, h))
         }
     };
-    let need_row = |what: &str, table: &str, have: &BTreeSet<Hash>, h: &Hash, rec: &Hash| {
+    let need_row = |what: &str, table: IdKind, have: &BTreeSet<Hash>, h: &Hash, rec: &Hash| {
         if have.contains(h) || in_index(table, h)? {
             Ok(())
         } else {
@@ -415,15 +402,15 @@ fn check_records(
                         for e in &d.external {
                             need_object("external cohort", &e.cohort, rec)?;
                         }
-                        need_row("split", "splits", &splits, &d.split, rec)?;
-                        need_row("fraction", "fractions", &fractions, &d.fraction, rec)?;
+                        need_row("split", IdKind::Split, &splits, &d.split, rec)?;
+                        need_row("fraction", IdKind::Fraction, &fractions, &d.fraction, rec)?;
                         match &d.init {
                             InitRef::Random => {}
                             InitRef::Torchvision { weights, .. } => {
                                 need_object("weights", weights, rec)?
                             }
                             InitRef::Pretrain { run, .. } => {
-                                need_row("pretraining run", "runs", &runs, run, rec)?
+                                need_row("pretraining run", IdKind::Run, &runs, run, rec)?
                             }
                         }
                     }
@@ -431,7 +418,7 @@ fn check_records(
                         for src in &p.sources {
                             need_object("cohort", &src.cohort, rec)?;
                             if let Some(s) = &src.split {
-                                need_row("split", "splits", &splits, s, rec)?;
+                                need_row("split", IdKind::Split, &splits, s, rec)?;
                             }
                         }
                         if let Some(t) = &p.tokenizer {

@@ -87,12 +87,10 @@ pub fn ingest(
     let now = k.clock.now();
     let read = |h: &Hash| k.store.read(h);
     let prepared = prepare(&read, records, &now)?;
-    k.index.run(async {
-        let mut tx = k.index.begin_write().await?;
-        let out = write(&mut tx, records, &prepared, objects, &now).await?;
-        tx.commit().await.map_err(index::Error::from)?;
-        Ok(out)
-    })
+    let mut tx = k.index.write()?;
+    let out = write(&mut tx, records, &prepared, objects, &now)?;
+    tx.commit()?;
+    Ok(out)
 }
 
 struct CohortRows {
@@ -200,8 +198,8 @@ pub fn prepare(read: Reader<'_>, records: &[Record], now: &str) -> Result<Prepar
 }
 
 /// Inserts the rows of prepared records inside the caller's write transaction.
-pub async fn write(
-    tx: &mut sqlx::SqliteConnection,
+pub fn write(
+    tx: &mut index::Session<'_>,
     records: &[Record],
     prepared: &Prepared,
     objects: &[(Hash, u64, String)],
@@ -215,18 +213,18 @@ pub async fn write(
         .iter()
         .map(|(h, s, kd)| (*h, *s, kd.as_str()))
         .collect();
-    index::insert_objects(tx, &objs, now).await?;
+    tx.objects().insert_many(&objs, now)?;
     for c in &prepared.cohorts {
-        if cohorts::insert(tx, &c.row).await? {
-            cohorts::insert_samples(tx, &c.row.hash, &c.samples).await?;
+        if tx.cohorts().insert(&c.row)? {
+            tx.cohorts().insert_samples(&c.row.hash, &c.samples)?;
             out.cohorts += 1;
         }
     }
     for (row, members) in &prepared.splits {
-        out.splits += usize::from(splits::insert_split(tx, row, members).await?);
+        out.splits += usize::from(tx.splits().insert(row, members)?);
     }
     for (row, members) in &prepared.fractions {
-        out.fractions += usize::from(splits::insert_fraction(tx, row, members).await?);
+        out.fractions += usize::from(tx.fractions().insert(row, members)?);
     }
     // Runs: pretraining first (downstream runs depend on them).
     let mut run_recs: Vec<(Hash, &RunRecord)> = records
@@ -238,42 +236,32 @@ pub async fn write(
         .collect();
     run_recs.sort_by_key(|(h, r)| (r.kind != "pretrain", *h));
     for (hash, rec) in run_recs {
-        out.runs += usize::from(ingest_run(tx, hash, rec, now).await?);
+        out.runs += usize::from(ingest_run(tx, hash, rec, now)?);
     }
     for (hash, rec) in records {
         match rec {
             Typed::Sweep(s) => {
                 let mut ids = Vec::new();
                 for h in &s.runs {
-                    if runs::get(tx, h).await?.is_some() {
+                    if tx.runs().exists(h)? {
                         ids.push(*h);
                     }
                 }
-                runs::upsert_sweep(tx, &s.name, &s.spec_path, &s.spec, &ids, now).await?;
-                sqlx::query("UPDATE sweeps SET record = ?2 WHERE name = ?1")
-                    .bind(&s.name)
-                    .bind(hash.hex())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(index::Error::from)?;
+                tx.sweeps()
+                    .upsert(&s.name, &s.spec_path, &s.spec, &ids, Some(hash), now)?;
                 out.sweeps += 1;
             }
             Typed::Reproduction(r) => {
-                if runs::get(tx, &r.run).await?.is_none() {
+                if !tx.runs().exists(&r.run)? {
                     continue;
                 }
-                let done = sqlx::query(
-                    "INSERT OR IGNORE INTO reproductions (record, run, verdict, max_diff, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .bind(hash.hex())
-                .bind(r.run.hex())
-                .bind(&r.verdict)
-                .bind(r.max_probability_diff)
-                .bind(&r.created_at)
-                .execute(&mut *tx)
-                .await
-                .map_err(index::Error::from)?;
-                out.reproductions += done.rows_affected() as usize;
+                out.reproductions += usize::from(tx.reproductions().insert(
+                    hash,
+                    &r.run,
+                    &r.verdict,
+                    r.max_probability_diff,
+                    &r.created_at,
+                )?);
             }
             _ => {}
         }
@@ -282,14 +270,14 @@ pub async fn write(
 }
 
 /// Inserts one finished run from its record; false if it was already there.
-async fn ingest_run(
-    tx: &mut sqlx::SqliteConnection,
+fn ingest_run(
+    tx: &mut index::Session<'_>,
     hash: Hash,
     rec: &RunRecord,
     now: &str,
 ) -> Result<bool, Error> {
     let id = rec.id;
-    if let Some(row) = runs::get(tx, &id).await?
+    if let Some(row) = tx.runs().get(&id)?
         && row.status == runs::Status::Done
     {
         return Ok(false);
@@ -307,12 +295,11 @@ async fn ingest_run(
     // A dependency must exist as a row (foreign key); keep only those present.
     let mut present = Vec::new();
     for d in deps {
-        if runs::get(tx, &d).await?.is_some() {
+        if tx.runs().exists(&d)? {
             present.push(d);
         }
     }
-    runs::insert_planned(
-        tx,
+    tx.runs().insert_planned(
         &[runs::NewRun {
             id,
             kind: resolved.kind(),
@@ -323,8 +310,7 @@ async fn ingest_run(
             axes,
         }],
         now,
-    )
-    .await?;
+    )?;
     let outputs: Vec<(String, Hash)> = rec.outputs.iter().map(|(r, h)| (r.clone(), *h)).collect();
     let metrics: Vec<(String, String, f64)> = rec
         .metrics
@@ -334,8 +320,7 @@ async fn ingest_run(
                 .map(move |(name, v)| (set.clone(), name.clone(), v.unwrap_or(f64::NAN)))
         })
         .collect();
-    runs::finish(
-        tx,
+    tx.runs().finish(
         &id,
         &runs::Finished {
             record: hash,
@@ -345,15 +330,9 @@ async fn ingest_run(
             finished_at: &rec.environment.finished_at,
             leaked_patients: rec.leaked_patients(),
         },
-    )
-    .await?;
+    )?;
     if let Some(attempts) = rec.attempts {
-        sqlx::query("UPDATE runs SET attempts = ?2 WHERE id = ?1")
-            .bind(id.hex())
-            .bind(attempts)
-            .execute(&mut *tx)
-            .await
-            .map_err(index::Error::from)?;
+        tx.runs().set_attempts(&id, attempts)?;
     }
     Ok(true)
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use crate::context::Ktrack;
 use crate::id::Hash;
+use crate::index::reproductions::ReproductionRow;
 use crate::index::{self, cohorts, runs, splits};
 use crate::record::{Record, RunRecord};
 use crate::runner::resolved::{InitRef, ResolvedRun};
@@ -39,17 +40,16 @@ pub struct Lineage {
     pub weights: Option<Hash>,
     pub outputs: Vec<(String, Hash)>,
     /// (verdict, record, created_at)
-    pub reproductions: Vec<(String, String, String)>,
+    pub reproductions: Vec<ReproductionRow>,
 }
 
 /// The record of a finished run, parsed.
 pub fn record(k: &Ktrack, id: &Hash) -> Result<(runs::RunRow, RunRecord, ResolvedRun), Error> {
     let row = k
         .index
-        .run(async {
-            let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
-            runs::get(&mut c, id).await
-        })?
+        .read()?
+        .runs()
+        .get(id)?
         .ok_or(Error::UnknownRun(*id))?;
     let rec_hash = row.record.ok_or(Error::NotDone(*id, row.status.name()))?;
     let value = match Record::parse(rec_hash, &k.store.read(&rec_hash)?) {
@@ -70,14 +70,7 @@ pub fn record(k: &Ktrack, id: &Hash) -> Result<(runs::RunRow, RunRecord, Resolve
 pub fn lineage(k: &Ktrack, id: &Hash) -> Result<Lineage, Error> {
     let (row, value, resolved) = record(k, id)?;
     let outputs: Vec<(String, Hash)> = value.outputs.iter().map(|(r, h)| (r.clone(), *h)).collect();
-    let reproductions: Vec<(String, String, String)> = k
-        .index
-        .run(
-            sqlx::query_as("SELECT verdict, record, created_at FROM reproductions WHERE run = ?1 ORDER BY created_at")
-                .bind(id.hex())
-                .fetch_all(k.index.pool()),
-        )
-        .map_err(index::Error::from)?;
+    let reproductions = k.index.read()?.reproductions().of_run(id)?;
     let mut l = Lineage {
         run: row,
         record: value,
@@ -92,27 +85,14 @@ pub fn lineage(k: &Ktrack, id: &Hash) -> Result<Lineage, Error> {
         reproductions,
     };
     let (cohort_of, split_of) = (
-        |h: Hash| {
-            k.index.run(async {
-                let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
-                cohorts::get(&mut c, &h).await
-            })
-        },
-        |h: Hash| {
-            k.index.run(async {
-                let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
-                splits::get_split(&mut c, &h).await
-            })
-        },
+        |h: Hash| k.index.read()?.cohorts().get(&h),
+        |h: Hash| k.index.read()?.splits().get(&h),
     );
     match &resolved {
         ResolvedRun::Downstream(d) => {
             l.cohort = cohort_of(d.cohort)?;
             l.split = split_of(d.split)?;
-            l.fraction = k.index.run(async {
-                let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
-                splits::get_fraction(&mut c, &d.fraction).await
-            })?;
+            l.fraction = k.index.read()?.fractions().get(&d.fraction)?;
             for e in &d.external {
                 l.external.push((e.name.clone(), cohort_of(e.cohort)?));
             }
@@ -159,10 +139,7 @@ fn collect(k: &Ktrack, l: &Lineage, out: &mut BTreeSet<Hash>) -> Result<(), Erro
     for c in cohorts_needed {
         out.insert(c.hash);
         out.insert(c.record);
-        let images = k.index.run(async {
-            let mut conn = k.index.pool().acquire().await.map_err(index::Error::from)?;
-            cohorts::samples(&mut conn, &c.hash).await
-        })?;
+        let images = k.index.read()?.cohorts().samples(&c.hash)?;
         out.extend(images.iter().map(|s| s.image));
     }
     let mut split_rows: Vec<&splits::SplitRow> = l.split.iter().collect();
@@ -292,10 +269,12 @@ fn tree(l: &Lineage, pad: &str, out: &mut String) {
         e.host,
         e.os,
     ));
-    for (verdict, rec, at) in &l.reproductions {
+    for r in &l.reproductions {
         out.push_str(&format!(
-            "{pad}├── reproduced {at}: {verdict} (record {})\n",
-            &rec[..12]
+            "{pad}├── reproduced {}: {} (record {})\n",
+            r.created_at,
+            r.verdict,
+            &r.record.hex()[..12]
         ));
     }
     out.push_str(&format!(

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use super::ingest::{self, Ingested};
 use crate::context::Ktrack;
 use crate::id::Hash;
-use crate::index::{self, parse_hash};
+use crate::index::{self, objects::OBJECTS_TABLE};
 use crate::store::{self, Health};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,54 +29,6 @@ pub enum Error {
     },
     #[error("interrupted")]
     Interrupted,
-}
-
-/// Every (table.column, hash) the index refers to. Objects, not rows: split, fraction and run
-/// ids are identities, not objects, and are not listed.
-const REFERENCES: &[(&str, &str)] = &[
-    ("objects.hash", "SELECT hash FROM objects"),
-    ("cohorts.hash", "SELECT hash FROM cohorts"),
-    ("cohorts.record", "SELECT record FROM cohorts"),
-    ("samples.image", "SELECT DISTINCT image FROM samples"),
-    ("splits.assignment", "SELECT assignment FROM splits"),
-    ("splits.record", "SELECT record FROM splits"),
-    ("fractions.members", "SELECT members FROM fractions"),
-    ("fractions.record", "SELECT record FROM fractions"),
-    (
-        "runs.record",
-        "SELECT record FROM runs WHERE record IS NOT NULL",
-    ),
-    ("run_outputs.hash", "SELECT DISTINCT hash FROM run_outputs"),
-    (
-        "run_inputs.hash",
-        "SELECT DISTINCT hash FROM run_inputs WHERE role IN ('weights', 'tokenizer')",
-    ),
-    (
-        "sweeps.record",
-        "SELECT record FROM sweeps WHERE record IS NOT NULL",
-    ),
-    ("sweeps.spec_hash", "SELECT spec_hash FROM sweeps"),
-    ("reproductions.record", "SELECT record FROM reproductions"),
-];
-
-fn references(k: &Ktrack) -> Result<Vec<(&'static str, Hash)>, Error> {
-    Ok(k.index.run(async {
-        let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
-        references_in(&mut c).await
-    })?)
-}
-
-async fn references_in(
-    conn: &mut sqlx::SqliteConnection,
-) -> Result<Vec<(&'static str, Hash)>, index::Error> {
-    let mut out = Vec::new();
-    for (place, sql) in REFERENCES {
-        let rows: Vec<String> = sqlx::query_scalar(sql).fetch_all(&mut *conn).await?;
-        for r in rows {
-            out.push((*place, parse_hash(&r)?));
-        }
-    }
-    Ok(out)
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -135,19 +87,16 @@ pub fn verify(
         }
     }
     let in_store: BTreeSet<Hash> = objects.iter().copied().collect();
-    let known: BTreeSet<Hash> = k
-        .index
-        .run(sqlx::query_scalar::<_, String>("SELECT hash FROM objects").fetch_all(k.index.pool()))
-        .map_err(index::Error::from)?
-        .iter()
-        .map(|h| parse_hash(h))
-        .collect::<Result<_, _>>()?;
+    let (known, references) = {
+        let mut c = k.index.read()?;
+        (c.objects().hashes()?, c.objects().references()?)
+    };
     let mut seen_missing = BTreeSet::new();
-    for (place, h) in references(k)? {
+    for (place, h) in references {
         if !in_store.contains(&h) && seen_missing.insert(h) {
             report.missing.push((h, place.to_string()));
         }
-        if place != "objects.hash" && !known.contains(&h) {
+        if place != OBJECTS_TABLE && !known.contains(&h) {
             report.dangling.push((h, place.to_string()));
         }
     }
@@ -167,14 +116,9 @@ pub struct GcReport {
 
 /// Lists (and with `apply`, deletes) objects no cohort, split, fraction, run or sweep reaches.
 pub fn gc(k: &Ktrack, apply: bool, min_age: std::time::Duration) -> Result<GcReport, Error> {
-    let reachable: BTreeSet<Hash> = references(k)?
-        .into_iter()
-        .filter(|(place, _)| *place != "objects.hash")
-        .map(|(_, h)| h)
-        .collect();
+    let reachable = k.index.read()?.objects().reachable()?;
     let mut report = GcReport::default();
-    let now = std::time::SystemTime::UNIX_EPOCH
-        + std::time::Duration::from_secs(chrono::Utc::now().timestamp().max(0) as u64);
+    let now = k.clock.system_time();
     for h in k.store.list()? {
         if reachable.contains(&h) {
             continue;
@@ -199,32 +143,15 @@ pub fn gc(k: &Ktrack, apply: bool, min_age: std::time::Duration) -> Result<GcRep
         // lock the references are read again, so that what a writer referred to meanwhile
         // is kept.
         let unreachable = std::mem::take(&mut report.unreachable);
-        let kept = k.index.run(async {
-            let mut tx = k.index.begin_write().await?;
-            let now_reachable: BTreeSet<Hash> = references_in(&mut tx)
-                .await?
-                .into_iter()
-                .filter(|(place, _)| *place != "objects.hash")
-                .map(|(_, h)| h)
-                .collect();
-            let kept: Vec<(Hash, u64)> = unreachable
-                .into_iter()
-                .filter(|(h, _)| !now_reachable.contains(h))
-                .collect();
-            let hexes: Vec<String> = kept.iter().map(|(h, _)| h.hex()).collect();
-            for chunk in hexes.chunks(500) {
-                let mut qb =
-                    sqlx::QueryBuilder::<sqlx::Sqlite>::new("DELETE FROM objects WHERE hash IN (");
-                let mut list = qb.separated(", ");
-                for h in chunk {
-                    list.push_bind(h);
-                }
-                qb.push(")");
-                qb.build().execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-            Ok::<_, index::Error>(kept)
-        })?;
+        let mut tx = k.index.write()?;
+        let now_reachable = tx.objects().reachable()?;
+        let kept: Vec<(Hash, u64)> = unreachable
+            .into_iter()
+            .filter(|(h, _)| !now_reachable.contains(h))
+            .collect();
+        let hashes: Vec<Hash> = kept.iter().map(|(h, _)| *h).collect();
+        tx.objects().delete(&hashes)?;
+        tx.commit()?;
         report.bytes = kept.iter().map(|(_, s)| s).sum();
         report.unreachable = kept;
         for (h, _) in &report.unreachable {
@@ -289,15 +216,9 @@ pub fn reindex(home: &Path, clock: crate::context::Clock) -> Result<ReindexRepor
         })
         .collect();
     let ingested = ingest::ingest(&k, &records, &objects)?;
-    k.index.run(async {
-        let mut tx = k.index.begin_write().await?;
-        sqlx::query("UPDATE objects SET kind = 'image' WHERE hash IN (SELECT image FROM samples)").execute(&mut *tx).await?;
-        sqlx::query("UPDATE objects SET kind = 'weights' WHERE hash IN (SELECT hash FROM run_inputs WHERE role = 'weights')")
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok::<_, index::Error>(())
-    })?;
+    let mut tx = k.index.write()?;
+    tx.objects().settle_kinds(false, true)?;
+    tx.commit()?;
     k.index.close()?;
     let previous = swap_in(home, &building, &db)?;
     if index::home::read_id(home)?.as_deref() != Some(id.as_str()) {

@@ -129,20 +129,9 @@ pub fn reproduce(
         .into_iter()
         .filter(|h| !own.contains(h))
         .collect();
-    let kinds: BTreeMap<String, String> = k
-        .index
-        .run(
-            sqlx::query_as::<_, (String, String)>("SELECT hash, kind FROM objects")
-                .fetch_all(k.index.pool()),
-        )
-        .map_err(index::Error::from)?
-        .into_iter()
-        .collect();
+    let kinds = k.index.read()?.objects().kinds()?;
     for h in &inputs {
-        let kind = kinds
-            .get(&h.hex())
-            .cloned()
-            .unwrap_or_else(|| "object".into());
+        let kind = kinds.get(h).cloned().unwrap_or_else(|| "object".into());
         match k.store.check(h)? {
             Health::Ok => {}
             Health::Missing => return Err(Error::MissingInput { hash: *h, kind }),
@@ -307,20 +296,11 @@ pub fn reproduce(
     }));
     let put = k.store.put_bytes(&rec.to_bytes())?;
     let now = k.clock.now();
-    k.index.run(async {
-        let mut tx = k.index.begin_write().await?;
-        index::insert_object(&mut tx, &put.hash, put.size, "record", &now).await?;
-        sqlx::query("INSERT OR IGNORE INTO reproductions (record, run, verdict, max_diff, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")
-            .bind(put.hash.hex())
-            .bind(id.hex())
-            .bind(verdict.as_str())
-            .bind(max_prob)
-            .bind(&created_at)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok::<_, index::Error>(())
-    })?;
+    let mut tx = k.index.write()?;
+    tx.objects().insert(&put.hash, put.size, "record", &now)?;
+    tx.reproductions()
+        .insert(&put.hash, id, verdict.as_str(), Some(max_prob), &created_at)?;
+    tx.commit()?;
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(ReproduceReport {
         run: *id,

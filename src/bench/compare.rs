@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::context::Ktrack;
 use crate::id::Hash;
-use crate::index::{self};
+use crate::index::runs;
 use crate::predictions::{Predictions, TaskKind};
 use crate::report::compare::{self, CompareOptions};
 use crate::rng;
@@ -93,97 +93,78 @@ pub fn run(n_runs: usize, replicates: usize) -> anyhow::Result<CompareBenchRepor
     let per_seed = tasks.len() * INITS.len() * 2 * FRACTIONS.len();
     let seeds = n_runs.div_ceil(per_seed);
     let now = k.clock.now();
-    k.index.run(async {
-        let mut tx = k.index.begin_write().await?;
-        let objs: Vec<(Hash, u64, &str)> = objects
-            .values()
-            .map(|(h, s, _)| (*h, *s, "predictions"))
-            .collect();
-        index::insert_objects(&mut tx, &objs, &now).await?;
-        let mut runs = Vec::new();
-        for seed in 0..seeds {
-            for (task, _) in &tasks {
-                for init in INITS {
-                    for protocol in ["linear", "finetune"] {
-                        for (fi, f) in FRACTIONS.iter().enumerate() {
-                            let id =
-                                Hash::of(format!("{seed}/{task}/{init}/{protocol}/{f}").as_bytes());
-                            runs.push((id, *task, init, protocol, fi, *f, seed as i64));
+    // Every run finished as a real run's finish writes it, with one shared record object.
+    let record = k.store.put_bytes(b"{\"kind\": \"bench\"}")?;
+    let mut objs: Vec<(Hash, u64, &str)> = objects
+        .values()
+        .map(|(h, s, _)| (*h, *s, "predictions"))
+        .collect();
+    objs.push((record.hash, record.size, "record"));
+    let mut planned = Vec::new();
+    let mut finished = Vec::new();
+    for seed in 0..seeds {
+        for (task, _) in &tasks {
+            for init in INITS {
+                for protocol in ["linear", "finetune"] {
+                    for (fi, f) in FRACTIONS.iter().enumerate() {
+                        let id =
+                            Hash::of(format!("{seed}/{task}/{init}/{protocol}/{f}").as_bytes());
+                        planned.push(runs::NewRun {
+                            id,
+                            kind: "downstream",
+                            spec: "{}".into(),
+                            label: "bench".into(),
+                            deps: vec![],
+                            inputs: vec![],
+                            axes: Some(runs::Axes {
+                                init: init.to_string(),
+                                task: task.to_string(),
+                                protocol: protocol.to_string(),
+                                fraction: *f,
+                                seed: seed as i64,
+                                arch: "resnet50".into(),
+                            }),
+                        });
+                        // Seeds differ a little.
+                        let jitter = ((seed as i64 * 7919 + fi as i64 * 31) % 100) as f64 / 5000.0;
+                        let metric = if *task == "kl" { "qwk" } else { "auroc" };
+                        let mut metrics = Vec::new();
+                        let mut outputs = Vec::new();
+                        for e in EVALS {
+                            let (h, _, v) = objects[&(*task, init, fi, e)];
+                            metrics.push((e.to_string(), metric.to_string(), v + jitter));
+                            outputs.push((format!("predictions:{e}"), h));
                         }
+                        finished.push((id, outputs, metrics));
                     }
                 }
             }
         }
-        runs.truncate(n_runs);
-        for chunk in runs.chunks(400) {
-            let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO runs (id, kind, spec, label, status, created_at) ",
-            );
-            qb.push_values(chunk, |mut b, r| {
-                b.push_bind(r.0.hex())
-                    .push_bind("downstream")
-                    .push_bind("{}")
-                    .push_bind("bench")
-                    .push_bind("done")
-                    .push_bind(&now);
-            });
-            qb.build().execute(&mut *tx).await?;
-            let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO run_axes (run, init, task, protocol, fraction, seed, arch) ",
-            );
-            qb.push_values(chunk, |mut b, r| {
-                b.push_bind(r.0.hex())
-                    .push_bind(r.2)
-                    .push_bind(r.1)
-                    .push_bind(r.3)
-                    .push_bind(r.5)
-                    .push_bind(r.6)
-                    .push_bind("resnet50");
-            });
-            qb.build().execute(&mut *tx).await?;
-            let mut metrics = Vec::new();
-            let mut outputs = Vec::new();
-            for r in chunk {
-                for e in EVALS {
-                    let (h, _, v) = objects[&(r.1, r.2, r.4, e)];
-                    // Seeds differ a little.
-                    let jitter = ((r.6 * 7919 + r.4 as i64 * 31) % 100) as f64 / 5000.0;
-                    let metric = if r.1 == "kl" { "qwk" } else { "auroc" };
-                    metrics.push((r.0, e, metric, v + jitter));
-                    outputs.push((r.0, format!("predictions:{e}"), h));
-                }
-            }
-            let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO run_metrics (run, eval_set, metric, value) ",
-            );
-            qb.push_values(&metrics, |mut b, m| {
-                b.push_bind(m.0.hex())
-                    .push_bind(m.1)
-                    .push_bind(m.2)
-                    .push_bind(m.3);
-            });
-            qb.build().execute(&mut *tx).await?;
-            let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO run_outputs (run, role, hash) ",
-            );
-            qb.push_values(&outputs, |mut b, o| {
-                b.push_bind(o.0.hex())
-                    .push_bind(o.1.clone())
-                    .push_bind(o.2.hex());
-            });
-            qb.build().execute(&mut *tx).await?;
-        }
-        crate::index::runs::index_points(&mut tx, None).await?;
-        tx.commit().await?;
-        Ok::<_, index::Error>(())
-    })?;
+    }
+    planned.truncate(n_runs);
+    finished.truncate(n_runs);
+    let mut tx = k.index.write()?;
+    tx.objects().insert_many(&objs, &now)?;
+    tx.runs().insert_planned(&planned, &now)?;
+    for (id, outputs, metrics) in &finished {
+        tx.runs().finish(
+            id,
+            &runs::Finished {
+                record: record.hash,
+                outputs,
+                metrics,
+                started_at: &now,
+                finished_at: &now,
+                leaked_patients: None,
+            },
+        )?;
+    }
+    tx.commit()?;
     let fill_seconds = t.elapsed().as_secs_f64();
 
     // Reference: a plain scan of the rows compare reads.
     let t = Instant::now();
-    let scanned: i64 = k
-        .index
-        .run(sqlx::query_scalar("SELECT count(value) FROM run_points").fetch_one(k.index.pool()))?;
+    let scanned = k.index.read()?.points().count()?;
     let reference_scan_seconds = t.elapsed().as_secs_f64();
     anyhow::ensure!(scanned > 0);
 

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use crate::context::Ktrack;
-use crate::index::{self, runs};
+use crate::index::runs;
 use crate::progress::Quiet;
 use crate::runner::{self, RunOptions, plan::PlanOptions};
 
@@ -56,14 +56,26 @@ pub fn run(runs_wanted: usize) -> anyhow::Result<SkipReport> {
     let (spec, plan) = runner::plan_sweep(&k, &opts, &Quiet, &interrupt)?;
     runner::record_plan(&k, &spec, &plan)?;
     let n = plan.runs.len();
-    k.index.run(async {
-        let mut tx = k.index.begin_write().await?;
-        sqlx::query("UPDATE runs SET status = 'done', finished_at = 'bench'")
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok::<_, index::Error>(())
-    })?;
+    // Each run finished with one (shared) record object, as a real run's finish writes it.
+    let record = k.store.put_bytes(b"{\"kind\": \"bench\"}")?;
+    let now = k.clock.now();
+    let mut tx = k.index.write()?;
+    tx.objects()
+        .insert(&record.hash, record.size, "record", &now)?;
+    for r in &plan.runs {
+        tx.runs().finish(
+            &r.id,
+            &runs::Finished {
+                record: record.hash,
+                outputs: &[],
+                metrics: &[],
+                started_at: &now,
+                finished_at: &now,
+                leaked_patients: None,
+            },
+        )?;
+    }
+    tx.commit()?;
 
     let t = Instant::now();
     let report = runner::run_sweep(&k, &opts, &Quiet, &interrupt)?;
@@ -74,15 +86,14 @@ pub fn run(runs_wanted: usize) -> anyhow::Result<SkipReport> {
     );
 
     let t = Instant::now();
-    let counted = k.index.run(async {
-        let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
-        let rows = runs::list(&mut c, Some("bench")).await?;
-        Ok::<_, index::Error>(
-            rows.iter()
-                .filter(|r| r.status == runs::Status::Done)
-                .count(),
-        )
-    })?;
+    let counted = k
+        .index
+        .read()?
+        .runs()
+        .list(Some("bench"))?
+        .iter()
+        .filter(|r| r.status == runs::Status::Done)
+        .count();
     let reference = t.elapsed().as_secs_f64();
     anyhow::ensure!(counted == n);
     Ok(SkipReport {

@@ -9,7 +9,6 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use crate::context::Ktrack;
-use crate::index;
 use crate::progress::Quiet;
 use crate::runner::{self, RunOptions, plan::PlanOptions};
 
@@ -137,21 +136,12 @@ threads = {threads}
     if let Some((id, label, err)) = report.failed.first() {
         anyhow::bail!("run {id} ({label}) failed: {err}");
     }
-    let points: Vec<(String, f64, Option<f64>)> = k
-        .index
-        .run(
-            sqlx::query_as(
-                "SELECT init, fraction, value FROM run_points
-             WHERE eval_set = 'test' AND metric = 'qwk' ORDER BY fraction, init",
-            )
-            .fetch_all(k.index.pool()),
-        )
-        .map_err(index::Error::from)?;
+    let points = k.index.read()?.points().values("test", "qwk")?;
     let random_at = |f: f64| {
         points
             .iter()
-            .find(|(i, pf, _)| i == "random" && *pf == f)
-            .and_then(|p| p.2)
+            .find(|p| p.init == "random" && p.fraction == f)
+            .and_then(|p| p.value)
             .unwrap_or(f64::NAN)
     };
     let order = |i: &str| {
@@ -161,13 +151,13 @@ threads = {threads}
     };
     let mut rows: Vec<SslRow> = points
         .iter()
-        .map(|(init, f, v)| {
-            let q = v.unwrap_or(f64::NAN);
+        .map(|p| {
+            let q = p.value.unwrap_or(f64::NAN);
             SslRow {
-                init: init.clone(),
-                fraction: *f,
+                init: p.init.clone(),
+                fraction: p.fraction,
                 test_qwk: q,
-                gain_over_random: q - random_at(*f),
+                gain_over_random: q - random_at(p.fraction),
             }
         })
         .collect();

@@ -2,12 +2,13 @@
 
 use std::collections::BTreeMap;
 
+use crate::cohort::Sample;
 use crate::context::Ktrack;
 use crate::data::split::{self, PartitionCounts};
 use crate::data::{Label, Partition};
 use crate::id::{Hash, Prefix};
-use crate::index::cohorts::{self, CohortRow, SampleRow};
-use crate::index::splits::{self, FractionRow, SplitRow};
+use crate::index::cohorts::CohortRow;
+use crate::index::splits::{FractionRow, SplitRow};
 use crate::index::{self, IdKind};
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -18,13 +19,11 @@ pub struct Listing {
 }
 
 pub fn ls(k: &Ktrack) -> Result<Listing, index::Error> {
-    k.index.run(async {
-        let mut conn = k.index.pool().acquire().await?;
-        Ok(Listing {
-            cohorts: cohorts::list(&mut conn).await?,
-            splits: splits::list_splits(&mut conn).await?,
-            fractions: splits::list_fractions(&mut conn).await?,
-        })
+    let mut conn = k.index.read()?;
+    Ok(Listing {
+        cohorts: conn.cohorts().list()?,
+        splits: conn.splits().list()?,
+        fractions: conn.fractions().list()?,
     })
 }
 
@@ -65,7 +64,7 @@ pub enum Detail {
     Fraction(FractionDetail),
 }
 
-fn class_counts<'a>(samples: impl Iterator<Item = &'a SampleRow>, label: Label) -> ClassCounts {
+fn class_counts<'a>(samples: impl Iterator<Item = &'a Sample>, label: Label) -> ClassCounts {
     let mut out = ClassCounts::new();
     for s in samples {
         let class = s
@@ -77,7 +76,7 @@ fn class_counts<'a>(samples: impl Iterator<Item = &'a SampleRow>, label: Label) 
 }
 
 /// Labels with at least one value in the samples.
-fn present_labels(samples: &[SampleRow]) -> Vec<Label> {
+fn present_labels(samples: &[Sample]) -> Vec<Label> {
     Label::ALL
         .into_iter()
         .filter(|l| samples.iter().any(|s| s.label(*l).is_some()))
@@ -89,16 +88,16 @@ pub fn show(k: &Ktrack, prefix: &Prefix) -> Result<Detail, index::Error> {
     let (hash, kind) = k
         .index
         .resolve(prefix, &[IdKind::Cohort, IdKind::Split, IdKind::Fraction])?;
-    k.index.run(async {
-        let mut conn = k.index.pool().acquire().await?;
+    let mut conn = k.index.read()?;
+    {
         let missing = || index::Error::NotFound {
             prefix: prefix.to_string(),
             kinds: kind.name().to_string(),
         };
         match kind {
             IdKind::Cohort => {
-                let cohort = cohorts::get(&mut conn, &hash).await?.ok_or_else(missing)?;
-                let samples = cohorts::samples(&mut conn, &hash).await?;
+                let cohort = conn.cohorts().get(&hash)?.ok_or_else(missing)?;
+                let samples = conn.cohorts().samples(&hash)?;
                 let mut visits = BTreeMap::new();
                 for s in &samples {
                     *visits.entry(s.visit).or_default() += 1;
@@ -130,24 +129,18 @@ pub fn show(k: &Ktrack, prefix: &Prefix) -> Result<Detail, index::Error> {
                 }))
             }
             IdKind::Split => {
-                let row = splits::get_split(&mut conn, &hash)
-                    .await?
-                    .ok_or_else(missing)?;
-                let cohort = cohorts::get(&mut conn, &row.cohort)
-                    .await?
-                    .ok_or_else(missing)?;
-                let samples = cohorts::samples(&mut conn, &row.cohort).await?;
+                let row = conn.splits().get(&hash)?.ok_or_else(missing)?;
+                let cohort = conn.cohorts().get(&row.cohort)?.ok_or_else(missing)?;
+                let samples = conn.cohorts().samples(&row.cohort)?;
                 let assignment: BTreeMap<String, Partition> =
-                    splits::split_members(&mut conn, &hash)
-                        .await?
-                        .into_iter()
-                        .collect();
+                    conn.splits().members(&hash)?.into_iter().collect();
                 let labels = present_labels(&samples)
                     .into_iter()
                     .map(|l| (l, split::counts(&samples, &assignment, Some(l))))
                     .collect();
-                let fractions = splits::list_fractions(&mut conn)
-                    .await?
+                let fractions = conn
+                    .fractions()
+                    .list()?
                     .into_iter()
                     .filter(|f| f.split == hash)
                     .collect();
@@ -159,18 +152,11 @@ pub fn show(k: &Ktrack, prefix: &Prefix) -> Result<Detail, index::Error> {
                 }))
             }
             _ => {
-                let row = splits::get_fraction(&mut conn, &hash)
-                    .await?
-                    .ok_or_else(missing)?;
-                let split_row = splits::get_split(&mut conn, &row.split)
-                    .await?
-                    .ok_or_else(missing)?;
-                let samples = cohorts::samples(&mut conn, &split_row.cohort).await?;
+                let row = conn.fractions().get(&hash)?.ok_or_else(missing)?;
+                let split_row = conn.splits().get(&row.split)?.ok_or_else(missing)?;
+                let samples = conn.cohorts().samples(&split_row.cohort)?;
                 let members: std::collections::BTreeSet<String> =
-                    splits::fraction_members(&mut conn, &hash)
-                        .await?
-                        .into_iter()
-                        .collect();
+                    conn.fractions().members(&hash)?.into_iter().collect();
                 let label: Label = row.stratify.parse().unwrap_or(Label::Kl);
                 let classes = class_counts(
                     samples.iter().filter(|s| members.contains(&s.sample_id)),
@@ -183,7 +169,7 @@ pub fn show(k: &Ktrack, prefix: &Prefix) -> Result<Detail, index::Error> {
                 }))
             }
         }
-    })
+    }
 }
 
 /// A cohort given as an id prefix or a name (the newest version of that name).
@@ -195,10 +181,7 @@ pub fn resolve_cohort(k: &Ktrack, text: &str) -> Result<Hash, index::Error> {
             Err(e) => return Err(e),
         }
     }
-    let versions = k.index.run(async {
-        let mut conn = k.index.pool().acquire().await?;
-        cohorts::by_name(&mut conn, text).await
-    })?;
+    let versions = k.index.read()?.cohorts().by_name(text)?;
     versions
         .first()
         .map(|c| c.hash)

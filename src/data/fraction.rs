@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::context::Ktrack;
 use crate::data::{Label, Partition, strata};
 use crate::id::Hash;
-use crate::index::{self, cohorts, splits};
+use crate::index::{self, splits};
 use crate::{rng, store, table};
 
 pub const STRATEGY: &str = "nested-patient-stratified/1";
@@ -100,7 +100,7 @@ pub struct Members {
 /// Computes nested members for each fraction (given in any order).
 pub fn select(
     split: &Hash,
-    samples: &[cohorts::SampleRow],
+    samples: &[crate::cohort::Sample],
     assignment: &BTreeMap<String, Partition>,
     fractions: &[f64],
     label: Label,
@@ -114,7 +114,7 @@ pub fn select(
             return Err(Error::BadFraction(f));
         }
     }
-    let train: Vec<cohorts::SampleRow> = samples
+    let train: Vec<crate::cohort::Sample> = samples
         .iter()
         .filter(|s| {
             assignment.get(&s.sample_id) == Some(&Partition::Train) && s.label(label).is_some()
@@ -156,18 +156,15 @@ pub fn select(
 
 /// Creates (or finds) the fractions of a split.
 pub fn fraction(k: &Ktrack, opts: &FractionOptions) -> Result<FractionReport, Error> {
-    let (samples, members) = k
-        .index
-        .run(async {
-            let mut conn = k.index.pool().acquire().await.map_err(index::Error::from)?;
-            let Some(split_row) = splits::get_split(&mut conn, &opts.split).await? else {
-                return Ok::<_, index::Error>(None);
-            };
-            let samples = cohorts::samples(&mut conn, &split_row.cohort).await?;
-            let members = splits::split_members(&mut conn, &opts.split).await?;
-            Ok(Some((samples, members)))
-        })?
-        .ok_or(Error::UnknownSplit(opts.split))?;
+    let (samples, members) = {
+        let mut conn = k.index.read()?;
+        let split_row = conn
+            .splits()
+            .get(&opts.split)?
+            .ok_or(Error::UnknownSplit(opts.split))?;
+        let samples = conn.cohorts().samples(&split_row.cohort)?;
+        (samples, conn.splits().members(&opts.split)?)
+    };
     let assignment: BTreeMap<String, Partition> = members.into_iter().collect();
     let mut fractions = opts.fractions.clone();
     fractions.sort_by(f64::total_cmp);
@@ -181,7 +178,7 @@ pub fn fraction(k: &Ktrack, opts: &FractionOptions) -> Result<FractionReport, Er
         opts.seed,
     )?;
 
-    let by_id: BTreeMap<&str, &cohorts::SampleRow> =
+    let by_id: BTreeMap<&str, &crate::cohort::Sample> =
         samples.iter().map(|s| (s.sample_id.as_str(), s)).collect();
     let store_batch = k.store.batch();
     let mut rows = Vec::new();
@@ -245,19 +242,17 @@ pub fn fraction(k: &Ktrack, opts: &FractionOptions) -> Result<FractionReport, Er
     store_batch.commit()?;
 
     let now = k.clock.now();
-    let news = k.index.run(async {
-        let mut tx = k.index.begin_write().await?;
+    let news = {
+        let mut tx = k.index.write()?;
         let mut news = Vec::new();
         for (id, m, members_put, record_put) in &rows {
-            index::insert_objects(
-                &mut tx,
+            tx.objects().insert_many(
                 &[
                     (members_put.hash, members_put.size, "fraction"),
                     (record_put.hash, record_put.size, "record"),
                 ],
                 &now,
-            )
-            .await?;
+            )?;
             let row = splits::FractionRow {
                 hash: *id,
                 split: opts.split,
@@ -270,11 +265,11 @@ pub fn fraction(k: &Ktrack, opts: &FractionOptions) -> Result<FractionReport, Er
                 n_patients: m.patients as i64,
                 created_at: now.clone(),
             };
-            news.push(splits::insert_fraction(&mut tx, &row, &m.samples).await?);
+            news.push(tx.fractions().insert(&row, &m.samples)?);
         }
-        tx.commit().await?;
-        Ok::<_, index::Error>(news)
-    })?;
+        tx.commit()?;
+        news
+    };
     for (info, new) in infos.iter_mut().zip(news) {
         info.new = new;
     }
@@ -290,12 +285,12 @@ mod tests {
     use super::*;
     use crate::data::Side;
 
-    fn samples(n: usize) -> (Vec<cohorts::SampleRow>, BTreeMap<String, Partition>) {
+    fn samples(n: usize) -> (Vec<crate::cohort::Sample>, BTreeMap<String, Partition>) {
         let mut out = Vec::new();
         let mut assignment = BTreeMap::new();
         for p in 0..n {
             let id = format!("s{p:04}");
-            out.push(cohorts::SampleRow {
+            out.push(crate::cohort::Sample {
                 sample_id: id.clone(),
                 patient_id: format!("p{p:04}"),
                 side: Side::R,
@@ -308,6 +303,7 @@ mod tests {
                     Some(u8::from(p % 5 == 0))
                 },
                 progression_4y: None,
+                report: None,
             });
             let part = if p % 10 < 8 {
                 Partition::Train

@@ -17,6 +17,7 @@ use crate::data::descriptor::{self, Columns, Dataset, Source};
 use crate::data::manifest::{self, TextTable};
 use crate::data::{Sample, Side, image};
 use crate::id::Hash;
+use crate::index::files::FileStat;
 use crate::index::{self, cohorts};
 use crate::record::{CohortRecord, Record};
 use crate::store;
@@ -236,17 +237,7 @@ pub fn import_with_rules(
 
     // Files whose size, mtime and inode are unchanged since an earlier import are not read
     // again (their objects are in the store), like git's index.
-    let known: HashMap<String, (i64, i64, i64, Hash)> = k.index.run(async {
-        let rows: Vec<(String, i64, i64, i64, String)> =
-            sqlx::query_as("SELECT path, size, mtime_ns, inode, hash FROM file_stats")
-                .fetch_all(k.index.pool())
-                .await?;
-        Ok::<_, index::Error>(
-            rows.into_iter()
-                .filter_map(|(p, s, m, i, h)| Some((p, (s, m, i, h.parse().ok()?))))
-                .collect(),
-        )
-    })?;
+    let known = k.index.read()?.files().all()?;
     progress.start(rows.len(), 0);
     let batch = k.store.batch();
     let failed = AtomicBool::new(false);
@@ -341,25 +332,22 @@ pub fn import_with_rules(
         puts.iter().map(|p| (p.hash, p.size, "image")).collect();
     objects.push((cohort, manifest_put.size, "manifest"));
     objects.push((record_put.hash, record_put.size, "record"));
-    let new_cohort = k.index.run(async {
-        let mut tx = k.index.begin_write().await?;
-        index::insert_objects(&mut tx, &objects, &now).await?;
-        let row = cohorts::CohortRow {
-            hash: cohort,
-            name: dataset.name().to_string(),
-            record: record_put.hash,
-            n_samples: samples.len() as i64,
-            n_patients: n_patients as i64,
-            imported_at: now.clone(),
-        };
-        index::runs::remember_files(&mut tx, &stats).await?;
-        let new = cohorts::insert(&mut tx, &row).await?;
-        if new {
-            cohorts::insert_samples(&mut tx, &cohort, &samples).await?;
-        }
-        tx.commit().await?;
-        Ok::<_, index::Error>(new)
-    })?;
+    let row = cohorts::CohortRow {
+        hash: cohort,
+        name: dataset.name().to_string(),
+        record: record_put.hash,
+        n_samples: samples.len() as i64,
+        n_patients: n_patients as i64,
+        imported_at: now.clone(),
+    };
+    let mut tx = k.index.write()?;
+    tx.objects().insert_many(&objects, &now)?;
+    tx.files().remember(&stats)?;
+    let new_cohort = tx.cohorts().insert(&row)?;
+    if new_cohort {
+        tx.cohorts().insert_samples(&cohort, &samples)?;
+    }
+    tx.commit()?;
 
     tracing::debug!(seconds = start.elapsed().as_secs_f64(), "index written");
     Ok(ImportReport {
@@ -634,13 +622,10 @@ fn check_inside(manifest: &Path, r: &Row, root: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// (canonical path, size, mtime in ns, inode, hash) of an imported file.
-type FileStat = (String, i64, i64, i64, Hash);
-
 fn stage_image(
     batch: &store::Batch<'_>,
     store: &store::Store,
-    known: &HashMap<String, (i64, i64, i64, Hash)>,
+    known: &HashMap<String, FileStat>,
     manifest: &Path,
     r: &Row,
 ) -> Result<(store::Put, Option<FileStat>), Error> {
@@ -663,12 +648,12 @@ fn stage_image(
         meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
         meta.ino() as i64,
     );
-    if let Some((size, mtime, inode, hash)) = known.get(&key)
-        && (*size, *mtime, *inode) == stat
-        && store.has(hash)
+    if let Some(known) = known.get(&key)
+        && (known.size, known.mtime_ns, known.inode) == stat
+        && store.has(&known.hash)
     {
         let put = store::Put {
-            hash: *hash,
+            hash: known.hash,
             size: stat.0 as u64,
             new: false,
         };
@@ -677,7 +662,14 @@ fn stage_image(
     let bytes = std::fs::read(&r.image).map_err(|e| err(format!("cannot be read: {e}")))?;
     image::validate(&bytes).map_err(|e| err(e.to_string()))?;
     let put = batch.put_bytes(&bytes)?;
-    Ok((put, Some((key, stat.0, stat.1, stat.2, put.hash))))
+    let remembered = FileStat {
+        path: key,
+        size: stat.0,
+        mtime_ns: stat.1,
+        inode: stat.2,
+        hash: put.hash,
+    };
+    Ok((put, Some(remembered)))
 }
 
 #[cfg(test)]

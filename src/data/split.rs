@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::context::Ktrack;
 use crate::data::{Label, Partition, strata};
 use crate::id::Hash;
-use crate::index::{self, cohorts, splits};
+use crate::index::{self, splits};
 use crate::{rng, store, table};
 
 /// The only strategy so far; part of the identity so a future one cannot collide.
@@ -97,7 +97,7 @@ pub struct SplitReport {
 
 /// Computes the assignment (sample id → partition) without writing anything.
 pub fn assign(
-    samples: &[cohorts::SampleRow],
+    samples: &[crate::cohort::Sample],
     opts: &SplitOptions,
 ) -> Result<BTreeMap<String, Partition>, Error> {
     let ok = |r: f64| (0.0..=1.0).contains(&r);
@@ -151,12 +151,10 @@ pub fn assign(
 /// Creates (or finds) a split.
 pub fn split(k: &Ktrack, opts: &SplitOptions) -> Result<SplitReport, Error> {
     let id = opts.id();
-    let (cohort, samples) = k.index.run(async {
-        let mut conn = k.index.pool().acquire().await.map_err(index::Error::from)?;
-        let cohort = cohorts::get(&mut conn, &opts.cohort).await?;
-        let samples = cohorts::samples(&mut conn, &opts.cohort).await?;
-        Ok::<_, index::Error>((cohort, samples))
-    })?;
+    let mut conn = k.index.read()?;
+    let cohort = conn.cohorts().get(&opts.cohort)?;
+    let samples = conn.cohorts().samples(&opts.cohort)?;
+    drop(conn);
     if cohort.is_none() {
         return Err(Error::UnknownCohort(opts.cohort));
     }
@@ -201,17 +199,15 @@ pub fn split(k: &Ktrack, opts: &SplitOptions) -> Result<SplitReport, Error> {
 
     let now = k.clock.now();
     let members: Vec<(String, Partition)> = assignment.into_iter().collect();
-    let new = k.index.run(async {
-        let mut tx = k.index.begin_write().await?;
-        index::insert_objects(
-            &mut tx,
+    let new = {
+        let mut tx = k.index.write()?;
+        tx.objects().insert_many(
             &[
                 (assignment_put.hash, assignment_put.size, "split"),
                 (record_put.hash, record_put.size, "record"),
             ],
             &now,
-        )
-        .await?;
+        )?;
         let row = splits::SplitRow {
             hash: id,
             cohort: opts.cohort,
@@ -225,10 +221,10 @@ pub fn split(k: &Ktrack, opts: &SplitOptions) -> Result<SplitReport, Error> {
             seed: opts.seed as i64,
             created_at: now.clone(),
         };
-        let new = splits::insert_split(&mut tx, &row, &members).await?;
-        tx.commit().await?;
-        Ok::<_, index::Error>(new)
-    })?;
+        let new = tx.splits().insert(&row, &members)?;
+        tx.commit()?;
+        new
+    };
     Ok(SplitReport {
         id,
         cohort: opts.cohort,
@@ -260,7 +256,7 @@ pub fn read_members(bytes: &[u8]) -> Result<Vec<String>, table::Error> {
 
 /// Counts per partition (patients, samples, samples per class of `label`).
 pub fn counts(
-    samples: &[cohorts::SampleRow],
+    samples: &[crate::cohort::Sample],
     assignment: &BTreeMap<String, Partition>,
     label: Option<Label>,
 ) -> BTreeMap<Partition, PartitionCounts> {
@@ -291,7 +287,7 @@ mod tests {
     use proptest::prelude::*;
 
     /// A cohort of `n` patients, 2 knees x `visits` visits each, KL drawn from `weights`.
-    fn cohort(n: usize, visits: usize, seed: u64) -> Vec<cohorts::SampleRow> {
+    fn cohort(n: usize, visits: usize, seed: u64) -> Vec<crate::cohort::Sample> {
         let mut r = rng::stream("test-cohort", &[], seed);
         let mut out = Vec::new();
         for p in 0..n {
@@ -302,7 +298,7 @@ mod tests {
                     .position(|&c| u < c)
                     .unwrap() as u8;
                 for v in 0..visits {
-                    out.push(cohorts::SampleRow {
+                    out.push(crate::cohort::Sample {
                         sample_id: format!("{p:05}_{}_{v}", side.as_str()),
                         patient_id: format!("P{p:05}"),
                         side,
@@ -311,6 +307,7 @@ mod tests {
                         kl: Some((base + (v as u8 / 3)).min(4)),
                         incidence_4y: None,
                         progression_4y: None,
+                        report: None,
                     });
                 }
             }

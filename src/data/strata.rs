@@ -8,15 +8,15 @@
 
 use std::collections::BTreeMap;
 
+use crate::cohort::Sample;
 use crate::data::Label;
-use crate::index::cohorts::SampleRow;
 use crate::rng;
 
 /// A patient's stratum for a label: the sorted labels of its knees at its first labelled
 /// visit (empty: the patient has no value for the label, or no label was asked for).
 pub type Stratum = Vec<u8>;
 
-pub fn patient_strata(samples: &[SampleRow], label: Option<Label>) -> BTreeMap<String, Stratum> {
+pub fn patient_strata(samples: &[Sample], label: Option<Label>) -> BTreeMap<String, Stratum> {
     // (first labelled visit, labels at that visit)
     let mut first: BTreeMap<String, Option<(i64, Vec<u8>)>> = BTreeMap::new();
     for s in samples {
@@ -65,8 +65,8 @@ mod tests {
     use crate::data::Side;
     use crate::id::Hash;
 
-    fn row(p: &str, visit: i64, kl: Option<u8>) -> SampleRow {
-        SampleRow {
+    fn row(p: &str, visit: i64, kl: Option<u8>) -> Sample {
+        Sample {
             sample_id: format!("{p}-{visit}-{kl:?}"),
             patient_id: p.into(),
             side: Side::L,
@@ -75,6 +75,7 @@ mod tests {
             kl,
             incidence_4y: None,
             progression_4y: None,
+            report: None,
         }
     }
 

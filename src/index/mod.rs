@@ -1,23 +1,34 @@
 //! The SQLite index (sqlx): a queryable catalogue of what the store holds and how it relates.
 //!
 //! Opening applies the embedded `migrations/` (never edited once shipped), and sets WAL, foreign
-//! keys and a busy timeout. The library is synchronous; the index owns a small tokio runtime and
-//! callers run their async query blocks with [`Index::run`]. Write transactions start with
-//! `BEGIN IMMEDIATE` so concurrent processes queue on the busy timeout instead of failing with
-//! "database is locked". Everything here can be rebuilt from record objects in the store.
+//! keys and a busy timeout. Everything here can be rebuilt from record objects in the store.
+//!
+//! All SQL of ktrack lives in this module, behind a synchronous facade: [`Index::read`] lends a
+//! pooled connection and [`Index::write`] opens a write transaction (`BEGIN IMMEDIATE`, so
+//! concurrent processes queue on the busy timeout instead of failing with "database is
+//! locked"); either is a [`Session`], whose tables are reached by name —
+//! `k.index.read()?.runs().get(&id)?`, `tx.objects().insert_many(..)?; tx.commit()?`. Rows come
+//! back as plain structs (`sqlx::FromRow`), never tuples. A write session dropped without
+//! `commit` rolls back. The index owns a small tokio runtime that sqlx runs on; nothing outside
+//! this module sees sqlx or the runtime.
 
+mod codec;
 pub mod cohorts;
+pub mod files;
 pub mod home;
+pub mod objects;
+pub mod points;
+pub mod reproductions;
 pub mod runs;
 pub mod splits;
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 
 use crate::id::{Hash, Prefix};
 
@@ -198,34 +209,41 @@ impl Index {
 
     /// A value of `home_meta`.
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
-        Ok(self.run(
-            sqlx::query_scalar("SELECT value FROM home_meta WHERE key = ?1")
-                .bind(key)
-                .fetch_optional(&self.pool),
-        )?)
+        self.read()?.block(async |c| {
+            Ok(
+                sqlx::query_scalar("SELECT value FROM home_meta WHERE key = ?1")
+                    .bind(key)
+                    .fetch_optional(c)
+                    .await?,
+            )
+        })
     }
 
     pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        self.run(
+        self.read()?.block(async |c| {
             sqlx::query("INSERT OR REPLACE INTO home_meta (key, value) VALUES (?1, ?2)")
                 .bind(key)
                 .bind(value)
-                .execute(&self.pool),
-        )?;
-        Ok(())
+                .execute(c)
+                .await?;
+            Ok(())
+        })
     }
 
     /// True when the index records no object at all.
     pub fn is_empty(&self) -> Result<bool> {
-        let any: Option<i64> = self
-            .run(sqlx::query_scalar("SELECT 1 FROM objects LIMIT 1").fetch_optional(&self.pool))?;
-        Ok(any.is_none())
+        self.read()?.block(async |c| {
+            let any: Option<i64> = sqlx::query_scalar("SELECT 1 FROM objects LIMIT 1")
+                .fetch_optional(c)
+                .await?;
+            Ok(any.is_none())
+        })
     }
 
     /// Moves everything into the main file (WAL checkpoint) and closes every connection, so
     /// the file can be renamed into place on its own.
     pub fn close(self) -> Result<()> {
-        self.run(async {
+        self.rt.block_on(async {
             sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
                 .execute(&self.pool)
                 .await?;
@@ -234,18 +252,24 @@ impl Index {
         })
     }
 
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+    /// A pooled connection for reads (and single-statement writes, each its own transaction).
+    /// Hold it briefly: the pool is small.
+    pub fn read(&self) -> Result<Session<'_>> {
+        let conn = self.rt.block_on(self.pool.acquire())?;
+        Ok(Session {
+            rt: &self.rt,
+            conn: Some(Conn::Pooled(conn)),
+        })
     }
 
-    /// Runs an async block of queries to completion.
-    pub fn run<F: Future>(&self, f: F) -> F::Output {
-        self.rt.block_on(f)
-    }
-
-    /// Begins a write transaction (`BEGIN IMMEDIATE`: takes the write lock up front).
-    pub async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// A write transaction (`BEGIN IMMEDIATE`: takes the write lock up front). Nothing it wrote
+    /// is visible until [`Session::commit`]; dropping it rolls back.
+    pub fn write(&self) -> Result<Session<'_>> {
+        let tx = self.rt.block_on(self.pool.begin_with("BEGIN IMMEDIATE"))?;
+        Ok(Session {
+            rt: &self.rt,
+            conn: Some(Conn::Tx(tx)),
+        })
     }
 
     /// Resolves a typed prefix among the given kinds of ids.
@@ -258,11 +282,10 @@ impl Index {
                 "SELECT {key} FROM {} WHERE {key} LIKE ?1 LIMIT 10",
                 kind.table()
             );
-            let rows: Vec<(String,)> =
-                self.run(sqlx::query_as(&sql).bind(&pattern).fetch_all(&self.pool))?;
-            for (hex,) in rows {
-                found.push((parse_hash(&hex)?, *kind));
-            }
+            let rows: Vec<Hash> = self.read()?.block(async |c| {
+                Ok(sqlx::query_scalar(&sql).bind(&pattern).fetch_all(c).await?)
+            })?;
+            found.extend(rows.into_iter().map(|h| (h, *kind)));
         }
         found.sort();
         found.dedup_by_key(|(h, _)| *h);
@@ -320,45 +343,103 @@ pub(crate) fn parse_hash(hex: &str) -> Result<Hash> {
     hex.parse().map_err(|_| Error::BadHash(hex.to_string()))
 }
 
-/// Records an object row (idempotent).
-pub async fn insert_object(
-    conn: &mut sqlx::SqliteConnection,
-    hash: &Hash,
-    size: u64,
-    kind: &str,
-    now: &str,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT OR IGNORE INTO objects (hash, size, kind, created_at) VALUES (?1, ?2, ?3, ?4)",
-    )
-    .bind(hash.hex())
-    .bind(size as i64)
-    .bind(kind)
-    .bind(now)
-    .execute(conn)
-    .await?;
-    Ok(())
+/// A connection lent by [`Index::read`] or a transaction opened by [`Index::write`], used
+/// synchronously. Its tables are reached by name: [`Session::runs`], [`Session::objects`], ….
+pub struct Session<'i> {
+    rt: &'i tokio::runtime::Runtime,
+    conn: Option<Conn>,
 }
 
-/// Records many object rows in multi-row statements.
-pub async fn insert_objects(
-    conn: &mut sqlx::SqliteConnection,
-    rows: &[(Hash, u64, &str)],
-    now: &str,
-) -> Result<()> {
-    for chunk in rows.chunks(200) {
-        let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
-            "INSERT OR IGNORE INTO objects (hash, size, kind, created_at) ",
-        );
-        qb.push_values(chunk, |mut b, (hash, size, kind)| {
-            b.push_bind(hash.hex())
-                .push_bind(*size as i64)
-                .push_bind(*kind)
-                .push_bind(now);
-        });
-        qb.build().execute(&mut *conn).await?;
+enum Conn {
+    Pooled(PoolConnection<Sqlite>),
+    Tx(Transaction<'static, Sqlite>),
+}
+
+impl<'i> Session<'i> {
+    /// Runs one async block of queries on this session's connection, to completion.
+    fn block<T>(&mut self, f: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T>) -> Result<T> {
+        let conn: &mut SqliteConnection = match self.conn.as_mut().expect("an open session") {
+            Conn::Pooled(c) => c,
+            Conn::Tx(t) => t,
+        };
+        self.rt.block_on(f(conn))
     }
-    Ok(())
+
+    /// Commits a write session (a read session has nothing to commit).
+    pub fn commit(mut self) -> Result<()> {
+        if let Some(Conn::Tx(tx)) = self.conn.take() {
+            let _in_runtime = self.rt.enter();
+            self.rt.block_on(tx.commit())?;
+        }
+        Ok(())
+    }
+
+    /// True when the table of `kind` has a row with this id.
+    pub fn has(&mut self, kind: IdKind, id: &Hash) -> Result<bool> {
+        let key = if kind == IdKind::Run { "id" } else { "hash" };
+        let sql = format!("SELECT 1 FROM {} WHERE {key} = ?1", kind.table());
+        self.block(async |c| {
+            let one: Option<i64> = sqlx::query_scalar(&sql).bind(id).fetch_optional(c).await?;
+            Ok(one.is_some())
+        })
+    }
+
+    pub fn objects(&mut self) -> objects::Objects<'_, 'i> {
+        objects::Objects(self)
+    }
+
+    pub fn cohorts(&mut self) -> cohorts::Cohorts<'_, 'i> {
+        cohorts::Cohorts(self)
+    }
+
+    pub fn splits(&mut self) -> splits::Splits<'_, 'i> {
+        splits::Splits(self)
+    }
+
+    pub fn fractions(&mut self) -> splits::Fractions<'_, 'i> {
+        splits::Fractions(self)
+    }
+
+    pub fn runs(&mut self) -> runs::Runs<'_, 'i> {
+        runs::Runs(self)
+    }
+
+    pub fn sweeps(&mut self) -> runs::Sweeps<'_, 'i> {
+        runs::Sweeps(self)
+    }
+
+    pub fn files(&mut self) -> files::Files<'_, 'i> {
+        files::Files(self)
+    }
+
+    pub fn points(&mut self) -> points::Points<'_, 'i> {
+        points::Points(self)
+    }
+
+    pub fn reproductions(&mut self) -> reproductions::Reproductions<'_, 'i> {
+        reproductions::Reproductions(self)
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        // Returning a connection to the pool (and rolling back an open transaction) is queued
+        // on the index's runtime.
+        let _in_runtime = self.rt.enter();
+        self.conn.take();
+    }
+}
+
+/// True when `e` is the index's pool giving up waiting for a free connection (other work held
+/// them all: worth retrying).
+pub fn is_pool_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(
+        e.downcast_ref::<sqlx::Error>(),
+        Some(sqlx::Error::PoolTimedOut)
+    ) || matches!(
+        e.downcast_ref::<Error>(),
+        Some(Error::Query(sqlx::Error::PoolTimedOut))
+    )
 }
 
 #[cfg(test)]
@@ -371,14 +452,11 @@ mod tests {
         let index = Index::open(&dir.path().join("k.db")).unwrap();
         let a = Hash::of(b"a");
         let b = Hash::of(b"b");
-        index
-            .run(async {
-                let mut tx = index.begin_write().await?;
-                insert_objects(&mut tx, &[(a, 1, "test"), (b, 1, "test")], "now").await?;
-                tx.commit().await?;
-                Ok::<_, Error>(())
-            })
+        let mut tx = index.write().unwrap();
+        tx.objects()
+            .insert_many(&[(a, 1, "test"), (b, 1, "test")], "now")
             .unwrap();
+        tx.commit().unwrap();
         let p: Prefix = a.hex()[..6].parse().unwrap();
         assert_eq!(index.resolve(&p, &[IdKind::Object]).unwrap().0, a);
         let none: Prefix = "ffffffffff".parse().unwrap();

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::context::Ktrack;
 use crate::id::Hash;
+use crate::index::points::{Leak, PointFilter};
 use crate::index::{self, parse_hash};
 use crate::metrics::stats::{self, Clusters};
 use crate::predictions::Predictions;
@@ -188,105 +189,71 @@ impl Atom {
 
 /// Every init name in the index (the default baseline is chosen among them).
 fn inits(k: &Ktrack) -> Result<BTreeSet<String>, Error> {
-    let rows: Vec<String> = k
-        .index
-        .run(sqlx::query_scalar("SELECT DISTINCT init FROM run_axes").fetch_all(k.index.pool()))
-        .map_err(index::Error::from)?;
-    Ok(rows.into_iter().collect())
+    Ok(k.index.read()?.points().inits()?.into_iter().collect())
 }
 
 fn load_atoms(k: &Ktrack, opts: &CompareOptions, baseline: &str) -> Result<Vec<Atom>, Error> {
-    // One ordered scan of `run_points` (keyed in this grouping order); each grid point comes
-    // back with its seeds' values, which are summarised and paired with the baseline here.
-    type Row = (
-        String,
-        String,
-        f64,
-        String,
-        String,
-        String,
-        String,
-        Option<String>,
-    );
-    let sql = "SELECT task, protocol, fraction, eval_set, metric, init, min(run),
-                      group_concat(seed || ':' || value, ',')
-               FROM run_points
-               WHERE eval_set <> 'val'
-                 AND (?1 = '' OR run IN (SELECT run FROM sweep_runs WHERE sweep = ?1))
-                 AND (?2 = '' OR task = ?2)
-                 AND (?3 = '' OR protocol = ?3)
-                 AND metric = CASE WHEN ?4 <> '' THEN ?4 WHEN task = 'kl' THEN 'qwk' ELSE 'auroc' END
-                 AND (?5 IS NULL OR seed = ?5)
-               GROUP BY task, protocol, fraction, eval_set, metric, init";
-    let rows: Vec<Row> = k
-        .index
-        .run(
-            sqlx::query_as(sql)
-                .bind(opts.sweep.clone().unwrap_or_default())
-                .bind(opts.task.clone().unwrap_or_default())
-                .bind(opts.protocol.clone().unwrap_or_default())
-                .bind(opts.metric.clone().unwrap_or_default())
-                .bind(opts.run_seed)
-                .fetch_all(k.index.pool()),
-        )
-        .map_err(index::Error::from)?;
+    // Each grid point comes back with its seeds' values, which are summarised and paired with
+    // the baseline here.
+    let rows = k.index.read()?.points().groups(&PointFilter {
+        sweep: opts.sweep.as_deref(),
+        task: opts.task.as_deref(),
+        protocol: opts.protocol.as_deref(),
+        metric: opts.metric.as_deref(),
+        seed: opts.run_seed,
+    })?;
     let eval: BTreeSet<&str> = opts.eval.iter().map(String::as_str).collect();
-    let parse = |list: &Option<String>| -> Vec<(i64, f64)> {
-        list.as_deref()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|pair| {
-                let (s, v) = pair.split_once(':')?;
-                Some((s.parse().ok()?, v.parse().ok()?))
-            })
-            .filter(|(_, v): &(i64, f64)| v.is_finite())
-            .collect()
-    };
     // The baseline's values by grid point and seed, and its run (for single-seed pairing).
     type Key<'a> = (&'a str, &'a str, u64, &'a str, &'a str);
-    let mut base: std::collections::HashMap<Key<'_>, (std::collections::HashMap<i64, f64>, &str)> =
+    let mut base: std::collections::HashMap<Key<'_>, (std::collections::HashMap<i64, f64>, Hash)> =
         Default::default();
-    for r in rows.iter().filter(|r| r.5 == baseline) {
+    for r in rows.iter().filter(|r| r.init == baseline) {
         base.insert(
-            (&r.0, &r.1, r.2.to_bits(), &r.3, &r.4),
-            (parse(&r.7).into_iter().collect(), &r.6),
+            (
+                &r.task,
+                &r.protocol,
+                r.fraction.to_bits(),
+                &r.eval_set,
+                &r.metric,
+            ),
+            (r.values.iter().copied().collect(), r.run),
         );
     }
     let mut atoms = Vec::new();
     for r in rows
         .iter()
-        .filter(|r| eval.is_empty() || eval.contains(r.3.as_str()))
+        .filter(|r| eval.is_empty() || eval.contains(r.eval_set.as_str()))
     {
-        let values = parse(&r.7);
-        let partner = (r.5 != baseline)
+        let values = &r.values;
+        let partner = (r.init != baseline)
             .then(|| {
                 base.get(&(
-                    r.0.as_str(),
-                    r.1.as_str(),
-                    r.2.to_bits(),
-                    r.3.as_str(),
-                    r.4.as_str(),
+                    r.task.as_str(),
+                    r.protocol.as_str(),
+                    r.fraction.to_bits(),
+                    r.eval_set.as_str(),
+                    r.metric.as_str(),
                 ))
             })
             .flatten();
         let mut atom = Atom {
-            init: r.5.clone(),
-            task: r.0.clone(),
-            protocol: r.1.clone(),
-            fraction: r.2,
-            eval: r.3.clone(),
-            metric: r.4.clone(),
+            init: r.init.clone(),
+            task: r.task.clone(),
+            protocol: r.protocol.clone(),
+            fraction: r.fraction,
+            eval: r.eval_set.clone(),
+            metric: r.metric.clone(),
             n: values.len() as i64,
             sum: values.iter().map(|(_, v)| v).sum(),
             sumsq: values.iter().map(|(_, v)| v * v).sum(),
-            run: r.6.clone(),
-            base_run: partner.map(|p| p.1.to_string()),
+            run: r.run.hex(),
+            base_run: partner.map(|p| p.1.hex()),
             pairs: 0,
             dsum: 0.0,
             dsumsq: 0.0,
         };
         if let Some((by_seed, _)) = partner {
-            for (seed, v) in &values {
+            for (seed, v) in values {
                 if let Some(b) = by_seed.get(seed) {
                     let d = v - b;
                     atom.pairs += 1;
@@ -382,13 +349,14 @@ pub fn compare(k: &Ktrack, opts: &CompareOptions) -> Result<Vec<CompareTable>, E
     for (key, pts) in tables {
         let notes: Vec<String> = leaks
             .iter()
-            .filter(|(init, task, protocol, ..)| {
+            .filter(|l| {
                 pts.iter()
-                    .any(|a| &a.init == init && &a.task == task && &a.protocol == protocol)
+                    .any(|a| a.init == l.init && a.task == l.task && a.protocol == l.protocol)
             })
-            .map(|(init, task, protocol, runs, max)| {
+            .map(|l| {
                 format!(
-                    "‡ `{init}` ({task}, {protocol}): {runs} run(s) allowed leakage — up to {max} patient(s) of the evaluated sets were in the init's pretraining data"
+                    "‡ `{}` ({}, {}): {} run(s) allowed leakage — up to {} patient(s) of the evaluated sets were in the init's pretraining data",
+                    l.init, l.task, l.protocol, l.runs, l.most_patients
                 )
             })
             .collect();
@@ -437,41 +405,19 @@ pub fn compare(k: &Ktrack, opts: &CompareOptions) -> Result<Vec<CompareTable>, E
     Ok(out)
 }
 
-/// (init, task, protocol, runs, most patients) of runs that allowed leakage.
-type Leak = (String, String, String, i64, i64);
-
 fn leakage(k: &Ktrack, opts: &CompareOptions) -> Result<Vec<Leak>, Error> {
-    let rows: Vec<Leak> = k
-        .index
-        .run(
-            sqlx::query_as(
-                "SELECT a.init, a.task, a.protocol, COUNT(*), MAX(r.leaked_patients)
-                 FROM runs r JOIN run_axes a ON a.run = r.id
-                 WHERE r.leaked_patients IS NOT NULL AND r.leaked_patients > 0
-                   AND (?1 = '' OR r.id IN (SELECT run FROM sweep_runs WHERE sweep = ?1))
-                 GROUP BY a.init, a.task, a.protocol ORDER BY a.init, a.task, a.protocol",
-            )
-            .bind(opts.sweep.clone().unwrap_or_default())
-            .fetch_all(k.index.pool()),
-        )
-        .map_err(index::Error::from)?;
-    Ok(rows)
+    Ok(k.index.read()?.points().leakage(opts.sweep.as_deref())?)
 }
 
 fn predictions_of(k: &Ktrack, run: &str, eval: &str) -> Result<Predictions, Error> {
     let run = parse_hash(run)?;
     let role = format!("predictions:{eval}");
-    let hash: Option<String> = k
+    let hash = k
         .index
-        .run(
-            sqlx::query_scalar("SELECT hash FROM run_outputs WHERE run = ?1 AND role = ?2")
-                .bind(run.hex())
-                .bind(&role)
-                .fetch_optional(k.index.pool()),
-        )
-        .map_err(index::Error::from)?;
-    let hash =
-        parse_hash(&hash.ok_or_else(|| Error::Predictions(run, format!("run has no {role}")))?)?;
+        .read()?
+        .runs()
+        .output(&run, &role)?
+        .ok_or_else(|| Error::Predictions(run, format!("run has no {role}")))?;
     let bytes = k
         .store
         .read(&hash)

@@ -9,6 +9,7 @@ use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray}
 
 use crate::context::Ktrack;
 use crate::index;
+use crate::index::points::{ExportMetric, ExportRun, LineageRow};
 use crate::table;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -71,208 +72,96 @@ pub fn export(
         path: dir.to_path_buf(),
         message: e.to_string(),
     })?;
-    let sweep = sweep.unwrap_or("").to_string();
-    let filter = "(?1 = '' OR r.id IN (SELECT run FROM sweep_runs WHERE sweep = ?1))";
-    type RunRow = (
-        String,
-        String,
-        String,
-        String,
-        i64,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<f64>,
-        Option<i64>,
-        Option<String>,
-    );
-    let runs: Vec<RunRow> = k
-        .index
-        .run(
-            sqlx::query_as(&format!(
-                "SELECT r.id, r.kind, r.label, r.status, r.attempts, r.error, r.record, r.started_at, r.finished_at,
-                        a.init, a.task, a.protocol, a.fraction, a.seed, a.arch
-                 FROM runs r LEFT JOIN run_axes a ON a.run = r.id WHERE {filter} ORDER BY r.id"
-            ))
-            .bind(&sweep)
-            .fetch_all(k.index.pool()),
+    let (runs, metrics, lineage) = {
+        let mut c = k.index.read()?;
+        let mut p = c.points();
+        (
+            p.export_runs(sweep)?,
+            p.export_metrics(sweep)?,
+            p.export_lineage(sweep)?,
         )
-        .map_err(index::Error::from)?;
-    let metrics: Vec<(String, String, String, Option<f64>)> = k
-        .index
-        .run(
-            sqlx::query_as(&format!(
-                "SELECT m.run, m.eval_set, m.metric, m.value FROM run_metrics m JOIN runs r ON r.id = m.run
-                 WHERE {filter} ORDER BY m.run, m.eval_set, m.metric"
-            ))
-            .bind(&sweep)
-            .fetch_all(k.index.pool()),
-        )
-        .map_err(index::Error::from)?;
-    let lineage: Vec<(String, String, String, String)> = k
-        .index
-        .run(
-            sqlx::query_as(&format!(
-                "SELECT run, direction, role, hash FROM (
-                    SELECT i.run AS run, 'input' AS direction, i.role AS role, i.hash AS hash FROM run_inputs i
-                    UNION ALL
-                    SELECT o.run, 'output', o.role, o.hash FROM run_outputs o) l
-                 JOIN runs r ON r.id = l.run WHERE {filter} ORDER BY run, direction, role"
-            ))
-            .bind(&sweep)
-            .fetch_all(k.index.pool()),
-        )
-        .map_err(index::Error::from)?;
-
-    let runs_batch = table::batch(vec![
-        (
-            "run",
-            strings(runs.iter().map(|r| Some(r.0.clone())).collect()),
-            false,
-        ),
-        (
-            "kind",
-            strings(runs.iter().map(|r| Some(r.1.clone())).collect()),
-            false,
-        ),
-        (
-            "label",
-            strings(runs.iter().map(|r| Some(r.2.clone())).collect()),
-            false,
-        ),
-        (
-            "status",
-            strings(runs.iter().map(|r| Some(r.3.clone())).collect()),
-            false,
-        ),
-        (
-            "attempts",
-            Arc::new(Int64Array::from(
-                runs.iter().map(|r| r.4).collect::<Vec<_>>(),
-            )) as ArrayRef,
-            false,
-        ),
-        (
-            "error",
-            strings(runs.iter().map(|r| r.5.clone()).collect()),
-            true,
-        ),
-        (
-            "record",
-            strings(runs.iter().map(|r| r.6.clone()).collect()),
-            true,
-        ),
-        (
-            "started_at",
-            strings(runs.iter().map(|r| r.7.clone()).collect()),
-            true,
-        ),
-        (
-            "finished_at",
-            strings(runs.iter().map(|r| r.8.clone()).collect()),
-            true,
-        ),
-        (
-            "init",
-            strings(runs.iter().map(|r| r.9.clone()).collect()),
-            true,
-        ),
-        (
-            "task",
-            strings(runs.iter().map(|r| r.10.clone()).collect()),
-            true,
-        ),
-        (
-            "protocol",
-            strings(runs.iter().map(|r| r.11.clone()).collect()),
-            true,
-        ),
-        (
-            "fraction",
-            Arc::new(Float64Array::from(
-                runs.iter().map(|r| r.12).collect::<Vec<_>>(),
-            )) as ArrayRef,
-            true,
-        ),
-        (
-            "seed",
-            Arc::new(Int64Array::from(
-                runs.iter().map(|r| r.13).collect::<Vec<_>>(),
-            )) as ArrayRef,
-            true,
-        ),
-        (
-            "arch",
-            strings(runs.iter().map(|r| r.14.clone()).collect()),
-            true,
-        ),
-    ])
-    .expect("the runs schema is consistent");
-    let metrics_batch = table::batch(vec![
-        (
-            "run",
-            strings(metrics.iter().map(|m| Some(m.0.clone())).collect()),
-            false,
-        ),
-        (
-            "eval_set",
-            strings(metrics.iter().map(|m| Some(m.1.clone())).collect()),
-            false,
-        ),
-        (
-            "metric",
-            strings(metrics.iter().map(|m| Some(m.2.clone())).collect()),
-            false,
-        ),
-        (
-            "value",
-            Arc::new(Float64Array::from(
-                metrics.iter().map(|m| m.3).collect::<Vec<_>>(),
-            )) as ArrayRef,
-            true,
-        ),
-    ])
-    .expect("the metrics schema is consistent");
-    let lineage_batch = table::batch(vec![
-        (
-            "run",
-            strings(lineage.iter().map(|l| Some(l.0.clone())).collect()),
-            false,
-        ),
-        (
-            "direction",
-            strings(lineage.iter().map(|l| Some(l.1.clone())).collect()),
-            false,
-        ),
-        (
-            "role",
-            strings(lineage.iter().map(|l| Some(l.2.clone())).collect()),
-            false,
-        ),
-        (
-            "hash",
-            strings(lineage.iter().map(|l| Some(l.3.clone())).collect()),
-            false,
-        ),
-    ])
-    .expect("the lineage schema is consistent");
+    };
     let ext = match format {
         ExportFormat::Parquet => "parquet",
         ExportFormat::Csv => "csv",
     };
     let mut files = Vec::new();
     for (name, batch) in [
-        ("runs", &runs_batch),
-        ("metrics", &metrics_batch),
-        ("lineage", &lineage_batch),
+        ("runs", runs_batch(&runs)),
+        ("metrics", metrics_batch(&metrics)),
+        ("lineage", lineage_batch(&lineage)),
     ] {
         let path = dir.join(format!("{name}.{ext}"));
-        write(batch, &path, format)?;
+        write(&batch, &path, format)?;
         files.push((name.to_string(), path, batch.num_rows()));
     }
     Ok(ExportReport { files })
+}
+
+fn text<T>(rows: &[T], f: impl Fn(&T) -> Option<String>) -> ArrayRef {
+    strings(rows.iter().map(f).collect())
+}
+
+fn runs_batch(runs: &[ExportRun]) -> RecordBatch {
+    let ints = |f: fn(&ExportRun) -> Option<i64>| -> ArrayRef {
+        Arc::new(Int64Array::from(runs.iter().map(f).collect::<Vec<_>>()))
+    };
+    table::batch(vec![
+        ("run", text(runs, |r| Some(r.id.hex())), false),
+        ("kind", text(runs, |r| Some(r.kind.clone())), false),
+        ("label", text(runs, |r| Some(r.label.clone())), false),
+        ("status", text(runs, |r| Some(r.status.clone())), false),
+        ("attempts", ints(|r| Some(r.attempts)), false),
+        ("error", text(runs, |r| r.error.clone()), true),
+        ("record", text(runs, |r| r.record.map(|h| h.hex())), true),
+        ("started_at", text(runs, |r| r.started_at.clone()), true),
+        ("finished_at", text(runs, |r| r.finished_at.clone()), true),
+        ("init", text(runs, |r| r.init.clone()), true),
+        ("task", text(runs, |r| r.task.clone()), true),
+        ("protocol", text(runs, |r| r.protocol.clone()), true),
+        (
+            "fraction",
+            Arc::new(Float64Array::from(
+                runs.iter().map(|r| r.fraction).collect::<Vec<_>>(),
+            )) as ArrayRef,
+            true,
+        ),
+        ("seed", ints(|r| r.seed), true),
+        ("arch", text(runs, |r| r.arch.clone()), true),
+    ])
+    .expect("the runs schema is consistent")
+}
+
+fn metrics_batch(metrics: &[ExportMetric]) -> RecordBatch {
+    table::batch(vec![
+        ("run", text(metrics, |m| Some(m.run.hex())), false),
+        (
+            "eval_set",
+            text(metrics, |m| Some(m.eval_set.clone())),
+            false,
+        ),
+        ("metric", text(metrics, |m| Some(m.metric.clone())), false),
+        (
+            "value",
+            Arc::new(Float64Array::from(
+                metrics.iter().map(|m| m.value).collect::<Vec<_>>(),
+            )) as ArrayRef,
+            true,
+        ),
+    ])
+    .expect("the metrics schema is consistent")
+}
+
+fn lineage_batch(lineage: &[LineageRow]) -> RecordBatch {
+    table::batch(vec![
+        ("run", text(lineage, |l| Some(l.run.hex())), false),
+        (
+            "direction",
+            text(lineage, |l| Some(l.direction.clone())),
+            false,
+        ),
+        ("role", text(lineage, |l| Some(l.role.clone())), false),
+        ("hash", text(lineage, |l| Some(l.hash.clone())), false),
+    ])
+    .expect("the lineage schema is consistent")
 }

@@ -369,15 +369,7 @@ pub fn roc_curves(
     let role = format!("predictions:{eval}");
     let mut curves = Vec::new();
     for id in runs {
-        let found = k.index.run(async {
-            let mut c = k
-                .index
-                .pool()
-                .acquire()
-                .await
-                .map_err(crate::index::Error::from)?;
-            crate::index::runs::label_and_output(&mut c, id, &role).await
-        })?;
+        let found = k.index.read()?.runs().label_and_output(id, &role)?;
         let (label, hash) = found.ok_or(Error::UnknownRun(*id))?;
         let hash = hash.ok_or_else(|| Error::NoPredictions {
             run: *id,

@@ -18,7 +18,7 @@ use crate::data::manifest;
 use crate::data::{Label, Partition, Sample};
 use crate::env;
 use crate::id::Hash;
-use crate::index::{self, runs, splits};
+use crate::index::{self, runs};
 use crate::predictions::Predictions;
 use crate::progress::Task;
 use crate::record::{RunAxes, RunRecord, Tolerance};
@@ -139,16 +139,10 @@ pub fn cohort_samples(store: &Store, cohort: &Hash) -> Result<Vec<Sample>, Error
 
 /// sample id → partition, from the split's assignment object.
 pub fn assignment(k: &Ktrack, split: &Hash) -> Result<BTreeMap<String, Partition>, Error> {
-    let row = k
-        .index
-        .run(async {
-            let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
-            splits::get_split(&mut c, split).await
-        })?
-        .ok_or(Error::Missing {
-            what: "split",
-            hash: *split,
-        })?;
+    let row = k.index.read()?.splits().get(split)?.ok_or(Error::Missing {
+        what: "split",
+        hash: *split,
+    })?;
     let bytes = k.store.read(&row.assignment)?;
     Ok(crate::data::split::read_assignment(&bytes)
         .map_err(|e| Error::Data(e.to_string()))?
@@ -159,10 +153,9 @@ pub fn assignment(k: &Ktrack, split: &Hash) -> Result<BTreeMap<String, Partition
 fn fraction_members(k: &Ktrack, fraction: &Hash) -> Result<BTreeSet<String>, Error> {
     let row = k
         .index
-        .run(async {
-            let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
-            splits::get_fraction(&mut c, fraction).await
-        })?
+        .read()?
+        .fractions()
+        .get(fraction)?
         .ok_or(Error::Missing {
             what: "label fraction",
             hash: *fraction,
@@ -194,15 +187,7 @@ fn labelled(samples: &[Sample], task: Label, keep: impl Fn(&Sample) -> bool) -> 
 
 /// The (cohort, patient) pairs a pretraining run saw, from its `seen` output.
 fn seen_patients(k: &Ktrack, pretrain: &Hash) -> Result<BTreeSet<(String, String)>, Error> {
-    let outputs = k.index.run(async {
-        let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
-        runs::outputs(&mut c, pretrain).await
-    })?;
-    let seen = outputs
-        .iter()
-        .find(|(r, _)| r == "seen")
-        .map(|(_, h)| *h)
-        .ok_or(Error::DependencyNotDone(*pretrain))?;
+    let seen = output_of(k, pretrain, "seen")?;
     let t = table::read(&k.store.read(&seen)?).map_err(|e| Error::Data(e.to_string()))?;
     let cohorts = table::strings(&t.batch, "cohort").map_err(|e| Error::Data(e.to_string()))?;
     let patients =
@@ -213,14 +198,10 @@ fn seen_patients(k: &Ktrack, pretrain: &Hash) -> Result<BTreeSet<(String, String
 }
 
 fn output_of(k: &Ktrack, run: &Hash, role: &str) -> Result<Hash, Error> {
-    let outputs = k.index.run(async {
-        let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
-        runs::outputs(&mut c, run).await
-    })?;
-    outputs
-        .into_iter()
-        .find(|(r, _)| r == role)
-        .map(|(_, h)| h)
+    k.index
+        .read()?
+        .runs()
+        .output(run, role)?
         .ok_or(Error::DependencyNotDone(*run))
 }
 
@@ -326,29 +307,14 @@ pub fn produce(
 
 /// The label, attempts and grid coordinates the index holds for a run (for its record).
 fn label_and_axes(k: &Ktrack, id: &Hash) -> Result<(String, i64, Option<RunAxes>), Error> {
-    Ok(k.index.run(async {
-        let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
-        let (label, attempts) = runs::get(&mut c, id)
-            .await?
-            .map(|r| (r.label, r.attempts))
-            .unwrap_or_default();
-        let axes: Option<(String, String, String, f64, i64, String)> = sqlx::query_as(
-            "SELECT init, task, protocol, fraction, seed, arch FROM run_axes WHERE run = ?1",
-        )
-        .bind(id.hex())
-        .fetch_optional(&mut *c)
-        .await
-        .map_err(index::Error::from)?;
-        let axes = axes.map(|(init, task, protocol, fraction, seed, arch)| RunAxes {
-            init,
-            task,
-            protocol,
-            fraction,
-            seed,
-            arch,
-        });
-        Ok::<_, index::Error>((label, attempts, axes))
-    })?)
+    let mut c = k.index.read()?;
+    let (label, attempts) = c
+        .runs()
+        .get(id)?
+        .map(|r| (r.label, r.attempts))
+        .unwrap_or_default();
+    let axes = c.runs().axes(id)?;
+    Ok((label, attempts, axes))
 }
 
 /// Executes a run (already claimed) in `run_dir` and records it. Returns its outcome.
@@ -416,30 +382,25 @@ pub fn execute(
 
     let outputs: Vec<(String, Hash)> = stored.iter().map(|(r, h, _)| (r.clone(), *h)).collect();
     let now = k.clock.now();
-    k.index.run(async {
-        let mut tx = k.index.begin_write().await?;
-        let objects: Vec<(Hash, u64, &str)> = stored
-            .iter()
-            .map(|(r, h, s)| (*h, *s, r.split(':').next().unwrap_or("output")))
-            .chain([(record_put.hash, record_put.size, "record")])
-            .collect();
-        index::insert_objects(&mut tx, &objects, &now).await?;
-        runs::finish(
-            &mut tx,
-            id,
-            &runs::Finished {
-                record: record_put.hash,
-                outputs: &outputs,
-                metrics: &metrics,
-                started_at: &produced.started_at,
-                finished_at: &produced.finished_at,
-                leaked_patients,
-            },
-        )
-        .await?;
-        tx.commit().await?;
-        Ok::<_, index::Error>(())
-    })?;
+    let objects: Vec<(Hash, u64, &str)> = stored
+        .iter()
+        .map(|(r, h, s)| (*h, *s, r.split(':').next().unwrap_or("output")))
+        .chain([(record_put.hash, record_put.size, "record")])
+        .collect();
+    let mut tx = k.index.write()?;
+    tx.objects().insert_many(&objects, &now)?;
+    tx.runs().finish(
+        id,
+        &runs::Finished {
+            record: record_put.hash,
+            outputs: &outputs,
+            metrics: &metrics,
+            started_at: &produced.started_at,
+            finished_at: &produced.finished_at,
+            leaked_patients,
+        },
+    )?;
+    tx.commit()?;
     let _ = std::fs::remove_dir_all(run_dir);
     Ok(Outcome {
         run: *id,

@@ -156,11 +156,10 @@ impl Heartbeat {
                     std::thread::sleep(Duration::from_millis(200));
                     if last.elapsed() >= every {
                         last = Instant::now();
-                        let _ = k.index.run(async {
-                            let mut c =
-                                k.index.pool().acquire().await.map_err(index::Error::from)?;
-                            runs::heartbeat(&mut c, &worker, now_ms()).await
-                        });
+                        let _ = k
+                            .index
+                            .read()
+                            .and_then(|mut c| c.runs().heartbeat(&worker, now_ms()));
                     }
                 }
             })
@@ -200,7 +199,7 @@ pub fn record_plan(
     k: &Ktrack,
     spec: &spec::LoadedSpec,
     plan: &Plan,
-) -> Result<HashMap<Hash, (runs::Status, Option<i64>)>, Error> {
+) -> Result<HashMap<Hash, runs::Claim>, Error> {
     let new: Vec<runs::NewRun> = plan
         .runs
         .iter()
@@ -239,29 +238,20 @@ pub fn record_plan(
         .put_bytes(&record.to_bytes())
         .map_err(plan::Error::from)?;
     batch.commit().map_err(plan::Error::from)?;
-    Ok(k.index.run(async {
-        let mut tx = k.index.begin_write().await?;
-        index::insert_objects(
-            &mut tx,
-            &[
-                (spec_put.hash, spec_put.size, "spec"),
-                (record_put.hash, record_put.size, "record"),
-            ],
-            &now,
-        )
-        .await?;
-        runs::insert_planned(&mut tx, &new, &now).await?;
-        runs::upsert_sweep(&mut tx, &name, &path, &spec.hash, &ids, &now).await?;
-        sqlx::query("UPDATE sweeps SET record = ?2 WHERE name = ?1")
-            .bind(&name)
-            .bind(record_put.hash.hex())
-            .execute(&mut *tx)
-            .await
-            .map_err(index::Error::from)?;
-        let statuses = runs::statuses(&mut tx, &ids).await?;
-        tx.commit().await?;
-        Ok::<_, index::Error>(statuses)
-    })?)
+    let mut tx = k.index.write()?;
+    tx.objects().insert_many(
+        &[
+            (spec_put.hash, spec_put.size, "spec"),
+            (record_put.hash, record_put.size, "record"),
+        ],
+        &now,
+    )?;
+    tx.runs().insert_planned(&new, &now)?;
+    tx.sweeps()
+        .upsert(&name, &path, &spec.hash, &ids, Some(&record_put.hash), &now)?;
+    let statuses = tx.runs().statuses(&ids)?;
+    tx.commit()?;
+    Ok(statuses)
 }
 
 /// The lineage edges of a run, by role.
@@ -318,7 +308,9 @@ pub fn run_sweep(
     };
     let mut rows = Vec::with_capacity(plan.runs.len());
     for r in &plan.runs {
-        let status = statuses.get(&r.id).map_or(runs::Status::Planned, |s| s.0);
+        let status = statuses
+            .get(&r.id)
+            .map_or(runs::Status::Planned, |s| s.status);
         match status {
             runs::Status::Done => before.done += 1,
             runs::Status::Failed => before.failed += 1,
@@ -351,7 +343,9 @@ pub fn run_sweep(
         .runs
         .iter()
         .filter(|r| {
-            let s = statuses.get(&r.id).map_or(runs::Status::Planned, |s| s.0);
+            let s = statuses
+                .get(&r.id)
+                .map_or(runs::Status::Planned, |s| s.status);
             s != runs::Status::Done && (opts.retry_failed || s != runs::Status::Failed)
         })
         .cloned()
@@ -425,22 +419,22 @@ struct HeldRun {
 
 /// Claims a run: planned or failed, held by a process on this host that is gone, or held by
 /// anyone whose heartbeat is older than the stale limit. Call inside a write transaction.
-async fn claim_in(
-    tx: &mut sqlx::SqliteConnection,
+fn claim_in(
+    tx: &mut index::Session<'_>,
     id: &Hash,
     worker: &str,
     stale_ms: i64,
     now: &str,
 ) -> Result<(bool, Option<runs::RunRow>), index::Error> {
-    let row = runs::get(tx, id).await?;
+    let row = tx.runs().get(id)?;
     let dead_holder = row
         .as_ref()
         .filter(|r| r.status == runs::Status::Running)
         .and_then(|r| r.claimed_by.as_deref())
         .filter(|by| *by != worker && holder::is_dead_here(by));
     let claimed = match dead_holder {
-        Some(by) => runs::claim_from(tx, id, worker, by, now_ms(), now).await?,
-        None => runs::claim(tx, id, worker, now_ms(), stale_ms, now).await?,
+        Some(by) => tx.runs().claim_from(id, worker, by, now_ms(), now)?,
+        None => tx.runs().claim(id, worker, now_ms(), stale_ms, now)?,
     };
     Ok((claimed, row))
 }
@@ -457,9 +451,9 @@ fn pick(w: &Workers<'_>, held: &mut Vec<HeldRun>) -> Result<Pick, index::Error> 
     let mut i = 0;
     while i < q.len() {
         let r = &q[i];
-        let (claimed, row, blocked) = k.index.run(async {
-            let mut tx = k.index.begin_write().await?;
-            let deps = runs::deps(&mut tx, &r.id).await?;
+        let (claimed, row, blocked) = {
+            let mut tx = k.index.write()?;
+            let deps = tx.runs().deps(&r.id)?;
             let blocked = deps
                 .iter()
                 .find(|(_, s)| *s == runs::Status::Failed)
@@ -468,19 +462,17 @@ fn pick(w: &Workers<'_>, held: &mut Vec<HeldRun>) -> Result<Pick, index::Error> 
             let mut claimed = false;
             let mut row = None;
             if ready {
-                let current = runs::get(&mut tx, &r.id).await?.map(|row| row.status);
+                let current = tx.runs().get(&r.id)?.map(|row| row.status);
                 if w.retry_failed || current != Some(runs::Status::Failed) {
-                    claimed = claim_in(&mut tx, &r.id, w.worker, w.stale_ms, &now)
-                        .await?
-                        .0;
+                    claimed = claim_in(&mut tx, &r.id, w.worker, w.stale_ms, &now)?.0;
                 }
             }
             if !claimed {
-                row = runs::get(&mut tx, &r.id).await?;
+                row = tx.runs().get(&r.id)?;
             }
-            tx.commit().await?;
-            Ok::<_, index::Error>((claimed, row, blocked))
-        })?;
+            tx.commit()?;
+            (claimed, row, blocked)
+        };
         if claimed {
             return Ok(Pick::Run(Box::new(q.remove(i))));
         }
@@ -610,10 +602,10 @@ fn worker_loop(w: &Workers<'_>) {
             }
             Err(e) if e.is_interrupt() || crate::fault::out_of_space(&e) => {
                 // Not the run's fault: give the claim back, it resumes from its checkpoint.
-                let _ = k.index.run(async {
-                    let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
-                    runs::release(&mut c, &run.id, w.worker).await
-                });
+                let _ = k
+                    .index
+                    .read()
+                    .and_then(|mut c| c.runs().release(&run.id, w.worker));
                 if !e.is_interrupt() {
                     w.abort.store(true, Ordering::Relaxed);
                     w.failed.lock().expect("lock is not poisoned").push((
@@ -627,10 +619,10 @@ fn worker_loop(w: &Workers<'_>) {
             Err(e) => {
                 let msg = e.to_string();
                 let now = k.clock.now();
-                let _ = k.index.run(async {
-                    let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
-                    runs::fail(&mut c, &run.id, w.worker, &msg, &now).await
-                });
+                let _ = k
+                    .index
+                    .read()
+                    .and_then(|mut c| c.runs().fail(&run.id, w.worker, &msg, &now));
                 w.failed.lock().expect("lock is not poisoned").push((
                     run.id,
                     run.label.clone(),
@@ -665,18 +657,14 @@ pub fn exec_one(
     check_stale_after(stale_after)?;
     let row = k
         .index
-        .run(async {
-            let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
-            runs::get(&mut c, id).await
-        })?
+        .read()?
+        .runs()
+        .get(id)?
         .ok_or(Error::UnknownRun(*id))?;
     if row.status == runs::Status::Done {
         return Ok(None);
     }
-    let deps = k.index.run(async {
-        let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
-        runs::deps(&mut c, id).await
-    })?;
+    let deps = k.index.read()?.runs().deps(id)?;
     if let Some((needs, status)) = deps.iter().find(|(_, s)| *s != runs::Status::Done) {
         return Err(Error::Blocked {
             id: *id,
@@ -688,20 +676,18 @@ pub fn exec_one(
         ResolvedRun::from_json(&row.spec).map_err(|e| Error::BadSpec(*id, e.to_string()))?;
     let worker = worker_id();
     let now = k.clock.now();
-    let claimed = k.index.run(async {
-        let mut tx = k.index.begin_write().await?;
-        let (claimed, _) =
-            claim_in(&mut tx, id, &worker, stale_after.as_millis() as i64, &now).await?;
-        tx.commit().await?;
-        Ok::<_, index::Error>(claimed)
-    })?;
+    let claimed = {
+        let mut tx = k.index.write()?;
+        let (claimed, _) = claim_in(&mut tx, id, &worker, stale_after.as_millis() as i64, &now)?;
+        tx.commit()?;
+        claimed
+    };
     if !claimed {
         let row = k
             .index
-            .run(async {
-                let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
-                runs::get(&mut c, id).await
-            })?
+            .read()?
+            .runs()
+            .get(id)?
             .ok_or(Error::UnknownRun(*id))?;
         if row.status == runs::Status::Done {
             return Ok(None);
@@ -722,12 +708,11 @@ pub fn exec_one(
     match exec::execute(k, id, &resolved, &k.run_dir(id), observer, interrupt) {
         Ok(o) => Ok(Some(o)),
         Err(e) => {
-            let _ = k.index.run(async {
-                let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
+            let _ = k.index.read().and_then(|mut c| {
                 if e.is_interrupt() || crate::fault::out_of_space(&e) {
-                    runs::release(&mut c, id, &worker).await
+                    c.runs().release(id, &worker)
                 } else {
-                    runs::fail(&mut c, id, &worker, &e.to_string(), &k.clock.now()).await
+                    c.runs().fail(id, &worker, &e.to_string(), &k.clock.now())
                 }
             });
             Err(e.into())

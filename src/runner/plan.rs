@@ -16,7 +16,7 @@ use crate::data::split::{self, SplitOptions};
 use crate::data::{Label, import, synth};
 use crate::env::VERSION;
 use crate::id::Hash;
-use crate::index::{self, runs::Axes, splits};
+use crate::index::{self, runs::Axes};
 use crate::train::DeviceKind;
 use crate::train::data::Preprocess;
 use crate::train::downstream::DownstreamConfig;
@@ -73,12 +73,13 @@ fn check_external(
     external: (&Hash, &str),
     descriptor: &Path,
 ) -> Result<(), Error> {
-    let (train_rows, ext_rows) = k.index.run(async {
-        let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
-        let a = crate::index::cohorts::samples(&mut c, train.0).await?;
-        let b = crate::index::cohorts::samples(&mut c, external.0).await?;
-        Ok::<_, index::Error>((a, b))
-    })?;
+    let (train_rows, ext_rows) = {
+        let mut c = k.index.read()?;
+        (
+            c.cohorts().samples(train.0)?,
+            c.cohorts().samples(external.0)?,
+        )
+    };
     let patients: std::collections::HashSet<&str> =
         train_rows.iter().map(|s| s.patient_id.as_str()).collect();
     let images: std::collections::HashSet<Hash> = train_rows.iter().map(|s| s.image).collect();
@@ -256,10 +257,7 @@ pub fn prepare(
         seed: s.split.seed,
     };
     let split_id = split_opts.id();
-    let split_known = k.index.run(async {
-        let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
-        splits::get_split(&mut c, &split_id).await
-    })?;
+    let split_known = k.index.read()?.splits().get(&split_id)?;
     if split_known.is_none() {
         let r = split::split(k, &split_opts)?;
         status("Split", format!("cohort {} → split {}", cohort, r.id));
@@ -278,14 +276,14 @@ pub fn prepare(
                 )
             })
             .collect();
-        let missing = k.index.run(async {
-            let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
+        let missing = {
+            let mut c = k.index.read()?;
             let mut missing = false;
             for (_, id) in &ids {
-                missing |= splits::get_fraction(&mut c, id).await?.is_none();
+                missing |= c.fractions().get(id)?.is_none();
             }
-            Ok::<_, index::Error>(missing)
-        })?;
+            missing
+        };
         if missing {
             fraction::fraction(
                 k,
@@ -335,10 +333,10 @@ pub fn prepare(
             };
             let put = k.store.put_file(&path)?;
             let now = k.clock.now();
-            k.index.run(async {
-                let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
-                index::insert_object(&mut c, &put.hash, put.size, "weights", &now).await
-            })?;
+            k.index
+                .read()?
+                .objects()
+                .insert(&put.hash, put.size, "weights", &now)?;
             weights.insert(name.clone(), (put.hash, format));
         }
     }

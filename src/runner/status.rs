@@ -76,16 +76,16 @@ pub fn headline<'a>(
 
 /// Every run (of one sweep, or all), with its metrics.
 pub fn rows(k: &Ktrack, sweep: Option<&str>) -> Result<Vec<StatusRow>, index::Error> {
-    let found = k.index.run(async {
-        let mut c = k.index.pool().acquire().await.map_err(index::Error::from)?;
-        let rows = runs::list(&mut c, sweep).await?;
+    let found = {
+        let mut c = k.index.read()?;
+        let rows = c.runs().list(sweep)?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
-            let metrics = runs::metrics(&mut c, &r.id).await?;
+            let metrics = c.runs().metrics(&r.id)?;
             out.push((r, metrics));
         }
-        Ok::<_, index::Error>(out)
-    })?;
+        out
+    };
     Ok(found
         .into_iter()
         .map(|(r, m)| {
@@ -107,10 +107,10 @@ pub fn rows(k: &Ktrack, sweep: Option<&str>) -> Result<Vec<StatusRow>, index::Er
                 label: r.label,
                 metrics: m
                     .into_iter()
-                    .map(|(eval, metric, value)| MetricValue {
-                        eval,
-                        metric,
-                        value,
+                    .map(|m| MetricValue {
+                        eval: m.eval_set,
+                        metric: m.metric,
+                        value: m.value,
                     })
                     .collect(),
                 record: r.record.map(|h| h.hex()),

@@ -185,20 +185,17 @@ impl TestContext {
         let mut tables = BTreeMap::new();
         let db = self.home().join("ktrack.db");
         if db.exists() {
-            let index = ktrack::index::Index::open(&db).expect("open index");
-            let names: Vec<(String,)> = index
-                .run(sqlx::query_as("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '_sqlx%' ORDER BY name").fetch_all(index.pool()))
+            let index = RawIndex::open(&db);
+            let names = index
+                .texts("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '_sqlx%' ORDER BY name")
                 .expect("tables");
-            for (name,) in names {
-                let rows: Vec<(String,)> = index
-                    .run(
-                        sqlx::query_as(&format!(
-                            "SELECT quote(json_array(*)) FROM (SELECT * FROM \"{name}\") ORDER BY 1"
-                        ))
-                        .fetch_all(index.pool()),
-                    )
+            for name in names {
+                let rows = index
+                    .texts(&format!(
+                        "SELECT quote(json_array(*)) FROM (SELECT * FROM \"{name}\") ORDER BY 1"
+                    ))
                     .unwrap_or_default();
-                tables.insert(name, rows.into_iter().map(|r| r.0).collect::<Vec<_>>());
+                tables.insert(name, rows);
             }
         }
         let tmp_files = std::fs::read_dir(self.home().join("tmp"))
@@ -209,6 +206,45 @@ impl TestContext {
             tables,
             tmp_files,
         }
+    }
+}
+
+/// Plain SQL on a home's index file, one connection, for tests that look at it or damage it
+/// behind ktrack's back (ktrack itself reaches it only through `ktrack::index`).
+pub struct RawIndex {
+    rt: tokio::runtime::Runtime,
+    pool: sqlx::SqlitePool,
+}
+
+impl RawIndex {
+    pub fn open(db: &Path) -> RawIndex {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let pool = rt
+            .block_on(
+                sqlx::sqlite::SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect(&format!("sqlite://{}", db.display())),
+            )
+            .expect("open the index file");
+        RawIndex { rt, pool }
+    }
+
+    /// The first column of every row, as text.
+    pub fn texts(&self, sql: &str) -> Result<Vec<String>, sqlx::Error> {
+        self.rt
+            .block_on(sqlx::query_scalar(sql).fetch_all(&self.pool))
+    }
+
+    /// Runs a statement with text parameters.
+    pub fn exec(&self, sql: &str, params: &[&str]) -> Result<(), sqlx::Error> {
+        let mut q = sqlx::query(sql);
+        for p in params {
+            q = q.bind(*p);
+        }
+        self.rt.block_on(q.execute(&self.pool)).map(|_| ())
     }
 }
 

@@ -1,0 +1,54 @@
+//! `file_stats`: the hash of every imported file with its size, mtime and inode, so that an
+//! unchanged file is not read again on the next import (as git's index does).
+
+use std::collections::HashMap;
+
+use sqlx::{FromRow, Sqlite};
+
+use super::{Result, Session};
+use crate::id::Hash;
+
+/// What the index remembers of one file.
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
+pub struct FileStat {
+    pub path: String,
+    pub size: i64,
+    pub mtime_ns: i64,
+    pub inode: i64,
+    pub hash: Hash,
+}
+
+pub struct Files<'s, 'i>(pub(super) &'s mut Session<'i>);
+
+impl Files<'_, '_> {
+    /// Every remembered file, by path.
+    pub fn all(&mut self) -> Result<HashMap<String, FileStat>> {
+        self.0.block(async |conn| {
+            let rows: Vec<FileStat> =
+                sqlx::query_as("SELECT path, size, mtime_ns, inode, hash FROM file_stats")
+                    .fetch_all(conn)
+                    .await?;
+            Ok(rows.into_iter().map(|f| (f.path.clone(), f)).collect())
+        })
+    }
+
+    /// Remembers file hashes (replacing what was known of the same paths).
+    pub fn remember(&mut self, rows: &[FileStat]) -> Result<()> {
+        self.0.block(async |conn| {
+            for chunk in rows.chunks(150) {
+                let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
+                    "INSERT OR REPLACE INTO file_stats (path, size, mtime_ns, inode, hash) ",
+                );
+                qb.push_values(chunk, |mut b, f| {
+                    b.push_bind(&f.path)
+                        .push_bind(f.size)
+                        .push_bind(f.mtime_ns)
+                        .push_bind(f.inode)
+                        .push_bind(f.hash);
+                });
+                qb.build().execute(&mut *conn).await?;
+            }
+            Ok(())
+        })
+    }
+}

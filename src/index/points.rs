@@ -1,0 +1,267 @@
+//! Results as the reports read them: `run_points` (one metric value per grid point, init and
+//! seed, kept by `runs().finish`) grouped for `compare`, leakage per init, and the flat tables
+//! `export` writes.
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::{FromRow, Row};
+
+use super::{Result, Session};
+use crate::id::Hash;
+
+/// Which points to read; `None` is "any".
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PointFilter<'a> {
+    pub sweep: Option<&'a str>,
+    pub task: Option<&'a str>,
+    pub protocol: Option<&'a str>,
+    /// The metric; `None` is each task's headline (`qwk` for KL grade, else `auroc`).
+    pub metric: Option<&'a str>,
+    pub seed: Option<i64>,
+}
+
+/// The values of one grid point (task, protocol, fraction, evaluation set, metric) for one
+/// init, over its seeds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PointGroup {
+    pub task: String,
+    pub protocol: String,
+    pub fraction: f64,
+    pub eval_set: String,
+    pub metric: String,
+    pub init: String,
+    /// The smallest run id of the group (the run a single-seed cell is paired by).
+    pub run: Hash,
+    /// (seed, value) for every run with a finite value, by seed.
+    pub values: Vec<(i64, f64)>,
+}
+
+/// Runs of one (init, task, protocol) that allowed leakage, and the most patients leaked.
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
+pub struct Leak {
+    pub init: String,
+    pub task: String,
+    pub protocol: String,
+    pub runs: i64,
+    pub most_patients: i64,
+}
+
+/// One value of one metric for one init at one fraction.
+#[derive(Clone, Debug, PartialEq, FromRow)]
+pub struct PointValue {
+    pub init: String,
+    pub fraction: f64,
+    pub seed: i64,
+    pub value: Option<f64>,
+}
+
+/// A run with its grid coordinates (absent for pretraining), as `export` writes it.
+#[derive(Clone, Debug, FromRow)]
+pub struct ExportRun {
+    pub id: Hash,
+    pub kind: String,
+    pub label: String,
+    pub status: String,
+    pub attempts: i64,
+    pub error: Option<String>,
+    pub record: Option<Hash>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub init: Option<String>,
+    pub task: Option<String>,
+    pub protocol: Option<String>,
+    pub fraction: Option<f64>,
+    pub seed: Option<i64>,
+    pub arch: Option<String>,
+}
+
+/// One metric of one run, as `export` writes it.
+#[derive(Clone, Debug, FromRow)]
+pub struct ExportMetric {
+    pub run: Hash,
+    pub eval_set: String,
+    pub metric: String,
+    pub value: Option<f64>,
+}
+
+/// One input or output of one run, as `export` writes it.
+#[derive(Clone, Debug, FromRow)]
+pub struct LineageRow {
+    pub run: Hash,
+    /// `input` or `output`.
+    pub direction: String,
+    pub role: String,
+    pub hash: String,
+}
+
+/// Runs of a sweep, or all when the sweep is '' (bound as ?1).
+const IN_SWEEP: &str = "(?1 = '' OR r.id IN (SELECT run FROM sweep_runs WHERE sweep = ?1))";
+
+/// A row of the ordered scan: its group (without values), seed and value.
+fn group_of(row: &SqliteRow) -> sqlx::Result<(PointGroup, i64, Option<f64>)> {
+    let group = PointGroup {
+        task: row.try_get("task")?,
+        protocol: row.try_get("protocol")?,
+        fraction: row.try_get("fraction")?,
+        eval_set: row.try_get("eval_set")?,
+        metric: row.try_get("metric")?,
+        init: row.try_get("init")?,
+        run: row.try_get("run")?,
+        values: Vec::new(),
+    };
+    Ok((group, row.try_get("seed")?, row.try_get("value")?))
+}
+
+pub struct Points<'s, 'i>(pub(super) &'s mut Session<'i>);
+
+impl Points<'_, '_> {
+    /// Every init with a run in the index.
+    pub fn inits(&mut self) -> Result<Vec<String>> {
+        self.0.block(async |conn| {
+            Ok(
+                sqlx::query_scalar("SELECT DISTINCT init FROM run_axes ORDER BY init")
+                    .fetch_all(conn)
+                    .await?,
+            )
+        })
+    }
+
+    /// The points outside `val`, grouped by grid point and init: one scan of `run_points` in
+    /// its key order (which is this grouping order).
+    pub fn groups(&mut self, f: &PointFilter<'_>) -> Result<Vec<PointGroup>> {
+        let rows = self.0.block(async |conn| {
+            Ok(sqlx::query(
+                "SELECT task, protocol, fraction, eval_set, metric, init, run, seed, value
+                 FROM run_points
+                 WHERE eval_set <> 'val'
+                   AND (?1 = '' OR run IN (SELECT run FROM sweep_runs WHERE sweep = ?1))
+                   AND (?2 = '' OR task = ?2)
+                   AND (?3 = '' OR protocol = ?3)
+                   AND metric = CASE WHEN ?4 <> '' THEN ?4 WHEN task = 'kl' THEN 'qwk' ELSE 'auroc' END
+                   AND (?5 IS NULL OR seed = ?5)
+                 ORDER BY task, protocol, fraction, eval_set, metric, init, seed, run",
+            )
+            .bind(f.sweep.unwrap_or_default())
+            .bind(f.task.unwrap_or_default())
+            .bind(f.protocol.unwrap_or_default())
+            .bind(f.metric.unwrap_or_default())
+            .bind(f.seed)
+            .fetch_all(conn)
+            .await?)
+        })?;
+        let mut out: Vec<PointGroup> = Vec::new();
+        for row in rows {
+            let (group, seed, value) = group_of(&row)?;
+            let same = out.last().is_some_and(|g| {
+                (
+                    &g.task,
+                    &g.protocol,
+                    g.fraction.to_bits(),
+                    &g.eval_set,
+                    &g.metric,
+                    &g.init,
+                ) == (
+                    &group.task,
+                    &group.protocol,
+                    group.fraction.to_bits(),
+                    &group.eval_set,
+                    &group.metric,
+                    &group.init,
+                )
+            });
+            if !same {
+                out.push(group);
+            } else if let Some(g) = out.last_mut() {
+                g.run = g.run.min(group.run);
+            }
+            if let Some(v) = value.filter(|v| v.is_finite()) {
+                out.last_mut().expect("a group").values.push((seed, v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Values of one metric on one evaluation set, by fraction, init and seed.
+    pub fn values(&mut self, eval_set: &str, metric: &str) -> Result<Vec<PointValue>> {
+        self.0.block(async |conn| {
+            Ok(sqlx::query_as(
+                "SELECT init, fraction, seed, value FROM run_points
+                 WHERE eval_set = ?1 AND metric = ?2 ORDER BY fraction, init, seed",
+            )
+            .bind(eval_set)
+            .bind(metric)
+            .fetch_all(conn)
+            .await?)
+        })
+    }
+
+    /// How many points hold a value (a plain scan of what `groups` reads).
+    pub fn count(&mut self) -> Result<i64> {
+        self.0.block(async |conn| {
+            Ok(sqlx::query_scalar("SELECT count(value) FROM run_points")
+                .fetch_one(conn)
+                .await?)
+        })
+    }
+
+    /// Runs that allowed leakage, by init, task and protocol.
+    pub fn leakage(&mut self, sweep: Option<&str>) -> Result<Vec<Leak>> {
+        self.0.block(async |conn| {
+            Ok(sqlx::query_as(
+                "SELECT a.init, a.task, a.protocol, COUNT(*) AS runs, MAX(r.leaked_patients) AS most_patients
+                 FROM runs r JOIN run_axes a ON a.run = r.id
+                 WHERE r.leaked_patients IS NOT NULL AND r.leaked_patients > 0
+                   AND (?1 = '' OR r.id IN (SELECT run FROM sweep_runs WHERE sweep = ?1))
+                 GROUP BY a.init, a.task, a.protocol ORDER BY a.init, a.task, a.protocol",
+            )
+            .bind(sweep.unwrap_or_default())
+            .fetch_all(conn)
+            .await?)
+        })
+    }
+
+    /// Runs of a sweep (or all) with their grid coordinates, by id.
+    pub fn export_runs(&mut self, sweep: Option<&str>) -> Result<Vec<ExportRun>> {
+        let sql = format!(
+            "SELECT r.id, r.kind, r.label, r.status, r.attempts, r.error, r.record, r.started_at, r.finished_at,
+                    a.init, a.task, a.protocol, a.fraction, a.seed, a.arch
+             FROM runs r LEFT JOIN run_axes a ON a.run = r.id WHERE {IN_SWEEP} ORDER BY r.id"
+        );
+        self.0.block(async |conn| {
+            Ok(sqlx::query_as(&sql)
+                .bind(sweep.unwrap_or_default())
+                .fetch_all(conn)
+                .await?)
+        })
+    }
+
+    /// Metrics of the runs of a sweep (or all), by run, set and metric.
+    pub fn export_metrics(&mut self, sweep: Option<&str>) -> Result<Vec<ExportMetric>> {
+        let sql = format!(
+            "SELECT m.run, m.eval_set, m.metric, m.value FROM run_metrics m JOIN runs r ON r.id = m.run
+             WHERE {IN_SWEEP} ORDER BY m.run, m.eval_set, m.metric"
+        );
+        self.0.block(async |conn| {
+            Ok(sqlx::query_as(&sql)
+                .bind(sweep.unwrap_or_default())
+                .fetch_all(conn)
+                .await?)
+        })
+    }
+
+    /// Inputs and outputs of the runs of a sweep (or all), by run, direction and role.
+    pub fn export_lineage(&mut self, sweep: Option<&str>) -> Result<Vec<LineageRow>> {
+        let sql = format!(
+            "SELECT run, direction, role, hash FROM (
+                SELECT i.run AS run, 'input' AS direction, i.role AS role, i.hash AS hash FROM run_inputs i
+                UNION ALL
+                SELECT o.run, 'output', o.role, o.hash FROM run_outputs o) l
+             JOIN runs r ON r.id = l.run WHERE {IN_SWEEP} ORDER BY run, direction, role"
+        );
+        self.0.block(async |conn| {
+            Ok(sqlx::query_as(&sql)
+                .bind(sweep.unwrap_or_default())
+                .fetch_all(conn)
+                .await?)
+        })
+    }
+}
