@@ -17,6 +17,7 @@ pub enum Clock {
 
 impl Clock {
     /// The current time as RFC 3339 UTC, to the second.
+    #[allow(clippy::disallowed_methods)] // the one place the system clock is read for records
     pub fn now(&self) -> String {
         match self {
             Clock::System => chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
@@ -28,11 +29,27 @@ impl Clock {
     /// epoch).
     pub fn system_time(&self) -> std::time::SystemTime {
         let secs = match self {
-            Clock::System => chrono::Utc::now().timestamp(),
+            Clock::System => wall_ms().div_euclid(1000),
             Clock::Fixed(t) => chrono::DateTime::parse_from_rfc3339(t).map_or(0, |d| d.timestamp()),
         };
         std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64)
     }
+}
+
+/// Milliseconds since the epoch by the machine's clock, whatever [`Clock`] says: heartbeats,
+/// claim ages and unique scratch names need real time even when a test pins the recorded time.
+/// Nothing written into a record comes from here.
+#[allow(clippy::disallowed_methods)]
+pub fn wall_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The machine's time as `YYYYMMDDTHHMMSS` (UTC), for names of files kept aside.
+pub fn wall_stamp() -> String {
+    chrono::DateTime::from_timestamp_millis(wall_ms())
+        .unwrap_or_default()
+        .format("%Y%m%dT%H%M%S")
+        .to_string()
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -253,7 +253,7 @@ fn swap_in(home: &Path, building: &Path, db: &Path) -> Result<Option<std::path::
         if let Ok(old) = index::Index::open(db) {
             let _ = old.close();
         }
-        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S").to_string();
+        let stamp = crate::context::wall_stamp();
         let aside = home.join(format!("{}.before-reindex-{stamp}", index::home::DB));
         let [_, wal, shm] = index::home::with_side_files(db);
         let [_, aside_wal, aside_shm] = index::home::with_side_files(&aside);

@@ -160,11 +160,10 @@ pub fn reproduce(
     // The tolerance the run declared when it was recorded.
     let tolerance = (record.tolerance.probability, record.tolerance.metric);
 
-    let scratch = k.home.join("reproduce").join(format!(
-        "{}-{}",
-        id.short(),
-        chrono::Utc::now().timestamp_millis()
-    ));
+    let scratch =
+        k.home
+            .join("reproduce")
+            .join(format!("{}-{}", id.short(), crate::context::wall_ms()));
     let produced = exec::produce(k, id, &resolved, &scratch, observer, interrupt)?;
 
     let mut comparisons = Vec::new();

@@ -34,7 +34,7 @@ pub fn worker_id() -> String {
         "{}:{}:{}:{}",
         crate::env::hostname(),
         std::process::id(),
-        chrono::Utc::now().timestamp_millis(),
+        crate::context::wall_ms(),
         pid_namespace().unwrap_or_default()
     )
 }
@@ -61,7 +61,7 @@ pub fn liveness(worker: &str, heartbeat_age: Duration) -> Liveness {
 /// heartbeat is.
 pub fn of_row(claimed_by: Option<&str>, heartbeat_ms: Option<i64>) -> Option<(Liveness, Duration)> {
     let by = claimed_by?;
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = crate::context::wall_ms();
     let age = Duration::from_millis((now - heartbeat_ms.unwrap_or(0)).max(0) as u64);
     Some((liveness(by, age), age))
 }

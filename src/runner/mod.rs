@@ -123,7 +123,7 @@ pub struct SweepReport {
 }
 
 fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    crate::context::wall_ms()
 }
 
 pub use holder::worker_id;

@@ -507,15 +507,16 @@ pub fn grade_montage(kind: Kind, size: u32, seed: u64) -> Vec<u8> {
         image_size: size,
         seed,
     });
-    let mut picks: Vec<&SimImage> = Vec::new();
-    for g in 0..5u8 {
-        if let Some(i) = images
-            .iter()
-            .find(|i| i.visit == 0 && i.true_kl == g && i.side == Side::R)
-        {
-            picks.push(i);
-        }
-    }
+    // A right knee at baseline where the cohort has one of that grade, else any knee of it
+    // (a hospital population has few KL 4 knees at baseline).
+    let picks: Vec<&SimImage> = (0..5u8)
+        .filter_map(|g| {
+            images
+                .iter()
+                .find(|i| i.visit == 0 && i.true_kl == g && i.side == Side::R)
+                .or_else(|| images.iter().find(|i| i.true_kl == g))
+        })
+        .collect();
     montage(&picks, size)
 }
 

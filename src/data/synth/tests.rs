@@ -350,13 +350,43 @@ fn labels_are_learnable_from_pixels_but_not_trivially() {
 }
 
 #[test]
-#[ignore = "writes /tmp/montage-*.png for a look"]
-fn dump_montages() {
+fn example_pictures_show_every_grade_of_every_kind() {
+    // `ktrack data synth --examples DIR` writes these for a look; here they must decode, hold one
+    // knee per KL grade the cohort kind has (a hospital population has no KL 0), and not be
+    // blank.
+    let decode = |png: &[u8]| {
+        ::image::load_from_memory(png)
+            .expect("a PNG the image crate reads")
+            .into_luma8()
+    };
     for kind in [Kind::OaiLike, Kind::MostLike, Kind::NyuLike, Kind::Hospital] {
-        std::fs::write(
-            format!("/tmp/montage-{}.png", kind.name()),
-            grade_montage(kind, 128, 1),
-        )
-        .unwrap();
+        let grades = kind
+            .profile()
+            .prevalence
+            .iter()
+            .filter(|p| **p > 0.0)
+            .count() as u32;
+        let img = decode(&grade_montage(kind, 64, 1));
+        assert_eq!(
+            img.dimensions(),
+            (64 * grades, 64),
+            "{} montage",
+            kind.name()
+        );
+        for g in 0..grades {
+            let panel: Vec<u8> = (0..64)
+                .flat_map(|y| (0..64).map(move |x| (g * 64 + x, y)))
+                .map(|(x, y)| img.get_pixel(x, y)[0])
+                .collect();
+            let (lo, hi) = (panel.iter().min().unwrap(), panel.iter().max().unwrap());
+            assert!(hi - lo > 32, "{} grade {g} panel is blank", kind.name());
+        }
     }
+    let dir = tempfile::tempdir().unwrap();
+    let files = write_examples(dir.path()).unwrap();
+    assert_eq!(files.len(), 2);
+    assert_eq!(
+        decode(&std::fs::read(&files[1]).unwrap()).dimensions(),
+        (128 * 4, 128)
+    );
 }
