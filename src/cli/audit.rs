@@ -28,10 +28,10 @@ pub fn show(env: &Env, args: ShowArgs) -> Result<()> {
     if kind != IdKind::Run {
         return super::data::run(
             env,
-            super::data::Command::Show {
+            super::data::Command::Show(super::data::show::Args {
                 id: hash.hex(),
                 format: args.format,
-            },
+            }),
         );
     }
     let l = lineage::lineage(&k, &hash).with_context(|| format!("could not show run {hash}"))?;

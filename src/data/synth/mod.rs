@@ -592,6 +592,23 @@ pub fn montage(images: &[&SimImage], size: u32) -> Vec<u8> {
 
 /// The dataset descriptor (TOML) of a generated cohort whose manifest and images are in
 /// `dir` (paths relative to the descriptor, which is written beside `dir`'s contents).
+/// Writes `DIR/dataset.toml`, a descriptor of an ad-hoc synthetic cohort generated into `dir`
+/// (manifest `manifest.csv`, images beside it); returns its path.
+pub fn write_descriptor(dir: &Path, spec: &SynthSpec) -> Result<PathBuf, Error> {
+    let write = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Write { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(write(dir))?;
+    let path = dir.join("dataset.toml");
+    std::fs::write(
+        &path,
+        descriptor_toml(spec, spec.kind.name(), "manifest.csv", "."),
+    )
+    .map_err(write(&path))?;
+    Ok(path)
+}
+
 pub fn descriptor_toml(spec: &SynthSpec, name: &str, manifest: &str, image_root: &str) -> String {
     let prof = spec.kind.profile();
     let mut columns = String::from(
