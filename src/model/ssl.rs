@@ -190,7 +190,15 @@ pub fn reinit<M: Module>(module: M, seeder: &mut Seeder) -> M {
             };
             let device = param.val().device();
             let tensor = Tensor::<D>::from_data(TensorData::new(values, shape), &device);
-            param.map(|_| tensor)
+            // The new values train as the old ones would have (a tensor made from data does
+            // not track gradients by itself).
+            param.map(|old| {
+                if old.is_require_grad() {
+                    tensor.require_grad()
+                } else {
+                    tensor
+                }
+            })
         }
     }
     module.map(&mut Reinit {
@@ -251,6 +259,31 @@ pub fn initial_queue(size: usize, dim: usize, seed: u64, device: &Device) -> Ten
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_weight_of_the_text_encoder_trains() {
+        // Re-seeded weights must keep tracking gradients: a text tower whose embeddings and
+        // attention do not train (only its norms would) is a silent scientific error.
+        struct Frozen(Vec<String>, Vec<String>);
+        impl burn::module::ModuleVisitor for Frozen {
+            fn enter_module(&mut self, name: &str, _: &str) {
+                self.1.push(name.to_string());
+            }
+            fn exit_module(&mut self, _: &str, _: &str) {
+                self.1.pop();
+            }
+            fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<D>>) {
+                if !p.val().is_require_grad() {
+                    self.0.push(self.1.join("."));
+                }
+            }
+        }
+        let device = Device::flex().autodiff();
+        let enc = TextEncoder::new(&TextConfig::default(), 30, 1, &device);
+        let mut frozen = Frozen(Vec::new(), Vec::new());
+        enc.visit(&mut frozen);
+        assert!(frozen.0.is_empty(), "not training: {:?}", frozen.0);
+    }
 
     #[test]
     fn text_encoder_is_seeded_and_pools() {

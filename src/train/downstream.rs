@@ -10,7 +10,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use burn::module::Module;
 use burn::nn::loss::{BinaryCrossEntropyLossConfig, CrossEntropyLossConfig};
@@ -22,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use super::data::{
     Augment, BaseImages, Example, ImageSource, Loader, Pass, Preprocess, epoch_order,
 };
-use super::{DeviceKind, Error, checkpoint, schedule};
+use super::epochs::{Epochs, Plan, Step, Trainer, scalar};
+use super::{DeviceKind, Error, checkpoint};
 use crate::data::Label;
 use crate::metrics::{binary, kl};
 use crate::model::{Arch, Classifier, ResNet, import};
@@ -112,19 +112,7 @@ pub struct DownstreamData<'a> {
     pub images: &'a dyn ImageSource,
 }
 
-/// One epoch's numbers.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EpochCurve {
-    pub epoch: usize,
-    #[serde(with = "crate::lossless::f64")]
-    pub train_loss: f64,
-    #[serde(with = "crate::lossless::f64")]
-    pub val_metric: f64,
-    #[serde(with = "crate::lossless::f64")]
-    pub lr: f64,
-    #[serde(with = "crate::lossless::f64")]
-    pub seconds: f64,
-}
+pub use super::epochs::EpochCurve;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DownstreamReport {
@@ -139,30 +127,6 @@ pub struct DownstreamReport {
     /// The checkpointed epoch the run resumed from, if it did.
     pub resumed_from_epoch: Option<usize>,
     pub cached_features: bool,
-}
-
-/// The loop state saved with every epoch checkpoint. Every float goes through
-/// [`crate::lossless`], so a resumed run compares against the very same best metric (a value
-/// one ULP off would pick another best epoch on a tie) and a NaN metric never blocks a resume.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct LoopState {
-    /// The epoch in progress (or next to run).
-    epoch: usize,
-    /// Batches of `epoch` already done (non-zero after an interrupt mid-epoch).
-    batch: usize,
-    #[serde(with = "crate::lossless::f64")]
-    loss_sum: f64,
-    loss_n: usize,
-    step: usize,
-    best_epoch: usize,
-    /// `-inf` until an epoch has a finite validation metric.
-    #[serde(with = "crate::lossless::f64")]
-    best_metric: f64,
-    bad_epochs: usize,
-    curves: Vec<EpochCurve>,
-    #[serde(with = "crate::lossless::f64")]
-    train_seconds: f64,
-    train_images: usize,
 }
 
 const BEST: &str = "best.safetensors";
@@ -186,62 +150,12 @@ pub fn run(
     }
     super::backend::pin_threads(cfg.threads);
     let base = cfg.device.device()?;
-    let device = base.clone().autodiff();
     std::fs::create_dir_all(run_dir).map_err(|e| Error::file("create", run_dir)(e.to_string()))?;
-    let ckpt_dir = run_dir.join("checkpoints");
-
-    // Model: seeded init, then the encoder's weights.
-    let mut model = Classifier::new(cfg.arch, cfg.outputs(), cfg.seed, &device);
-    model.encoder = load_init(model.encoder, init)?;
-    if cfg.protocol == Protocol::Linear {
-        model.encoder = model.encoder.freeze();
-    }
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(cfg.weight_decay as f32)
-        .init();
-
-    let mut state = LoopState {
-        epoch: 0,
-        batch: 0,
-        loss_sum: 0.0,
-        loss_n: 0,
-        step: 0,
-        best_epoch: 0,
-        best_metric: f64::NEG_INFINITY,
-        bad_epochs: 0,
-        curves: Vec::new(),
-        train_seconds: 0.0,
-        train_images: 0,
-    };
-    let mut resumed_from_epoch = None;
-    if let Some(folder) = checkpoint::current(&ckpt_dir) {
-        state = checkpoint::load_state(&folder)?;
-        let model_path = folder.join("model.bpk");
-        model = model
-            .try_load_file(&model_path)
-            .map_err(|e| Error::file("load checkpoint", &model_path)(e.to_string()))?;
-        if cfg.protocol == Protocol::Linear {
-            model.encoder = model.encoder.freeze();
-        }
-        let optim_path = folder.join("optim.bpk");
-        if optim_path.is_file() {
-            optim = optim
-                .load(&optim_path)
-                .map_err(|e| Error::file("load optimizer state", &optim_path)(e.to_string()))?;
-        }
-        resumed_from_epoch = Some(state.epoch);
-        tracing::info!(
-            epoch = state.epoch,
-            batch = state.batch,
-            "resuming from checkpoint"
-        );
-    }
-
-    let pre = &cfg.preprocess;
+    let mut epochs = Epochs::open(&run_dir.join("checkpoints"))?;
     // An interrupt while images load (before training, or before the final evaluation) is an
     // interrupt like any other: the run resumes from its last checkpoint.
     let load = |set: &[Example], epoch: usize| -> Result<Arc<BaseImages>, Error> {
-        BaseImages::load(set, data.images, pre, interrupt)
+        BaseImages::load(set, data.images, &cfg.preprocess, interrupt)
             .map(Arc::new)
             .map_err(|e| {
                 if interrupt.load(Ordering::Relaxed) {
@@ -251,161 +165,13 @@ pub fn run(
                 }
             })
     };
-    let train_images = load(&data.train, state.epoch)?;
-    let val_images = load(&data.val, state.epoch)?;
-    let train_labels = Arc::new(data.train.iter().map(|e| e.label).collect::<Vec<_>>());
-
-    let cache = cfg.protocol == Protocol::Linear && !cfg.augment.enabled;
-    let batches_per_epoch = if cache {
-        data.train.len().div_ceil(cfg.batch_size)
-    } else {
-        data.train.len() / cfg.batch_size.max(1)
-            + usize::from(data.train.len() % cfg.batch_size >= 2)
-    };
-    let total_steps = cfg.epochs * batches_per_epoch.max(1);
-    let warmup = (cfg.warmup_epochs * batches_per_epoch as f64).round() as usize;
-
-    // Frozen features, computed once, when the probe sees no augmentation.
-    let cached = if cache {
-        let encoder = model.encoder.valid();
-        Some((
-            features(&encoder, &train_images, cfg, &base)?,
-            features(&encoder, &val_images, cfg, &base)?,
-        ))
-    } else {
-        None
-    };
-
-    let ce = CrossEntropyLossConfig::new().init(&device);
-    let bce = BinaryCrossEntropyLossConfig::new()
-        .with_logits(true)
-        .init(&device);
-    let loss_of = |logits: Tensor<2>, labels: &[i64]| -> Tensor<1> {
-        let n = labels.len();
-        let y = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [n]), &device);
-        match cfg.kind() {
-            TaskKind::Kl => ce.forward(logits, y),
-            TaskKind::Binary => bce.forward(logits.reshape([n]), y),
-        }
-    };
-
-    progress.start(
-        cfg.epochs * batches_per_epoch,
-        state.epoch * batches_per_epoch + state.batch,
+    let (train, val) = (
+        load(&data.train, epochs.epoch())?,
+        load(&data.val, epochs.epoch())?,
     );
-    // Saves model, optimizer and loop state; `valid()` syncs BatchNorm running statistics.
-    let save_checkpoint =
-        |model: &Classifier, optim: &burn::optim::ModuleOptimizer, state: &LoopState| {
-            let valid = model.valid();
-            checkpoint::save(&ckpt_dir, state, |folder| {
-                save_model(&valid, &folder.join("model.bpk"))?;
-                let path = folder.join("optim.bpk");
-                optim
-                    .save(&path)
-                    .map_err(|e| Error::file("save optimizer state", &path)(e.to_string()))
-            })
-        };
-    while state.epoch < cfg.epochs {
-        let epoch = state.epoch;
-        let started = Instant::now();
-        let mut lr = cfg.lr;
-        let order = epoch_order(data.train.len(), cfg.seed, epoch, true);
-        if let Some((train_feats, _)) = &cached {
-            // Head-only training on cached features.
-            for chunk in order.chunks(cfg.batch_size).skip(state.batch) {
-                if interrupt.load(Ordering::Relaxed) {
-                    save_checkpoint(&model, &optim, &state)?;
-                    return Err(Error::Interrupted { epoch });
-                }
-                lr = schedule::warmup_cosine(cfg.lr, state.step, warmup, total_steps);
-                let x = gather_rows(train_feats, chunk, &device);
-                let labels: Vec<i64> = chunk.iter().map(|&r| i64::from(train_labels[r])).collect();
-                let loss = loss_of(model.head.forward(x), &labels);
-                state.loss_sum += scalar(&loss) * labels.len() as f64;
-                state.loss_n += labels.len();
-                let grads = GradientsParams::from_grads(loss.backward(), &model.head);
-                model.head = optim.step(lr, model.head.clone(), grads);
-                state.step += 1;
-                state.batch += 1;
-                progress.step();
-            }
-        } else {
-            let pass = Pass {
-                order,
-                batch_size: cfg.batch_size,
-                augment: Some(cfg.augment.clone()),
-                normalize: pre.normalize,
-                seed: cfg.seed,
-                epoch,
-                skip: state.batch,
-                prefetch: 2,
-                min_batch: 2,
-                views: 1,
-            };
-            for batch in Loader::spawn(train_images.clone(), train_labels.clone(), pass) {
-                if interrupt.load(Ordering::Relaxed) {
-                    save_checkpoint(&model, &optim, &state)?;
-                    return Err(Error::Interrupted { epoch });
-                }
-                lr = schedule::warmup_cosine(cfg.lr, state.step, warmup, total_steps);
-                let n = batch.len();
-                let x = Tensor::<4>::from_data(
-                    TensorData::new(batch.pixels, [n, 3, batch.size, batch.size]),
-                    &device,
-                );
-                let loss = loss_of(model.forward(x), &batch.labels);
-                state.loss_sum += scalar(&loss) * n as f64;
-                state.loss_n += n;
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                model = optim.step(lr, model, grads);
-                state.step += 1;
-                state.batch += 1;
-                progress.step();
-            }
-        }
-        state.train_seconds += started.elapsed().as_secs_f64();
-        state.train_images += state.loss_n;
-
-        // Validation.
-        let valid = model.valid();
-        let val_probs = match &cached {
-            Some((_, val_feats)) => head_probs(&valid.head, val_feats, cfg),
-            None => probabilities(&valid, &val_images, cfg, &base)?,
-        };
-        let val_metric = selection_value(cfg, &data.val, &val_probs);
-        let train_loss = state.loss_sum / state.loss_n.max(1) as f64;
-        state.curves.push(EpochCurve {
-            epoch,
-            train_loss,
-            val_metric,
-            lr,
-            seconds: started.elapsed().as_secs_f64(),
-        });
-        tracing::info!(epoch, train_loss, val_metric, "epoch done");
-        progress.epoch(epoch, train_loss, val_metric);
-        if val_metric.is_finite() && val_metric > state.best_metric {
-            state.best_metric = val_metric;
-            state.best_epoch = epoch;
-            state.bad_epochs = 0;
-            import::save_checkpoint(&valid, &run_dir.join(BEST))?;
-        } else {
-            state.bad_epochs += 1;
-            if !run_dir.join(BEST).is_file() {
-                // No finite validation metric yet: keep the latest weights as the best so far.
-                state.best_epoch = epoch;
-                import::save_checkpoint(&valid, &run_dir.join(BEST))?;
-            }
-        }
-        state.epoch += 1;
-        state.batch = 0;
-        state.loss_sum = 0.0;
-        state.loss_n = 0;
-        if cfg.patience.is_some_and(|p| state.bad_epochs >= p) {
-            tracing::info!(epoch, "early stopping");
-            state.epoch = cfg.epochs;
-        }
-        save_checkpoint(&model, &optim, &state)?;
-    }
+    let mut trainer = Downstream::new(cfg, init, data, train, val, &run_dir.join(BEST))?;
+    let plan = trainer.plan();
+    epochs.run(&mut trainer, &plan, progress, interrupt)?;
 
     // Evaluate the best checkpoint on every evaluation set.
     let best_path = run_dir.join(BEST);
@@ -415,12 +181,8 @@ pub fn run(
     )?
     .valid();
     let mut predictions = Vec::new();
-    for (name, set) in &data.evals {
-        if set.is_empty() {
-            continue;
-        }
-        let images = load(set, state.epoch)?;
-        let probs = probabilities(&best, &images, cfg, &base)?;
+    for (name, set) in data.evals.iter().filter(|(_, set)| !set.is_empty()) {
+        let probs = probabilities(&best, &load(set, epochs.epoch())?, cfg, &base)?;
         let preds = Predictions {
             sample_id: set.iter().map(|e| e.sample_id.clone()).collect(),
             patient_id: set.iter().map(|e| e.patient_id.clone()).collect(),
@@ -432,23 +194,242 @@ pub fn run(
         checkpoint::write_atomic(&path, &preds.to_parquet())?;
         predictions.push((name.clone(), path));
     }
-    let curves_path = run_dir.join("curves.json");
+    let resumed_from_epoch = epochs.resumed_from_epoch();
+    let state = epochs.state();
     checkpoint::write_atomic(
-        &curves_path,
+        &run_dir.join("curves.json"),
         &serde_json::to_vec_pretty(&state.curves).expect("curves serialize"),
     )?;
-    let _ = std::fs::remove_dir_all(&ckpt_dir);
+    let state = epochs.finish();
     Ok(DownstreamReport {
         best_epoch: state.best_epoch,
         best_val_metric: state.best_metric,
         epochs_run: state.curves.len(),
+        train_images_per_second: state.images_per_second(),
         curves: state.curves,
         checkpoint: best_path,
         predictions,
-        train_images_per_second: state.train_images as f64 / state.train_seconds.max(1e-9),
         resumed_from_epoch,
-        cached_features: cache,
+        cached_features: trainer.cached.is_some(),
     })
+}
+
+/// Encoder features of a set: values row by row, and the row length.
+type Features = (Vec<f32>, usize);
+
+/// A downstream training as the epoch loop drives it.
+struct Downstream<'a> {
+    cfg: &'a DownstreamConfig,
+    device: Device,
+    base: Device,
+    model: Classifier,
+    optim: burn::optim::ModuleOptimizer,
+    train: Arc<BaseImages>,
+    train_labels: Arc<Vec<u8>>,
+    val: Arc<BaseImages>,
+    val_set: &'a [Example],
+    /// Frozen features (train, val), computed once when the probe sees no augmentation.
+    cached: Option<(Features, Features)>,
+    ce: burn::nn::loss::CrossEntropyLoss,
+    bce: burn::nn::loss::BinaryCrossEntropyLoss,
+    /// The model as last validated (what `keep_best` saves).
+    validated: Option<Classifier>,
+    best: PathBuf,
+}
+
+/// A downstream batch: rows of the cached features, or augmented images.
+enum Batch {
+    Rows(Vec<usize>),
+    Images(super::data::Batch),
+}
+
+impl<'a> Downstream<'a> {
+    fn new(
+        cfg: &'a DownstreamConfig,
+        init: &Init,
+        data: &'a DownstreamData<'_>,
+        train: Arc<BaseImages>,
+        val: Arc<BaseImages>,
+        best: &Path,
+    ) -> Result<Downstream<'a>, Error> {
+        let base = cfg.device.device()?;
+        let device = base.clone().autodiff();
+        // Model: seeded init, then the encoder's weights.
+        let mut model = Classifier::new(cfg.arch, cfg.outputs(), cfg.seed, &device);
+        model.encoder = load_init(model.encoder, init)?;
+        if cfg.protocol == Protocol::Linear {
+            model.encoder = model.encoder.freeze();
+        }
+        let cached = if cfg.protocol == Protocol::Linear && !cfg.augment.enabled {
+            let encoder = model.encoder.valid();
+            Some((
+                features(&encoder, &train, cfg, &base)?,
+                features(&encoder, &val, cfg, &base)?,
+            ))
+        } else {
+            None
+        };
+        Ok(Downstream {
+            cfg,
+            optim: AdamWConfig::new()
+                .with_weight_decay(cfg.weight_decay as f32)
+                .init(),
+            train_labels: Arc::new(data.train.iter().map(|e| e.label).collect()),
+            ce: CrossEntropyLossConfig::new().init(&device),
+            bce: BinaryCrossEntropyLossConfig::new()
+                .with_logits(true)
+                .init(&device),
+            device,
+            base,
+            model,
+            train,
+            val,
+            val_set: &data.val,
+            cached,
+            validated: None,
+            best: best.to_path_buf(),
+        })
+    }
+
+    fn plan(&self) -> Plan {
+        let (n, b) = (self.train.len(), self.cfg.batch_size);
+        let per_epoch = if self.cached.is_some() {
+            n.div_ceil(b)
+        } else {
+            n / b.max(1) + usize::from(n % b >= 2)
+        };
+        Plan {
+            epochs: self.cfg.epochs,
+            batches_per_epoch: per_epoch,
+            lr: self.cfg.lr,
+            warmup_steps: (self.cfg.warmup_epochs * per_epoch as f64).round() as usize,
+            patience: self.cfg.patience,
+            select_best: true,
+        }
+    }
+
+    fn loss(&self, logits: Tensor<2>, labels: &[i64]) -> Tensor<1> {
+        let n = labels.len();
+        let y = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [n]), &self.device);
+        match self.cfg.kind() {
+            TaskKind::Kl => self.ce.forward(logits, y),
+            TaskKind::Binary => self.bce.forward(logits.reshape([n]), y),
+        }
+    }
+}
+
+impl Trainer for Downstream<'_> {
+    type Batch = Batch;
+
+    fn batches(
+        &mut self,
+        epoch: usize,
+        skip: usize,
+    ) -> Result<Box<dyn Iterator<Item = Batch>>, Error> {
+        let cfg = self.cfg;
+        let order = epoch_order(self.train.len(), cfg.seed, epoch, true);
+        if self.cached.is_some() {
+            let chunks: Vec<Vec<usize>> = order
+                .chunks(cfg.batch_size)
+                .skip(skip)
+                .map(<[usize]>::to_vec)
+                .collect();
+            return Ok(Box::new(chunks.into_iter().map(Batch::Rows)));
+        }
+        let pass = Pass {
+            order,
+            batch_size: cfg.batch_size,
+            augment: Some(cfg.augment.clone()),
+            normalize: cfg.preprocess.normalize,
+            seed: cfg.seed,
+            epoch,
+            skip,
+            prefetch: 2,
+            min_batch: 2,
+            views: 1,
+        };
+        let loader = Loader::spawn(self.train.clone(), self.train_labels.clone(), pass);
+        Ok(Box::new(loader.map(Batch::Images)))
+    }
+
+    fn step(&mut self, batch: Batch, lr: f64) -> Result<Step, Error> {
+        let (loss, n) = match batch {
+            // Head-only training on cached features.
+            Batch::Rows(rows) => {
+                let (train_feats, _) = self.cached.as_ref().expect("rows come from the cache");
+                let x = gather_rows(train_feats, &rows, &self.device);
+                let labels: Vec<i64> = rows
+                    .iter()
+                    .map(|&r| i64::from(self.train_labels[r]))
+                    .collect();
+                let loss = self.loss(self.model.head.forward(x), &labels);
+                let value = scalar(&loss);
+                let grads = GradientsParams::from_grads(loss.backward(), &self.model.head);
+                self.model.head = self.optim.step(lr, self.model.head.clone(), grads);
+                (value, labels.len())
+            }
+            Batch::Images(batch) => {
+                let n = batch.len();
+                let x = Tensor::<4>::from_data(
+                    TensorData::new(batch.pixels, [n, 3, batch.size, batch.size]),
+                    &self.device,
+                );
+                let loss = self.loss(self.model.forward(x), &batch.labels);
+                let value = scalar(&loss);
+                let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+                self.model = self.optim.step(lr, self.model.clone(), grads);
+                (value, n)
+            }
+        };
+        Ok(Step {
+            loss,
+            weight: n as f64,
+            images: n,
+        })
+    }
+
+    fn validate(&mut self) -> Result<f64, Error> {
+        let valid = self.model.valid();
+        let probs = match &self.cached {
+            Some((_, val_feats)) => head_probs(&valid.head, val_feats, self.cfg),
+            None => probabilities(&valid, &self.val, self.cfg, &self.base)?,
+        };
+        self.validated = Some(valid);
+        Ok(selection_value(self.cfg, self.val_set, &probs))
+    }
+
+    fn keep_best(&mut self) -> Result<(), Error> {
+        let valid = self.validated.as_ref().expect("keep_best follows validate");
+        Ok(import::save_checkpoint(valid, &self.best)?)
+    }
+
+    /// Model, optimizer; `valid()` syncs BatchNorm running statistics.
+    fn save(&self, folder: &Path) -> Result<(), Error> {
+        save_model(&self.model.valid(), &folder.join("model.bpk"))?;
+        let path = folder.join("optim.bpk");
+        self.optim
+            .save(&path)
+            .map_err(|e| Error::file("save optimizer state", &path)(e.to_string()))
+    }
+
+    fn load(&mut self, folder: &Path) -> Result<(), Error> {
+        let model_path = folder.join("model.bpk");
+        self.model = self
+            .model
+            .clone()
+            .try_load_file(&model_path)
+            .map_err(|e| Error::file("load checkpoint", &model_path)(e.to_string()))?;
+        if self.cfg.protocol == Protocol::Linear {
+            self.model.encoder = self.model.encoder.clone().freeze();
+        }
+        let optim_path = folder.join("optim.bpk");
+        if optim_path.is_file() {
+            self.optim = std::mem::replace(&mut self.optim, AdamWConfig::new().init())
+                .load(&optim_path)
+                .map_err(|e| Error::file("load optimizer state", &optim_path)(e.to_string()))?;
+        }
+        Ok(())
+    }
 }
 
 fn load_init(encoder: ResNet, init: &Init) -> Result<ResNet, Error> {
@@ -467,14 +448,6 @@ pub fn save_model<M: Module>(model: &M, path: &Path) -> Result<(), Error> {
         .save_file(&tmp)
         .map_err(|e| Error::file("save", path)(e.to_string()))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::file("save", path)(e.to_string()))
-}
-
-fn scalar(t: &Tensor<1>) -> f64 {
-    t.clone()
-        .into_data()
-        .try_to_vec::<f32>()
-        .map(|v| f64::from(v[0]))
-        .unwrap_or(f64::NAN)
 }
 
 /// Evaluation batches (natural order, no augmentation) as tensors on `device`.

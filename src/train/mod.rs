@@ -7,6 +7,7 @@ pub mod backend;
 pub mod checkpoint;
 pub mod data;
 pub mod downstream;
+pub mod epochs;
 pub mod pretrain;
 pub mod schedule;
 pub mod text;

@@ -15,7 +15,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
@@ -26,7 +25,8 @@ use serde::{Deserialize, Serialize};
 use super::data::{
     Augment, BaseImages, Example, ImageSource, Loader, Pass, Preprocess, epoch_order,
 };
-use super::{DeviceKind, Error, checkpoint, schedule, text};
+use super::epochs::{Epochs, Plan, Step, Trainer, scalar};
+use super::{DeviceKind, Error, checkpoint, text};
 use crate::model::import;
 use crate::model::init::Seeder;
 use crate::model::ssl::{self, ImageSsl, ImageText, Projection, TextConfig, TextEncoder};
@@ -127,18 +127,9 @@ pub struct PretrainReport {
     pub resumed_from_epoch: Option<usize>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct LoopState {
-    epoch: usize,
-    step: usize,
-    curves: Vec<PretrainCurve>,
-    #[serde(with = "crate::lossless::f64")]
-    seconds: f64,
-    images: usize,
-}
-
 /// The trained networks of one method (one value per run, so variant sizes do not matter).
 #[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
 enum Nets {
     Image(ImageSsl),
     Moco {
@@ -173,11 +164,17 @@ pub fn run(
             cfg.method.name()
         )));
     }
+    let per_epoch = data.examples.len() / cfg.batch_size.max(2);
+    if per_epoch == 0 {
+        return Err(Error::Data(format!(
+            "{} images are fewer than one batch of {}",
+            data.examples.len(),
+            cfg.batch_size
+        )));
+    }
     super::backend::pin_threads(cfg.threads);
-    let base = cfg.device.device()?;
-    let device = base.clone().autodiff();
     std::fs::create_dir_all(run_dir).map_err(|e| Error::file("create", run_dir)(e.to_string()))?;
-    let ckpt_dir = run_dir.join("checkpoints");
+    let mut epochs = Epochs::open(&run_dir.join("checkpoints"))?;
 
     // Text side: the tokenizer is fixed before training (and saved with the outputs).
     let tokenizer = if cfg.method.uses_text() {
@@ -193,220 +190,32 @@ pub fn run(
     } else {
         None
     };
-
-    let mut nets = match cfg.method {
-        Method::Simclr => Nets::Image(ImageSsl::new(
-            cfg.arch,
-            cfg.projection_dim,
-            cfg.seed,
-            &device,
-        )),
-        Method::Moco => {
-            let query = ImageSsl::new(cfg.arch, cfg.projection_dim, cfg.seed, &device);
-            let key = query.valid();
-            let queue = ssl::initial_queue(cfg.moco_queue, cfg.projection_dim, cfg.seed, &base);
-            Nets::Moco { query, key, queue }
-        }
-        Method::Clip | Method::Convirt => {
-            let vocab = tokenizer.as_ref().map_or(2, |t| t.get_vocab_size(true));
-            let mlp = cfg.method == Method::Convirt;
-            Nets::Text(ImageText {
-                encoder: ResNet::new(cfg.arch, &mut Seeder::new("encoder", cfg.seed), &device),
-                image_projection: Projection::new(
-                    &mut Seeder::new("image-projection", cfg.seed),
-                    cfg.arch.feature_dim(),
-                    cfg.projection_dim,
-                    mlp,
-                    &device,
-                ),
-                text: TextEncoder::new(&cfg.text, vocab, cfg.seed, &device),
-                text_projection: Projection::new(
-                    &mut Seeder::new("text-projection", cfg.seed),
-                    cfg.text.dim,
-                    cfg.projection_dim,
-                    mlp,
-                    &device,
-                ),
-            })
-        }
-    };
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(cfg.weight_decay as f32)
-        .init();
-
-    let mut state = LoopState {
-        epoch: 0,
-        step: 0,
-        curves: Vec::new(),
-        seconds: 0.0,
-        images: 0,
-    };
-    let mut resumed_from_epoch = None;
-    if let Some(folder) = checkpoint::current(&ckpt_dir) {
-        state = checkpoint::load_state(&folder)?;
-        nets = load_nets(nets, &folder, &device, &base)?;
-        let optim_path = folder.join("optim.bpk");
-        optim = optim
-            .load(&optim_path)
-            .map_err(|e| Error::file("load optimizer state", &optim_path)(e.to_string()))?;
-        resumed_from_epoch = Some(state.epoch);
-    }
-
     let images = Arc::new(
         BaseImages::load(&data.examples, data.images, &cfg.preprocess, interrupt).map_err(|e| {
             if interrupt.load(Ordering::Relaxed) {
-                Error::Interrupted { epoch: state.epoch }
+                Error::Interrupted {
+                    epoch: epochs.epoch(),
+                }
             } else {
                 Error::Data(e)
             }
         })?,
     );
-    let labels = Arc::new(vec![0u8; data.examples.len()]);
-    let per_epoch = data.examples.len() / cfg.batch_size.max(2);
-    if per_epoch == 0 {
-        return Err(Error::Data(format!(
-            "{} images are fewer than one batch of {}",
-            data.examples.len(),
-            cfg.batch_size
-        )));
-    }
-    let total = cfg.epochs * per_epoch;
-    let warmup = (cfg.warmup_epochs * per_epoch as f64).round() as usize;
-    let ce = CrossEntropyLossConfig::new().init(&device);
-    progress.start(total, state.epoch * per_epoch);
-
-    while state.epoch < cfg.epochs {
-        let epoch = state.epoch;
-        let started = Instant::now();
-        let (mut loss_sum, mut batches, mut lr) = (0.0f64, 0usize, cfg.lr);
-        let pass = Pass {
-            order: epoch_order(data.examples.len(), cfg.seed, epoch, true),
-            batch_size: cfg.batch_size,
-            augment: Some(cfg.augment.clone()),
-            normalize: cfg.preprocess.normalize,
-            seed: cfg.seed,
-            epoch,
-            skip: 0,
-            prefetch: 2,
-            // Contrastive losses need full batches.
-            min_batch: cfg.batch_size,
-            views: if cfg.method.uses_text() { 1 } else { 2 },
-        };
-        for batch in Loader::spawn(images.clone(), labels.clone(), pass) {
-            if interrupt.load(Ordering::Relaxed) {
-                // The epoch restarts on resume from the last epoch checkpoint.
-                return Err(Error::Interrupted { epoch });
-            }
-            lr = schedule::warmup_cosine(cfg.lr, state.step, warmup, total);
-            let b = batch.len();
-            let s = batch.size;
-            let views = batch.pixels.len() / (b * 3 * s * s);
-            let x = Tensor::<4>::from_data(
-                TensorData::new(batch.pixels, [views * b, 3, s, s]),
-                &device,
-            );
-            let targets = |n: usize, f: &dyn Fn(usize) -> i64| {
-                Tensor::<1, Int>::from_data(
-                    TensorData::new((0..n).map(f).collect::<Vec<i64>>(), [n]),
-                    &device,
-                )
-            };
-            let loss = match &mut nets {
-                Nets::Image(model) => {
-                    let z = model.forward(x);
-                    let sim = z.clone().matmul(z.transpose()).div_scalar(cfg.temperature);
-                    let n = 2 * b;
-                    let eye: Vec<f32> = (0..n * n)
-                        .map(|i| if i / n == i % n { -1e9 } else { 0.0 })
-                        .collect();
-                    let logits =
-                        sim + Tensor::<2>::from_data(TensorData::new(eye, [n, n]), &device);
-                    let loss = ce.forward(logits, targets(n, &|i| ((i + b) % n) as i64));
-                    let grads = GradientsParams::from_grads(loss.backward(), model);
-                    *model = optim.step(lr, model.clone(), grads);
-                    scalar(&loss)
-                }
-                Nets::Moco { query, key, queue } => {
-                    let views = x.clone().narrow(0, 0, b);
-                    let other = x.narrow(0, b, b);
-                    let q = query.forward(views);
-                    let k = key.forward(other.inner());
-                    let k_ad = Tensor::<2>::from_inner(k.clone());
-                    let l_pos = (q.clone() * k_ad).sum_dim(1);
-                    let l_neg = q.matmul(Tensor::<2>::from_inner(queue.clone()).transpose());
-                    let logits = Tensor::cat(vec![l_pos, l_neg], 1).div_scalar(cfg.temperature);
-                    let loss = ce.forward(logits, targets(b, &|_| 0));
-                    let grads = GradientsParams::from_grads(loss.backward(), query);
-                    *query = optim.step(lr, query.clone(), grads);
-                    *key = ssl::momentum_update(key.clone(), query, cfg.moco_momentum);
-                    // Enqueue the newest keys, dropping the oldest.
-                    let keep = cfg.moco_queue - b.min(cfg.moco_queue);
-                    *queue = Tensor::cat(
-                        vec![
-                            k.narrow(0, 0, b.min(cfg.moco_queue)),
-                            queue.clone().narrow(0, 0, keep),
-                        ],
-                        0,
-                    );
-                    scalar(&loss)
-                }
-                Nets::Text(model) => {
-                    let reports = data.reports.as_ref().expect("checked above");
-                    let texts: Vec<&str> =
-                        batch.rows.iter().map(|&r| reports[r].as_str()).collect();
-                    let tok = tokenizer
-                        .as_ref()
-                        .expect("image-text methods have a tokenizer");
-                    let (ids, pad) = text::encode_batch(tok, &texts, cfg.text.max_len, &device)?;
-                    let img =
-                        ssl::normalize(model.image_projection.forward(model.encoder.forward(x)));
-                    let txt =
-                        ssl::normalize(model.text_projection.forward(model.text.forward(ids, pad)));
-                    let logits = img.matmul(txt.transpose()).div_scalar(cfg.temperature);
-                    let diag = targets(b, &|i| i as i64);
-                    let i2t = ce.forward(logits.clone(), diag.clone());
-                    let t2i = ce.forward(logits.transpose(), diag);
-                    let lambda = if cfg.method == Method::Convirt {
-                        cfg.convirt_lambda
-                    } else {
-                        0.5
-                    };
-                    let loss = i2t.mul_scalar(lambda) + t2i.mul_scalar(1.0 - lambda);
-                    let grads = GradientsParams::from_grads(loss.backward(), model);
-                    *model = optim.step(lr, model.clone(), grads);
-                    scalar(&loss)
-                }
-            };
-            loss_sum += loss;
-            batches += 1;
-            state.step += 1;
-            state.images += b;
-            progress.step();
-        }
-        let seconds = started.elapsed().as_secs_f64();
-        state.seconds += seconds;
-        let mean = loss_sum / batches.max(1) as f64;
-        state.curves.push(PretrainCurve {
-            epoch,
-            loss: mean,
-            lr,
-            seconds,
-        });
-        progress.epoch(epoch, mean, f64::NAN);
-        tracing::info!(epoch, loss = mean, "pretraining epoch done");
-        state.epoch += 1;
-        let snapshot = state.clone();
-        checkpoint::save(&ckpt_dir, &snapshot, |folder| {
-            save_nets(&nets, folder)?;
-            let p = folder.join("optim.bpk");
-            optim_save(&optim, &p)
-        })?;
-    }
+    let mut trainer = Pretrainer::new(cfg, data, images, tokenizer)?;
+    let plan = Plan {
+        epochs: cfg.epochs,
+        batches_per_epoch: per_epoch,
+        lr: cfg.lr,
+        warmup_steps: (cfg.warmup_epochs * per_epoch as f64).round() as usize,
+        patience: None,
+        select_best: false,
+    };
+    epochs.run(&mut trainer, &plan, progress, interrupt)?;
 
     // Keep the encoders; the projection heads are dropped.
     let encoder_path = run_dir.join("encoder.safetensors");
     let mut text_path = None;
-    match &nets {
+    match &trainer.nets {
         Nets::Image(m) => import::save_checkpoint(&m.encoder.valid(), &encoder_path)?,
         Nets::Moco { query, .. } => import::save_checkpoint(&query.encoder.valid(), &encoder_path)?,
         Nets::Text(m) => {
@@ -416,27 +225,285 @@ pub fn run(
             text_path = Some(p);
         }
     }
+    let curves: Vec<PretrainCurve> = epochs
+        .state()
+        .curves
+        .iter()
+        .map(|c| PretrainCurve {
+            epoch: c.epoch,
+            loss: c.train_loss,
+            lr: c.lr,
+            seconds: c.seconds,
+        })
+        .collect();
     checkpoint::write_atomic(
         &run_dir.join("curves.json"),
-        &serde_json::to_vec_pretty(&state.curves).expect("curves serialize"),
+        &serde_json::to_vec_pretty(&curves).expect("curves serialize"),
     )?;
-    let _ = std::fs::remove_dir_all(&ckpt_dir);
+    let resumed_from_epoch = epochs.resumed_from_epoch();
+    let state = epochs.finish();
     Ok(PretrainReport {
         encoder: encoder_path,
         text_encoder: text_path,
-        tokenizer: tokenizer.map(|_| run_dir.join("tokenizer.json")),
-        curves: state.curves,
-        images_per_second: state.images as f64 / state.seconds.max(1e-9),
+        tokenizer: trainer.tokenizer.map(|_| run_dir.join("tokenizer.json")),
+        curves,
+        images_per_second: state.images_per_second(),
         resumed_from_epoch,
     })
 }
 
-fn scalar(t: &Tensor<1>) -> f64 {
-    t.clone()
-        .into_data()
-        .try_to_vec::<f32>()
-        .map(|v| f64::from(v[0]))
-        .unwrap_or(f64::NAN)
+/// A pretraining as the epoch loop drives it.
+struct Pretrainer<'a> {
+    cfg: &'a PretrainConfig,
+    device: Device,
+    base: Device,
+    nets: Nets,
+    optim: ModuleOptimizer,
+    images: Arc<BaseImages>,
+    labels: Arc<Vec<u8>>,
+    reports: Option<&'a [String]>,
+    tokenizer: Option<tokenizers::Tokenizer>,
+    ce: burn::nn::loss::CrossEntropyLoss,
+}
+
+impl<'a> Pretrainer<'a> {
+    fn new(
+        cfg: &'a PretrainConfig,
+        data: &'a PretrainData<'_>,
+        images: Arc<BaseImages>,
+        tokenizer: Option<tokenizers::Tokenizer>,
+    ) -> Result<Pretrainer<'a>, Error> {
+        let base = cfg.device.device()?;
+        let device = base.clone().autodiff();
+        let vocab = tokenizer.as_ref().map_or(2, |t| t.get_vocab_size(true));
+        Ok(Pretrainer {
+            nets: Nets::new(cfg, vocab, &device, &base),
+            optim: AdamWConfig::new()
+                .with_weight_decay(cfg.weight_decay as f32)
+                .init(),
+            labels: Arc::new(vec![0u8; data.examples.len()]),
+            reports: data.reports.as_deref(),
+            ce: CrossEntropyLossConfig::new().init(&device),
+            cfg,
+            device,
+            base,
+            images,
+            tokenizer,
+        })
+    }
+
+    fn targets(&self, n: usize, f: impl Fn(usize) -> i64) -> Tensor<1, Int> {
+        Tensor::<1, Int>::from_data(
+            TensorData::new((0..n).map(f).collect::<Vec<i64>>(), [n]),
+            &self.device,
+        )
+    }
+
+    /// SimCLR: NT-Xent over the 2B projected views (view i's positive is view i ± B).
+    fn simclr(&mut self, x: Tensor<4>, b: usize, lr: f64) -> f64 {
+        let Nets::Image(model) = &mut self.nets else {
+            unreachable!("SimCLR trains an image network")
+        };
+        let z = model.forward(x);
+        let sim = z
+            .clone()
+            .matmul(z.transpose())
+            .div_scalar(self.cfg.temperature);
+        let n = 2 * b;
+        let eye: Vec<f32> = (0..n * n)
+            .map(|i| if i / n == i % n { -1e9 } else { 0.0 })
+            .collect();
+        let logits = sim + Tensor::<2>::from_data(TensorData::new(eye, [n, n]), &self.device);
+        let targets = Tensor::<1, Int>::from_data(
+            TensorData::new(
+                (0..n).map(|i| ((i + b) % n) as i64).collect::<Vec<_>>(),
+                [n],
+            ),
+            &self.device,
+        );
+        let loss = self.ce.forward(logits, targets);
+        let grads = GradientsParams::from_grads(loss.backward(), &*model);
+        *model = self.optim.step(lr, model.clone(), grads);
+        scalar(&loss)
+    }
+
+    /// MoCo v2: InfoNCE of the queries against their momentum keys (first) and the queue.
+    fn moco(&mut self, x: Tensor<4>, b: usize, lr: f64) -> f64 {
+        let cfg = self.cfg;
+        let targets = self.targets(b, |_| 0);
+        let Nets::Moco { query, key, queue } = &mut self.nets else {
+            unreachable!("MoCo trains a query and a key network")
+        };
+        let views = x.clone().narrow(0, 0, b);
+        let other = x.narrow(0, b, b);
+        let q = query.forward(views);
+        let k = key.forward(other.inner());
+        let k_ad = Tensor::<2>::from_inner(k.clone());
+        let l_pos = (q.clone() * k_ad).sum_dim(1);
+        let l_neg = q.matmul(Tensor::<2>::from_inner(queue.clone()).transpose());
+        let logits = Tensor::cat(vec![l_pos, l_neg], 1).div_scalar(cfg.temperature);
+        let loss = self.ce.forward(logits, targets);
+        let grads = GradientsParams::from_grads(loss.backward(), &*query);
+        *query = self.optim.step(lr, query.clone(), grads);
+        *key = ssl::momentum_update(key.clone(), query, cfg.moco_momentum);
+        // Enqueue the newest keys, dropping the oldest.
+        let keep = cfg.moco_queue - b.min(cfg.moco_queue);
+        *queue = Tensor::cat(
+            vec![
+                k.narrow(0, 0, b.min(cfg.moco_queue)),
+                queue.clone().narrow(0, 0, keep),
+            ],
+            0,
+        );
+        scalar(&loss)
+    }
+
+    /// CLIP / ConVIRT: symmetric (or λ-weighted) InfoNCE over the batch's image-report pairs.
+    fn image_text(&mut self, x: Tensor<4>, rows: &[usize], lr: f64) -> Result<f64, Error> {
+        let cfg = self.cfg;
+        let b = rows.len();
+        let reports = self.reports.expect("checked before training");
+        let texts: Vec<&str> = rows.iter().map(|&r| reports[r].as_str()).collect();
+        let tok = self
+            .tokenizer
+            .as_ref()
+            .expect("image-text methods have a tokenizer");
+        let (ids, pad) = text::encode_batch(tok, &texts, cfg.text.max_len, &self.device)?;
+        let diag = self.targets(b, |i| i as i64);
+        let Nets::Text(model) = &mut self.nets else {
+            unreachable!("image-text methods train two towers")
+        };
+        let img = ssl::normalize(model.image_projection.forward(model.encoder.forward(x)));
+        let txt = ssl::normalize(model.text_projection.forward(model.text.forward(ids, pad)));
+        let logits = img.matmul(txt.transpose()).div_scalar(cfg.temperature);
+        let i2t = self.ce.forward(logits.clone(), diag.clone());
+        let t2i = self.ce.forward(logits.transpose(), diag);
+        let lambda = if cfg.method == Method::Convirt {
+            cfg.convirt_lambda
+        } else {
+            0.5
+        };
+        let loss = i2t.mul_scalar(lambda) + t2i.mul_scalar(1.0 - lambda);
+        let grads = GradientsParams::from_grads(loss.backward(), &*model);
+        *model = self.optim.step(lr, model.clone(), grads);
+        Ok(scalar(&loss))
+    }
+}
+
+impl Trainer for Pretrainer<'_> {
+    type Batch = super::data::Batch;
+
+    fn batches(
+        &mut self,
+        epoch: usize,
+        skip: usize,
+    ) -> Result<Box<dyn Iterator<Item = Self::Batch>>, Error> {
+        let cfg = self.cfg;
+        let pass = Pass {
+            order: epoch_order(self.images.len(), cfg.seed, epoch, true),
+            batch_size: cfg.batch_size,
+            augment: Some(cfg.augment.clone()),
+            normalize: cfg.preprocess.normalize,
+            seed: cfg.seed,
+            epoch,
+            skip,
+            prefetch: 2,
+            // Contrastive losses need full batches.
+            min_batch: cfg.batch_size,
+            views: if cfg.method.uses_text() { 1 } else { 2 },
+        };
+        Ok(Box::new(Loader::spawn(
+            self.images.clone(),
+            self.labels.clone(),
+            pass,
+        )))
+    }
+
+    fn step(&mut self, batch: Self::Batch, lr: f64) -> Result<Step, Error> {
+        let b = batch.len();
+        let s = batch.size;
+        let views = batch.pixels.len() / (b * 3 * s * s);
+        let x = Tensor::<4>::from_data(
+            TensorData::new(batch.pixels, [views * b, 3, s, s]),
+            &self.device,
+        );
+        let loss = match self.cfg.method {
+            Method::Simclr => self.simclr(x, b, lr),
+            Method::Moco => self.moco(x, b, lr),
+            Method::Clip | Method::Convirt => self.image_text(x, &batch.rows, lr)?,
+        };
+        // The epoch's loss is the mean over its batches.
+        Ok(Step {
+            loss,
+            weight: 1.0,
+            images: b,
+        })
+    }
+
+    fn validate(&mut self) -> Result<f64, Error> {
+        Ok(f64::NAN)
+    }
+
+    fn keep_best(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn save(&self, folder: &Path) -> Result<(), Error> {
+        save_nets(&self.nets, folder)?;
+        optim_save(&self.optim, &folder.join("optim.bpk"))
+    }
+
+    fn load(&mut self, folder: &Path) -> Result<(), Error> {
+        // Module clones share their tensors; the loaded copy replaces them.
+        self.nets = load_nets(self.nets.clone(), folder, &self.device, &self.base)?;
+        let path = folder.join("optim.bpk");
+        let optim = std::mem::replace(&mut self.optim, AdamWConfig::new().init());
+        self.optim = optim
+            .load(&path)
+            .map_err(|e| Error::file("load optimizer state", &path)(e.to_string()))?;
+        Ok(())
+    }
+}
+
+impl Nets {
+    /// The seeded networks of a method (`vocab`: the tokenizer's size, for image-text).
+    fn new(cfg: &PretrainConfig, vocab: usize, device: &Device, base: &Device) -> Nets {
+        match cfg.method {
+            Method::Simclr => Nets::Image(ImageSsl::new(
+                cfg.arch,
+                cfg.projection_dim,
+                cfg.seed,
+                device,
+            )),
+            Method::Moco => {
+                let query = ImageSsl::new(cfg.arch, cfg.projection_dim, cfg.seed, device);
+                let key = query.valid();
+                let queue = ssl::initial_queue(cfg.moco_queue, cfg.projection_dim, cfg.seed, base);
+                Nets::Moco { query, key, queue }
+            }
+            Method::Clip | Method::Convirt => {
+                let mlp = cfg.method == Method::Convirt;
+                Nets::Text(ImageText {
+                    encoder: ResNet::new(cfg.arch, &mut Seeder::new("encoder", cfg.seed), device),
+                    image_projection: Projection::new(
+                        &mut Seeder::new("image-projection", cfg.seed),
+                        cfg.arch.feature_dim(),
+                        cfg.projection_dim,
+                        mlp,
+                        device,
+                    ),
+                    text: TextEncoder::new(&cfg.text, vocab, cfg.seed, device),
+                    text_projection: Projection::new(
+                        &mut Seeder::new("text-projection", cfg.seed),
+                        cfg.text.dim,
+                        cfg.projection_dim,
+                        mlp,
+                        device,
+                    ),
+                })
+            }
+        }
+    }
 }
 
 fn optim_save(optim: &ModuleOptimizer, path: &Path) -> Result<(), Error> {

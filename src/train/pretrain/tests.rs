@@ -140,25 +140,48 @@ impl Task for InterruptAt {
 }
 
 #[test]
-fn moco_resumes_to_the_same_encoder() {
-    let cfg = config(Method::Moco);
-    let whole = tempfile::tempdir().unwrap();
-    let full = pretrain(&cfg, whole.path(), &Quiet, &AtomicBool::new(false)).unwrap();
-    let cut = tempfile::tempdir().unwrap();
-    let flag = Arc::new(AtomicBool::new(false));
-    // 48 images / 16 = 3 steps per epoch: step 4 is in the second epoch.
-    let obs = InterruptAt {
-        at: 4,
-        seen: AtomicUsize::new(0),
-        flag: flag.clone(),
-    };
-    assert!(matches!(
-        pretrain(&cfg, cut.path(), &obs, &flag),
-        Err(Error::Interrupted { epoch: 1 })
-    ));
-    let resumed = pretrain(&cfg, cut.path(), &Quiet, &AtomicBool::new(false)).unwrap();
-    assert_eq!(resumed.resumed_from_epoch, Some(1));
-    assert_eq!(hash(&full.encoder), hash(&resumed.encoder));
+fn every_method_resumes_mid_epoch_to_the_same_encoder() {
+    for method in [Method::Simclr, Method::Moco, Method::Clip, Method::Convirt] {
+        let cfg = config(method);
+        let whole = tempfile::tempdir().unwrap();
+        let full = pretrain(&cfg, whole.path(), &Quiet, &AtomicBool::new(false)).unwrap();
+        let cut = tempfile::tempdir().unwrap();
+        let flag = Arc::new(AtomicBool::new(false));
+        // 3 steps per epoch: the interrupt lands before the second batch of the second epoch,
+        // so the checkpoint is taken mid-epoch and the resumed run skips the batch done.
+        let obs = InterruptAt {
+            at: 4,
+            seen: AtomicUsize::new(0),
+            flag: flag.clone(),
+        };
+        let stopped = pretrain(&cfg, cut.path(), &obs, &flag);
+        assert!(
+            matches!(stopped, Err(Error::Interrupted { epoch: 1 })),
+            "{}: {stopped:?}",
+            method.name()
+        );
+        let resumed = pretrain(&cfg, cut.path(), &Quiet, &AtomicBool::new(false)).unwrap();
+        assert_eq!(resumed.resumed_from_epoch, Some(1), "{}", method.name());
+        assert_eq!(
+            hash(&full.encoder),
+            hash(&resumed.encoder),
+            "{}",
+            method.name()
+        );
+        assert_eq!(
+            full.text_encoder.as_deref().map(hash),
+            resumed.text_encoder.as_deref().map(hash),
+            "{}",
+            method.name()
+        );
+        let losses = |r: &PretrainReport| {
+            r.curves
+                .iter()
+                .map(|c| c.loss.to_bits())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(losses(&full), losses(&resumed), "{}", method.name());
+    }
 }
 
 #[test]

@@ -1,0 +1,285 @@
+//! The one resumable epoch loop every training shares (downstream runs and SSL pretraining).
+//!
+//! The loop owns what must be exact under interruption: the epoch and batch in progress, the
+//! step count the learning-rate schedule (warmup, cosine) reads, the running loss, early
+//! stopping on the validation metric and the best epoch. A [`Trainer`] says what one step, one
+//! validation and one checkpoint of its networks are. A checkpoint is written after every epoch
+//! and on an interrupt (mid-epoch: the resumed run skips the batches already done), so a
+//! stopped and resumed run is bit-identical to one that never stopped.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::{Error, checkpoint, schedule};
+use crate::progress::Task;
+
+/// One epoch's numbers (`val_metric` is NaN for a training without validation).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochCurve {
+    pub epoch: usize,
+    #[serde(with = "crate::lossless::f64")]
+    pub train_loss: f64,
+    #[serde(with = "crate::lossless::f64")]
+    pub val_metric: f64,
+    #[serde(with = "crate::lossless::f64")]
+    pub lr: f64,
+    #[serde(with = "crate::lossless::f64")]
+    pub seconds: f64,
+}
+
+/// The loop state saved with every checkpoint. Every float goes through [`crate::lossless`],
+/// so a resumed run compares against the very same best metric (a value one ULP off would pick
+/// another best epoch on a tie) and a NaN metric never blocks a resume.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LoopState {
+    /// The epoch in progress (or next to run).
+    pub epoch: usize,
+    /// Batches of `epoch` already done (non-zero after an interrupt mid-epoch).
+    pub batch: usize,
+    /// Σ loss × weight over the batches of `epoch` done so far.
+    #[serde(with = "crate::lossless::f64")]
+    pub loss_sum: f64,
+    #[serde(with = "crate::lossless::f64")]
+    pub loss_weight: f64,
+    pub step: usize,
+    pub best_epoch: usize,
+    /// `-inf` until an epoch has a finite validation metric.
+    #[serde(with = "crate::lossless::f64")]
+    pub best_metric: f64,
+    pub bad_epochs: usize,
+    pub curves: Vec<EpochCurve>,
+    #[serde(with = "crate::lossless::f64")]
+    pub train_seconds: f64,
+    pub train_images: usize,
+}
+
+impl Default for LoopState {
+    fn default() -> LoopState {
+        LoopState {
+            epoch: 0,
+            batch: 0,
+            loss_sum: 0.0,
+            loss_weight: 0.0,
+            step: 0,
+            best_epoch: 0,
+            best_metric: f64::NEG_INFINITY,
+            bad_epochs: 0,
+            curves: Vec::new(),
+            train_seconds: 0.0,
+            train_images: 0,
+        }
+    }
+}
+
+impl LoopState {
+    pub fn images_per_second(&self) -> f64 {
+        self.train_images as f64 / self.train_seconds.max(1e-9)
+    }
+}
+
+/// What one optimisation step reports: its loss, the weight the epoch's mean gives it (the
+/// batch's images, or 1 for a mean over batches) and the images it trained on.
+pub struct Step {
+    pub loss: f64,
+    pub weight: f64,
+    pub images: usize,
+}
+
+/// The length and schedule of a training.
+pub struct Plan {
+    pub epochs: usize,
+    pub batches_per_epoch: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    pub warmup_steps: usize,
+    /// Stop after this many epochs without a better validation metric.
+    pub patience: Option<usize>,
+    /// Track the best epoch by the validation metric (and keep its weights).
+    pub select_best: bool,
+}
+
+/// A training the loop drives.
+pub trait Trainer {
+    type Batch;
+    /// The batches of `epoch` from batch `skip` on, in their seeded order.
+    fn batches(
+        &mut self,
+        epoch: usize,
+        skip: usize,
+    ) -> Result<Box<dyn Iterator<Item = Self::Batch>>, Error>;
+    /// One optimisation step at learning rate `lr`.
+    fn step(&mut self, batch: Self::Batch, lr: f64) -> Result<Step, Error>;
+    /// The validation metric after an epoch (NaN when undefined or when there is none).
+    fn validate(&mut self) -> Result<f64, Error>;
+    /// Keeps the weights just validated as the best so far.
+    fn keep_best(&mut self) -> Result<(), Error>;
+    /// Writes the networks and optimizer state into a checkpoint folder.
+    fn save(&self, folder: &Path) -> Result<(), Error>;
+    /// Reads them back from one.
+    fn load(&mut self, folder: &Path) -> Result<(), Error>;
+}
+
+/// A training's epochs, resumed from its checkpoint folder if one is there.
+pub struct Epochs {
+    dir: PathBuf,
+    state: LoopState,
+    /// The checkpoint to load into the trainer before the first step.
+    pending: Option<PathBuf>,
+    resumed_from_epoch: Option<usize>,
+}
+
+impl Epochs {
+    /// Opens the checkpoint folder `dir` (its loop state, if a checkpoint is there).
+    pub fn open(dir: &Path) -> Result<Epochs, Error> {
+        let mut e = Epochs {
+            dir: dir.to_path_buf(),
+            state: LoopState::default(),
+            pending: None,
+            resumed_from_epoch: None,
+        };
+        if let Some(folder) = checkpoint::current(dir) {
+            e.state = checkpoint::load_state(&folder)?;
+            e.resumed_from_epoch = Some(e.state.epoch);
+            tracing::info!(
+                epoch = e.state.epoch,
+                batch = e.state.batch,
+                "resuming from checkpoint"
+            );
+            e.pending = Some(folder);
+        }
+        Ok(e)
+    }
+
+    /// The epoch in progress (or next to run).
+    pub fn epoch(&self) -> usize {
+        self.state.epoch
+    }
+
+    pub fn state(&self) -> &LoopState {
+        &self.state
+    }
+
+    pub fn resumed_from_epoch(&self) -> Option<usize> {
+        self.resumed_from_epoch
+    }
+
+    /// Trains the remaining epochs.
+    pub fn run<T: Trainer>(
+        &mut self,
+        t: &mut T,
+        plan: &Plan,
+        progress: &dyn Task,
+        interrupt: &AtomicBool,
+    ) -> Result<(), Error> {
+        if let Some(folder) = self.pending.take() {
+            t.load(&folder)?;
+        }
+        let per_epoch = plan.batches_per_epoch;
+        let total_steps = plan.epochs * per_epoch.max(1);
+        progress.start(
+            plan.epochs * per_epoch,
+            self.state.epoch * per_epoch + self.state.batch,
+        );
+        while self.state.epoch < plan.epochs {
+            let epoch = self.state.epoch;
+            let started = Instant::now();
+            let mut lr = plan.lr;
+            for batch in t.batches(epoch, self.state.batch)? {
+                if interrupt.load(Ordering::Relaxed) {
+                    self.checkpoint(t)?;
+                    return Err(Error::Interrupted { epoch });
+                }
+                let s = &mut self.state;
+                lr = schedule::warmup_cosine(plan.lr, s.step, plan.warmup_steps, total_steps);
+                let step = t.step(batch, lr)?;
+                s.loss_sum += step.loss * step.weight;
+                s.loss_weight += step.weight;
+                s.train_images += step.images;
+                s.step += 1;
+                s.batch += 1;
+                progress.step();
+            }
+            self.state.train_seconds += started.elapsed().as_secs_f64();
+            let val_metric = t.validate()?;
+            self.end_epoch(t, plan, lr, val_metric, started, progress)?;
+            self.checkpoint(t)?;
+        }
+        Ok(())
+    }
+
+    /// Records a finished epoch: its curve, the best epoch, early stopping.
+    fn end_epoch<T: Trainer>(
+        &mut self,
+        t: &mut T,
+        plan: &Plan,
+        lr: f64,
+        val_metric: f64,
+        started: Instant,
+        progress: &dyn Task,
+    ) -> Result<(), Error> {
+        let s = &mut self.state;
+        let epoch = s.epoch;
+        let train_loss = s.loss_sum
+            / if s.loss_weight > 0.0 {
+                s.loss_weight
+            } else {
+                1.0
+            };
+        s.curves.push(EpochCurve {
+            epoch,
+            train_loss,
+            val_metric,
+            lr,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+        tracing::info!(epoch, train_loss, val_metric, "epoch done");
+        progress.epoch(epoch, train_loss, val_metric);
+        if plan.select_best {
+            if val_metric.is_finite() && val_metric > s.best_metric {
+                s.best_metric = val_metric;
+                s.best_epoch = epoch;
+                s.bad_epochs = 0;
+                t.keep_best()?;
+            } else {
+                s.bad_epochs += 1;
+                if s.curves.len() == 1 {
+                    // No finite validation metric yet: the first weights are the best so far.
+                    s.best_epoch = epoch;
+                    t.keep_best()?;
+                }
+            }
+        }
+        s.epoch += 1;
+        s.batch = 0;
+        s.loss_sum = 0.0;
+        s.loss_weight = 0.0;
+        if plan.patience.is_some_and(|p| s.bad_epochs >= p) {
+            tracing::info!(epoch, "early stopping");
+            s.epoch = plan.epochs;
+        }
+        Ok(())
+    }
+
+    fn checkpoint<T: Trainer>(&self, t: &T) -> Result<(), Error> {
+        checkpoint::save(&self.dir, &self.state, |folder| t.save(folder)).map(|_| ())
+    }
+
+    /// Ends the training once its outputs are written: the checkpoints go.
+    pub fn finish(self) -> LoopState {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        self.state
+    }
+}
+
+/// A one-element tensor's value (a host read).
+pub fn scalar(t: &Tensor<1>) -> f64 {
+    t.clone()
+        .into_data()
+        .try_to_vec::<f32>()
+        .map(|v| f64::from(v[0]))
+        .unwrap_or(f64::NAN)
+}
