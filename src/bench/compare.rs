@@ -66,6 +66,47 @@ pub fn run(n_runs: usize, replicates: usize) -> anyhow::Result<CompareBenchRepor
     let dir = tempfile::tempdir()?;
     let k = Arc::new(Ktrack::open(&dir.path().join("home"))?);
     let t = Instant::now();
+    fill(&k, n_runs)?;
+    let fill_seconds = t.elapsed().as_secs_f64();
+
+    // Reference: a plain scan of the rows compare reads.
+    let t = Instant::now();
+    let scanned = k.index.read()?.points().count()?;
+    let reference_scan_seconds = t.elapsed().as_secs_f64();
+    anyhow::ensure!(scanned > 0);
+
+    let t = Instant::now();
+    let tables = compare::compare(&k, &CompareOptions::default())?;
+    let compare_seconds = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let one = compare::compare(
+        &k,
+        &CompareOptions {
+            task: Some("progression_4y".into()),
+            protocol: Some("linear".into()),
+            run_seed: Some(0),
+            bootstrap: replicates,
+            ..CompareOptions::default()
+        },
+    )?;
+    let bootstrap_seconds = t.elapsed().as_secs_f64();
+    let cells = one.iter().map(|t| t.cells.len()).sum();
+    Ok(CompareBenchReport {
+        runs: n_runs,
+        fill_seconds,
+        reference_scan_seconds,
+        compare_seconds,
+        compare_tables: tables.len(),
+        bootstrap_seconds,
+        bootstrap_cells: cells,
+        bootstrap_replicates: replicates,
+    })
+}
+
+/// Fills the home with `n_runs` finished downstream runs of a study grid, each with small
+/// predictions objects and their headline metrics.
+fn fill(k: &Ktrack, n_runs: usize) -> anyhow::Result<()> {
     // One small predictions object per (task, init, fraction, eval).
     let tasks = [("kl", TaskKind::Kl), ("progression_4y", TaskKind::Binary)];
     let mut objects = std::collections::HashMap::new();
@@ -160,39 +201,5 @@ pub fn run(n_runs: usize, replicates: usize) -> anyhow::Result<CompareBenchRepor
         )?;
     }
     tx.commit()?;
-    let fill_seconds = t.elapsed().as_secs_f64();
-
-    // Reference: a plain scan of the rows compare reads.
-    let t = Instant::now();
-    let scanned = k.index.read()?.points().count()?;
-    let reference_scan_seconds = t.elapsed().as_secs_f64();
-    anyhow::ensure!(scanned > 0);
-
-    let t = Instant::now();
-    let tables = compare::compare(&k, &CompareOptions::default())?;
-    let compare_seconds = t.elapsed().as_secs_f64();
-
-    let t = Instant::now();
-    let one = compare::compare(
-        &k,
-        &CompareOptions {
-            task: Some("progression_4y".into()),
-            protocol: Some("linear".into()),
-            run_seed: Some(0),
-            bootstrap: replicates,
-            ..CompareOptions::default()
-        },
-    )?;
-    let bootstrap_seconds = t.elapsed().as_secs_f64();
-    let cells = one.iter().map(|t| t.cells.len()).sum();
-    Ok(CompareBenchReport {
-        runs: n_runs,
-        fill_seconds,
-        reference_scan_seconds,
-        compare_seconds,
-        compare_tables: tables.len(),
-        bootstrap_seconds,
-        bootstrap_cells: cells,
-        bootstrap_replicates: replicates,
-    })
+    Ok(())
 }

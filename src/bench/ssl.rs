@@ -45,6 +45,29 @@ pub fn run(o: &SslBenchOptions) -> anyhow::Result<SslReport> {
     let t0 = Instant::now();
     let dir = tempfile::tempdir()?;
     let root = dir.path();
+    write_study(root, o)?;
+    let k = Arc::new(Ktrack::open(&root.join("home"))?);
+    let opts = RunOptions {
+        spec: root.join("ssl.toml"),
+        plan: PlanOptions::default(),
+        jobs: 1,
+        dry_run: false,
+        stale_after: Duration::from_secs(120),
+        retry_failed: true,
+    };
+    let report = runner::run_sweep(&k, &opts, &Quiet, &AtomicBool::new(false))?;
+    if let Some((id, label, err)) = report.failed.first() {
+        anyhow::bail!("run {id} ({label}) failed: {err}");
+    }
+    let points = k.index.read()?.points().values("test", "qwk")?;
+    Ok(SslReport {
+        rows: rows(&points),
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// The synthetic cohorts' descriptors and the sweep spec (`ssl.toml`) under `root`.
+fn write_study(root: &std::path::Path, o: &SslBenchOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(root.join("datasets"))?;
     for (kind, labels) in [
         ("oai-like", "kl = \"kl\"\n"),
@@ -123,20 +146,11 @@ threads = {threads}
             threads = o.threads,
         ),
     )?;
-    let k = Arc::new(Ktrack::open(&root.join("home"))?);
-    let opts = RunOptions {
-        spec: root.join("ssl.toml"),
-        plan: PlanOptions::default(),
-        jobs: 1,
-        dry_run: false,
-        stale_after: Duration::from_secs(120),
-        retry_failed: true,
-    };
-    let report = runner::run_sweep(&k, &opts, &Quiet, &AtomicBool::new(false))?;
-    if let Some((id, label, err)) = report.failed.first() {
-        anyhow::bail!("run {id} ({label}) failed: {err}");
-    }
-    let points = k.index.read()?.points().values("test", "qwk")?;
+    Ok(())
+}
+
+/// Test QWK by fraction and init, with the gain over random init at the same fraction.
+fn rows(points: &[crate::index::points::PointValue]) -> Vec<SslRow> {
     let random_at = |f: f64| {
         points
             .iter()
@@ -166,8 +180,5 @@ threads = {threads}
             .total_cmp(&b.fraction)
             .then(order(&a.init).cmp(&order(&b.init)))
     });
-    Ok(SslReport {
-        rows,
-        seconds: t0.elapsed().as_secs_f64(),
-    })
+    rows
 }

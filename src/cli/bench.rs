@@ -103,7 +103,7 @@ pub fn run(env: &Env, cmd: Command) -> Result<()> {
             } else {
                 devices
             };
-            let rows = crate::bench::train::run(&crate::bench::train::TrainBenchOptions {
+            let opts = crate::bench::train::TrainBenchOptions {
                 arch,
                 size,
                 batch,
@@ -111,31 +111,8 @@ pub fn run(env: &Env, cmd: Command) -> Result<()> {
                 warmup: 2,
                 devices,
                 threads,
-            })?;
-            if format == Format::Json {
-                return Ok(env.printer.data(&serde_json::to_string_pretty(&rows)?)?);
-            }
-            let mut t = crate::output::Table::new([
-                "device",
-                "images/s",
-                "s/step",
-                "ratio",
-                "forward only, images/s",
-            ]);
-            for r in &rows {
-                t.row([
-                    r.device.clone(),
-                    format!("{:.1}", r.images_per_second),
-                    format!("{:.3}", r.seconds_per_step),
-                    format!("{:.2}", r.ratio),
-                    format!("{:.1}", r.forward_images_per_second),
-                ]);
-            }
-            env.printer.data(&format!(
-                "forward + backward + AdamW step, {arch} at {size} px, batch {batch}, {threads} CPU threads\n{}",
-                super::data::render(&t, format)
-            ))?;
-            Ok(())
+            };
+            train(env, &opts, format)
         }
         Command::Ssl {
             patients,
@@ -147,7 +124,7 @@ pub fn run(env: &Env, cmd: Command) -> Result<()> {
             threads,
             format,
         } => {
-            let r = crate::bench::ssl::run(&crate::bench::ssl::SslBenchOptions {
+            let opts = crate::bench::ssl::SslBenchOptions {
                 patients,
                 image_size: size,
                 pretrain_epochs,
@@ -155,115 +132,165 @@ pub fn run(env: &Env, cmd: Command) -> Result<()> {
                 fractions,
                 seed,
                 threads,
-            })?;
-            if format == Format::Json {
-                return Ok(env.printer.data(&serde_json::to_string_pretty(&r)?)?);
-            }
-            let mut t = crate::output::Table::new([
-                "init",
-                "label fraction",
-                "test QWK (KL, linear probe)",
-                "difference to random init",
-            ]);
-            for row in &r.rows {
-                t.row([
-                    row.init.clone(),
-                    format!("{}%", row.fraction * 100.0),
-                    format!("{:.3}", row.test_qwk),
-                    format!("{:+.3}", row.gain_over_random),
-                ]);
-            }
-            env.printer.data(&format!(
-                "{patients} patients per cohort at {size} px, {pretrain_epochs} pretraining epochs, {probe_epochs} probe epochs, in {:.0} s\n{}",
-                r.seconds,
-                super::data::render(&t, format)
-            ))?;
-            Ok(())
+            };
+            ssl(env, &opts, format)
         }
-        Command::Skip { runs, format } => {
-            let r = crate::bench::skip::run(runs)?;
-            if format == Format::Json {
-                return Ok(env.printer.data(&serde_json::to_string_pretty(&r)?)?);
-            }
-            env.printer.data(&format!(
-                "re-running a finished sweep of {} runs: {:.3} s ({:.0} µs per run; target < 1 s)\n\
-                 reference: listing the same runs from SQLite {:.3} s; ratio {:.1}",
-                r.runs,
-                r.seconds,
-                r.micros_per_run,
-                r.reference_count_seconds,
-                r.ratio_to_reference
-            ))?;
-            Ok(())
-        }
+        Command::Skip { runs, format } => skip(env, runs, format),
         Command::Compare {
             runs,
             bootstrap,
             format,
-        } => {
-            let r = crate::bench::compare::run(runs, bootstrap)?;
-            if format == Format::Json {
-                return Ok(env.printer.data(&serde_json::to_string_pretty(&r)?)?);
-            }
-            env.printer.data(&format!(
-                "compare over {} finished runs (index filled in {:.1} s)\n\
-                 reference: scanning the metric rows in SQLite   {:.3} s\n\
-                 compare without bootstrap ({} tables)       {:.3} s (target < 0.2 s; ratio to the scan {:.1})\n\
-                 compare one table with bootstrap ({} cells, B = {}) {:.3} s",
-                r.runs,
-                r.fill_seconds,
-                r.reference_scan_seconds,
-                r.compare_tables,
-                r.compare_seconds,
-                r.compare_seconds / r.reference_scan_seconds.max(1e-9),
-                r.bootstrap_cells,
-                r.bootstrap_replicates,
-                r.bootstrap_seconds
-            ))?;
-            Ok(())
-        }
+        } => compare(env, runs, bootstrap, format),
         Command::Ingest {
             images,
             size,
             dir,
             seed,
             format,
-        } => {
-            let term = super::progress::Terminal::new(&env.printer);
-            let bar = crate::progress::Reporter::task(&term, "Writing");
-            let r = ingest::run(
-                &IngestOptions {
-                    images,
-                    size,
-                    dir,
-                    seed,
-                },
-                bar.as_ref(),
-            )?;
-            drop(bar);
-            if format == Format::Json {
-                return Ok(env.printer.data(&serde_json::to_string_pretty(&r)?)?);
-            }
-            env.printer.data(&format!(
-                "ingest benchmark: {} images of {}x{} 16-bit PNG, {} in all, {} threads\n\
-                 plain blake3 hashing  {:>8.1} MB/s  ({:.3} s)\n\
-                 ktrack data import    {:>8.1} MB/s  ({:.3} s; decode + hash + store + index)\n\
-                   of which decoding   {:>8.1} MB/s  ({:.3} s alone)\n\
-                 ratio import/hashing  {:>8.3}   (target >= 0.8)",
-                r.images,
-                r.size,
-                r.size,
-                bytes(r.bytes),
-                r.threads,
-                r.hash_mb_s,
-                r.hash_seconds,
-                r.ingest_mb_s,
-                r.ingest_seconds,
-                r.bytes as f64 / 1e6 / r.decode_seconds,
-                r.decode_seconds,
-                r.ratio
-            ))?;
-            Ok(())
-        }
+        } => ingest(env, images, size, dir, seed, format),
     }
+}
+
+fn train(env: &Env, opts: &crate::bench::train::TrainBenchOptions, format: Format) -> Result<()> {
+    let rows = crate::bench::train::run(opts)?;
+    if format == Format::Json {
+        return Ok(env.printer.data(&serde_json::to_string_pretty(&rows)?)?);
+    }
+    let mut t = crate::output::Table::new([
+        "device",
+        "images/s",
+        "s/step",
+        "ratio",
+        "forward only, images/s",
+    ]);
+    for r in &rows {
+        t.row([
+            r.device.clone(),
+            format!("{:.1}", r.images_per_second),
+            format!("{:.3}", r.seconds_per_step),
+            format!("{:.2}", r.ratio),
+            format!("{:.1}", r.forward_images_per_second),
+        ]);
+    }
+    env.printer.data(&format!(
+        "forward + backward + AdamW step, {} at {} px, batch {}, {} CPU threads\n{}",
+        opts.arch,
+        opts.size,
+        opts.batch,
+        opts.threads,
+        super::data::render(&t, format)
+    ))?;
+    Ok(())
+}
+
+fn ssl(env: &Env, opts: &crate::bench::ssl::SslBenchOptions, format: Format) -> Result<()> {
+    let r = crate::bench::ssl::run(opts)?;
+    if format == Format::Json {
+        return Ok(env.printer.data(&serde_json::to_string_pretty(&r)?)?);
+    }
+    let mut t = crate::output::Table::new([
+        "init",
+        "label fraction",
+        "test QWK (KL, linear probe)",
+        "difference to random init",
+    ]);
+    for row in &r.rows {
+        t.row([
+            row.init.clone(),
+            format!("{}%", row.fraction * 100.0),
+            format!("{:.3}", row.test_qwk),
+            format!("{:+.3}", row.gain_over_random),
+        ]);
+    }
+    env.printer.data(&format!(
+        "{} patients per cohort at {} px, {} pretraining epochs, {} probe epochs, in {:.0} s\n{}",
+        opts.patients,
+        opts.image_size,
+        opts.pretrain_epochs,
+        opts.probe_epochs,
+        r.seconds,
+        super::data::render(&t, format)
+    ))?;
+    Ok(())
+}
+
+fn skip(env: &Env, runs: usize, format: Format) -> Result<()> {
+    let r = crate::bench::skip::run(runs)?;
+    if format == Format::Json {
+        return Ok(env.printer.data(&serde_json::to_string_pretty(&r)?)?);
+    }
+    env.printer.data(&format!(
+        "re-running a finished sweep of {} runs: {:.3} s ({:.0} µs per run; target < 1 s)\n\
+         reference: listing the same runs from SQLite {:.3} s; ratio {:.1}",
+        r.runs, r.seconds, r.micros_per_run, r.reference_count_seconds, r.ratio_to_reference
+    ))?;
+    Ok(())
+}
+
+fn compare(env: &Env, runs: usize, bootstrap: usize, format: Format) -> Result<()> {
+    let r = crate::bench::compare::run(runs, bootstrap)?;
+    if format == Format::Json {
+        return Ok(env.printer.data(&serde_json::to_string_pretty(&r)?)?);
+    }
+    env.printer.data(&format!(
+        "compare over {} finished runs (index filled in {:.1} s)\n\
+         reference: scanning the metric rows in SQLite   {:.3} s\n\
+         compare without bootstrap ({} tables)       {:.3} s (target < 0.2 s; ratio to the scan {:.1})\n\
+         compare one table with bootstrap ({} cells, B = {}) {:.3} s",
+        r.runs,
+        r.fill_seconds,
+        r.reference_scan_seconds,
+        r.compare_tables,
+        r.compare_seconds,
+        r.compare_seconds / r.reference_scan_seconds.max(1e-9),
+        r.bootstrap_cells,
+        r.bootstrap_replicates,
+        r.bootstrap_seconds
+    ))?;
+    Ok(())
+}
+
+fn ingest(
+    env: &Env,
+    images: usize,
+    size: u32,
+    dir: Option<PathBuf>,
+    seed: u64,
+    format: Format,
+) -> Result<()> {
+    let term = super::progress::Terminal::new(&env.printer);
+    let bar = crate::progress::Reporter::task(&term, "Writing");
+    let r = ingest::run(
+        &IngestOptions {
+            images,
+            size,
+            dir,
+            seed,
+        },
+        bar.as_ref(),
+    )?;
+    drop(bar);
+    if format == Format::Json {
+        return Ok(env.printer.data(&serde_json::to_string_pretty(&r)?)?);
+    }
+    env.printer.data(&format!(
+        "ingest benchmark: {} images of {}x{} 16-bit PNG, {} in all, {} threads\n\
+         plain blake3 hashing  {:>8.1} MB/s  ({:.3} s)\n\
+         ktrack data import    {:>8.1} MB/s  ({:.3} s; decode + hash + store + index)\n\
+           of which decoding   {:>8.1} MB/s  ({:.3} s alone)\n\
+         ratio import/hashing  {:>8.3}   (target >= 0.8)",
+        r.images,
+        r.size,
+        r.size,
+        bytes(r.bytes),
+        r.threads,
+        r.hash_mb_s,
+        r.hash_seconds,
+        r.ingest_mb_s,
+        r.ingest_seconds,
+        r.bytes as f64 / 1e6 / r.decode_seconds,
+        r.decode_seconds,
+        r.ratio
+    ))?;
+    Ok(())
 }
