@@ -155,6 +155,28 @@ pub fn select(
 }
 
 /// Creates (or finds) the fractions of a split.
+/// A fraction's members object: (sample id, patient id) rows as Parquet.
+fn members_table(samples: &[String], patients: Vec<String>, id: &Hash) -> Vec<u8> {
+    let batch = table::batch(vec![
+        (
+            "sample_id",
+            Arc::new(StringArray::from(samples.to_vec())) as ArrayRef,
+            false,
+        ),
+        (
+            "patient_id",
+            Arc::new(StringArray::from(patients)) as ArrayRef,
+            false,
+        ),
+    ])
+    .expect("the fraction schema is consistent");
+    let meta = BTreeMap::from([
+        ("ktrack.schema".to_string(), "ktrack.fraction/1".to_string()),
+        ("ktrack.fraction".to_string(), id.hex()),
+    ]);
+    table::write(&batch, &meta).expect("writing Parquet to memory cannot fail")
+}
+
 pub fn fraction(k: &Ktrack, opts: &FractionOptions) -> Result<FractionReport, Error> {
     let (samples, members) = {
         let mut conn = k.index.read()?;
@@ -190,24 +212,7 @@ pub fn fraction(k: &Ktrack, opts: &FractionOptions) -> Result<FractionReport, Er
             .iter()
             .map(|s| by_id[s.as_str()].patient_id.clone())
             .collect();
-        let batch = table::batch(vec![
-            (
-                "sample_id",
-                Arc::new(StringArray::from(m.samples.clone())) as ArrayRef,
-                false,
-            ),
-            (
-                "patient_id",
-                Arc::new(StringArray::from(patients)) as ArrayRef,
-                false,
-            ),
-        ])
-        .expect("the fraction schema is consistent");
-        let meta = BTreeMap::from([
-            ("ktrack.schema".to_string(), "ktrack.fraction/1".to_string()),
-            ("ktrack.fraction".to_string(), id.hex()),
-        ]);
-        let bytes = table::write(&batch, &meta).expect("writing Parquet to memory cannot fail");
+        let bytes = members_table(&m.samples, patients, &id);
         let members_put = store_batch.put_bytes(&bytes)?;
         let record = crate::record::Record::Fraction(crate::record::FractionRecord {
             format: crate::record::FORMAT,

@@ -300,22 +300,7 @@ pub fn compare(k: &Ktrack, opts: &CompareOptions) -> Result<Vec<CompareTable>, E
         .filter(|b| inits.contains(b.as_str()));
     let atoms = load_atoms(k, opts, baseline.as_deref().unwrap_or(""))?;
     if atoms.is_empty() {
-        let mut filters = Vec::new();
-        if let Some(s) = &opts.sweep {
-            filters.push(format!("sweep `{s}`"));
-        }
-        if let Some(t) = &opts.task {
-            filters.push(format!("task `{t}`"));
-        }
-        if let Some(p) = &opts.protocol {
-            filters.push(format!("protocol `{p}`"));
-        }
-        let f = if filters.is_empty() {
-            String::new()
-        } else {
-            format!(" {}", filters.join(", "))
-        };
-        return Err(Error::Nothing(f));
+        return Err(Error::Nothing(filters_text(opts)));
     }
     // Evaluation sets sit side by side: unless eval is the row or column axis, it is folded
     // into the columns ("test 10%", "most-like 10%"); the other axes split tables.
@@ -347,19 +332,7 @@ pub fn compare(k: &Ktrack, opts: &CompareOptions) -> Result<Vec<CompareTable>, E
     let leaks = leakage(k, opts)?;
     let mut out = Vec::new();
     for (key, pts) in tables {
-        let notes: Vec<String> = leaks
-            .iter()
-            .filter(|l| {
-                pts.iter()
-                    .any(|a| a.init == l.init && a.task == l.task && a.protocol == l.protocol)
-            })
-            .map(|l| {
-                format!(
-                    "‡ `{}` ({}, {}): {} run(s) allowed leakage — up to {} patient(s) of the evaluated sets were in the init's pretraining data",
-                    l.init, l.task, l.protocol, l.runs, l.most_patients
-                )
-            })
-            .collect();
+        let notes = leak_notes(&leaks, &pts);
         let rows = sort_values(
             opts.rows,
             pts.iter().map(|p| p.axis(opts.rows)).collect(),
@@ -403,6 +376,42 @@ pub fn compare(k: &Ktrack, opts: &CompareOptions) -> Result<Vec<CompareTable>, E
         });
     }
     Ok(out)
+}
+
+/// The filters a user gave, as " sweep `x`, task `y`" ('' for none).
+fn filters_text(opts: &CompareOptions) -> String {
+    let mut filters = Vec::new();
+    if let Some(s) = &opts.sweep {
+        filters.push(format!("sweep `{s}`"));
+    }
+    if let Some(t) = &opts.task {
+        filters.push(format!("task `{t}`"));
+    }
+    if let Some(p) = &opts.protocol {
+        filters.push(format!("protocol `{p}`"));
+    }
+    if filters.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", filters.join(", "))
+    }
+}
+
+/// A note for each (init, task, protocol) of the table's cells whose runs allowed leakage.
+fn leak_notes(leaks: &[Leak], pts: &[&Atom]) -> Vec<String> {
+    leaks
+        .iter()
+        .filter(|l| {
+            pts.iter()
+                .any(|a| a.init == l.init && a.task == l.task && a.protocol == l.protocol)
+        })
+        .map(|l| {
+            format!(
+                "‡ `{}` ({}, {}): {} run(s) allowed leakage — up to {} patient(s) of the evaluated sets were in the init's pretraining data",
+                l.init, l.task, l.protocol, l.runs, l.most_patients
+            )
+        })
+        .collect()
 }
 
 fn leakage(k: &Ktrack, opts: &CompareOptions) -> Result<Vec<Leak>, Error> {

@@ -466,6 +466,14 @@ impl LoadedSpec {
 
     /// Checks references, values and files.
     pub fn validate(&self) -> Result<(), Error> {
+        self.validate_data()?;
+        self.validate_pretrain()?;
+        self.validate_inits()?;
+        self.validate_grid()
+    }
+
+    /// The name, cohorts, split and fractions.
+    fn validate_data(&self) -> Result<(), Error> {
         let s = &self.spec;
         crate::data::descriptor::validate_name(&s.name).map_err(|m| self.invalid("name", m))?;
         self.check_file("cohorts.train", &s.cohorts.train)?;
@@ -500,7 +508,12 @@ impl LoadedSpec {
                 return Err(self.invalid("fractions.values", format!("{f} is not in (0, 1]")));
             }
         }
-        for (name, p) in &s.pretrain {
+        Ok(())
+    }
+
+    /// The pretraining runs: sources, sizes, files.
+    fn validate_pretrain(&self) -> Result<(), Error> {
+        for (name, p) in &self.spec.pretrain {
             let key = format!("pretrain.{name}");
             if p.data.is_empty() {
                 return Err(self.invalid(
@@ -526,6 +539,12 @@ impl LoadedSpec {
                 self.check_file(&format!("{key}.tokenizer"), t)?;
             }
         }
+        Ok(())
+    }
+
+    /// The inits: names, the pretraining runs and weight files they name.
+    fn validate_inits(&self) -> Result<(), Error> {
+        let s = &self.spec;
         for (name, init) in &s.inits {
             crate::data::descriptor::validate_name(name)
                 .map_err(|m| self.invalid(format!("inits.{name}"), m))?;
@@ -545,6 +564,12 @@ impl LoadedSpec {
                 _ => {}
             }
         }
+        Ok(())
+    }
+
+    /// The grid and the training settings.
+    fn validate_grid(&self) -> Result<(), Error> {
+        let s = &self.spec;
         let g = &s.grid;
         for (key, empty) in [
             ("grid.inits", g.inits.is_empty()),
