@@ -152,48 +152,7 @@ pub fn render(p: &KneeParams, look: &Look, size: u32, noise_rng: &mut Rng) -> Ve
 
 /// Density field in [0, ~1.2] on a `n` x `n` grid (before the scanner look).
 fn anatomy(p: &KneeParams, look: &Look, n: usize) -> Vec<f64> {
-    let mut r = rng::stream("knee-shape", &[], p.knee_seed);
-    let s = p.severity;
-    let k = p.scale / look.zoom_out;
-    let (cx, y0) = (0.5 + p.shift.0, 0.52 + p.shift.1);
-    let jsw0 = 0.06 * k;
-    let jsw_m = jsw0 * (1.0 - medial_narrowing(s, p.alignment_deg));
-    let jsw_l = jsw0 * 1.1 * (1.0 - lateral_narrowing(s, p.alignment_deg));
-    let ost = osteophyte_size(s) * k;
-    let scl = sclerosis(s);
-    let def = deformity(s);
-    // Subtle signs of a fast progressor, visible before the grade changes.
-    let sign = (p.rate / 0.12).clamp(0.0, 1.6);
-    let tilt = (p.alignment_deg + 3.0 * def).to_radians();
-
-    // Osteophytes at the four joint margins; medial ones larger, shapes fixed per knee.
-    let mut osteophytes = Vec::new();
-    let margins = [
-        (-0.255, 0.04, 1.0),  // medial tibial
-        (0.255, 0.04, 0.65),  // lateral tibial
-        (-0.235, -0.05, 0.8), // medial femoral
-        (0.235, -0.05, 0.55), // lateral femoral
-    ];
-    for (dx, dy, weight) in margins {
-        let dx: f64 = dx;
-        let jitter = 0.7 + 0.6 * rng::unit(&mut r);
-        let size = ost * weight * jitter;
-        if size > 0.0 {
-            let out = dx.signum() * (size * 0.25);
-            osteophytes.push(Osteophyte {
-                cx: cx + dx * k + out,
-                cy: y0 + dy * k,
-                rx: size,
-                ry: size * (0.45 + 0.3 * rng::unit(&mut r)),
-            });
-        }
-    }
-    // A spur at the medial tibial spine that grows with the progression rate.
-    let spine_lip = 0.02 * k * sign;
-    let trabecular = Texture::new(&mut r, 90.0 / k);
-    let coarse = Texture::new(&mut r, 35.0 / k);
-    let edge = 0.6 / n as f64;
-
+    let shape = Shape::new(p, look, n);
     let mut field = vec![0.0; n * n];
     for j in 0..n {
         for i in 0..n {
@@ -202,117 +161,204 @@ fn anatomy(p: &KneeParams, look: &Look, n: usize) -> Vec<f64> {
             if p.mirror {
                 x = 1.0 - x;
             }
-            // Medial compartment is at x < cx.
-            let medial = x < cx;
-            let blend = 1.0 / (1.0 + ((x - cx) / (0.02 * k)).exp()); // 1 medial, 0 lateral
-            let jsw = jsw_m * blend + jsw_l * (1.0 - blend);
-
-            // Soft tissue silhouette and background.
-            let soft = smooth_inside(
-                ellipse(x, y, cx, y0, 0.42 * k + 0.08 * p.soft_tissue, 0.9),
-                0.02,
-            );
-            let mut v = 0.08 + 0.12 * soft * (1.0 + 0.5 * p.soft_tissue);
-            if p.effusion {
-                v +=
-                    0.06 * smooth_inside(ellipse(x, y, cx, y0 - 0.2 * k, 0.13 * k, 0.08 * k), 0.02);
-            }
-
-            // Femur: shaft, flaring metaphysis, two condyles, notch.
-            let fy = y;
-            let top = y0 - 0.32 * k;
-            let half = if fy < top {
-                0.15 * k
-            } else {
-                0.15 * k + 0.09 * k * ((fy - top) / (0.2 * k)).clamp(0.0, 1.0)
-            };
-            let d_shaft = ((x - cx).abs() - half).max(fy - (y0 - 0.1 * k));
-            let flat = 1.0 - 0.35 * def;
-            let d_med = ellipse(
-                x,
-                fy,
-                cx - 0.125 * k,
-                y0 - jsw_m / 2.0 - 0.085 * k * flat,
-                0.125 * k,
-                0.085 * k * flat,
-            );
-            let d_lat = ellipse(
-                x,
-                fy,
-                cx + 0.125 * k,
-                y0 - jsw_l / 2.0 - 0.08 * k * flat,
-                0.12 * k,
-                0.08 * k * flat,
-            );
-            let d_notch = -ellipse(x, fy, cx, y0 - 0.01 * k, 0.03 * k, 0.065 * k);
-            let d_femur = d_shaft.min(d_med).min(d_lat).max(d_notch);
-
-            // Tibia (rotated by the alignment around the joint centre).
-            let (sx, sy) = (x - cx, y - y0);
-            let (ct, st) = (tilt.cos(), tilt.sin());
-            let tx = ct * sx - st * sy;
-            let ty = st * sx + ct * sy;
-            let plateau = jsw / 2.0 + 0.01 * k * (tx / (0.12 * k)).powi(2) * (1.0 - 0.5 * def);
-            let spines = 0.022 * k * (-((tx.abs() - 0.03 * k) / (0.012 * k)).powi(2)).exp();
-            let lip = if tx < 0.0 {
-                spine_lip * (-((tx + 0.035 * k) / (0.01 * k)).powi(2)).exp()
-            } else {
-                0.0
-            };
-            let top_t = plateau - spines - lip;
-            let t_half =
-                0.255 * k - 0.11 * k * ((ty - 0.04 * k) / (0.2 * k)).clamp(0.0, 1.0).powf(0.7);
-            let d_tibia = (top_t - ty).max(tx.abs() - t_half);
-
-            let femur = smooth_inside(d_femur, edge);
-            let tibia = smooth_inside(d_tibia, edge);
-            let mut bone = 0.0f64;
-            for (inside, d) in [(femur, d_femur), (tibia, d_tibia)] {
-                if inside > 1e-4 {
-                    let rim = 0.22 * (-(-d).max(0.0) / (0.018 * k)).exp();
-                    let tex = 0.07 * trabecular.at(x, y) + 0.05 * coarse.at(x, y);
-                    bone = bone.max(inside * (0.55 + rim + tex));
-                }
-            }
-            // Subchondral sclerosis (medial-weighted) and the progressor's coarse texture.
-            let depth_t = (ty - top_t).max(0.0);
-            let depth_f = (y0 - jsw / 2.0 - y).max(0.0);
-            let near =
-                (-depth_t / (0.05 * k)).exp() * tibia + (-depth_f / (0.04 * k)).exp() * femur;
-            let weight = if medial { 1.0 } else { 0.45 };
-            bone += scl * weight * near;
-            if medial {
-                bone += 0.07
-                    * sign
-                    * tibia
-                    * (-depth_t / (0.06 * k)).exp()
-                    * (1.0 + coarse.at(x * 1.7, y * 1.7));
-            }
-            for o in &osteophytes {
-                bone = bone.max(0.75 * smooth_inside(ellipse(x, y, o.cx, o.cy, o.rx, o.ry), edge));
-            }
-            // Superimposed patella and fibular head (fainter).
-            bone += 0.16
-                * smooth_inside(
-                    ellipse(x, y, cx, y0 - 0.18 * k, 0.1 * k, 0.12 * k),
-                    edge * 3.0,
-                );
-            let fib_x = cx + 0.215 * k;
-            bone += 0.22
-                * smooth_inside(
-                    ellipse(x, y, fib_x, y0 + 0.2 * k, 0.045 * k, 0.12 * k),
-                    edge,
-                );
-            if p.hardware {
-                let hx = cx - 0.06 * k + 0.35 * (y - y0 - 0.15 * k);
-                let d = ((x - hx).abs() - 0.012 * k).max((y - y0 - 0.18 * k).abs() - 0.1 * k);
-                bone = bone.max(1.2 * smooth_inside(d, edge));
-            }
-            v += bone;
-            field[j * n + i] = v;
+            field[j * n + i] = shape.density(x, y);
         }
     }
     field
+}
+
+/// One knee's bones, drawn for a grid of `n` pixels: what its parameters and shape draws fix.
+struct Shape<'a> {
+    p: &'a KneeParams,
+    k: f64,
+    cx: f64,
+    y0: f64,
+    jsw_m: f64,
+    jsw_l: f64,
+    scl: f64,
+    def: f64,
+    sign: f64,
+    tilt: f64,
+    osteophytes: Vec<Osteophyte>,
+    spine_lip: f64,
+    trabecular: Texture,
+    coarse: Texture,
+    edge: f64,
+}
+
+impl<'a> Shape<'a> {
+    fn new(p: &'a KneeParams, look: &Look, n: usize) -> Shape<'a> {
+        let mut r = rng::stream("knee-shape", &[], p.knee_seed);
+        let s = p.severity;
+        let k = p.scale / look.zoom_out;
+        let (cx, y0) = (0.5 + p.shift.0, 0.52 + p.shift.1);
+        let jsw0 = 0.06 * k;
+        let jsw_m = jsw0 * (1.0 - medial_narrowing(s, p.alignment_deg));
+        let jsw_l = jsw0 * 1.1 * (1.0 - lateral_narrowing(s, p.alignment_deg));
+        let ost = osteophyte_size(s) * k;
+        let scl = sclerosis(s);
+        let def = deformity(s);
+        // Subtle signs of a fast progressor, visible before the grade changes.
+        let sign = (p.rate / 0.12).clamp(0.0, 1.6);
+        let tilt = (p.alignment_deg + 3.0 * def).to_radians();
+
+        // Osteophytes at the four joint margins; medial ones larger, shapes fixed per knee.
+        let mut osteophytes = Vec::new();
+        let margins = [
+            (-0.255, 0.04, 1.0),  // medial tibial
+            (0.255, 0.04, 0.65),  // lateral tibial
+            (-0.235, -0.05, 0.8), // medial femoral
+            (0.235, -0.05, 0.55), // lateral femoral
+        ];
+        for (dx, dy, weight) in margins {
+            let dx: f64 = dx;
+            let jitter = 0.7 + 0.6 * rng::unit(&mut r);
+            let size = ost * weight * jitter;
+            if size > 0.0 {
+                let out = dx.signum() * (size * 0.25);
+                osteophytes.push(Osteophyte {
+                    cx: cx + dx * k + out,
+                    cy: y0 + dy * k,
+                    rx: size,
+                    ry: size * (0.45 + 0.3 * rng::unit(&mut r)),
+                });
+            }
+        }
+        // A spur at the medial tibial spine that grows with the progression rate.
+        let spine_lip = 0.02 * k * sign;
+        let trabecular = Texture::new(&mut r, 90.0 / k);
+        let coarse = Texture::new(&mut r, 35.0 / k);
+        let edge = 0.6 / n as f64;
+        Shape {
+            p,
+            k,
+            cx,
+            y0,
+            jsw_m,
+            jsw_l,
+            scl,
+            def,
+            sign,
+            tilt,
+            osteophytes,
+            spine_lip,
+            trabecular,
+            coarse,
+            edge,
+        }
+    }
+
+    /// The density at (x, y) in the unit square (x already mirrored for a left knee).
+    fn density(&self, x: f64, y: f64) -> f64 {
+        let (p, k, cx, y0) = (self.p, self.k, self.cx, self.y0);
+        let (jsw_m, jsw_l, scl, def) = (self.jsw_m, self.jsw_l, self.scl, self.def);
+        let (sign, tilt, spine_lip, edge) = (self.sign, self.tilt, self.spine_lip, self.edge);
+        let (trabecular, coarse) = (&self.trabecular, &self.coarse);
+        // Medial compartment is at x < cx.
+        let medial = x < cx;
+        let blend = 1.0 / (1.0 + ((x - cx) / (0.02 * k)).exp()); // 1 medial, 0 lateral
+        let jsw = jsw_m * blend + jsw_l * (1.0 - blend);
+
+        // Soft tissue silhouette and background.
+        let soft = smooth_inside(
+            ellipse(x, y, cx, y0, 0.42 * k + 0.08 * p.soft_tissue, 0.9),
+            0.02,
+        );
+        let mut v = 0.08 + 0.12 * soft * (1.0 + 0.5 * p.soft_tissue);
+        if p.effusion {
+            v += 0.06 * smooth_inside(ellipse(x, y, cx, y0 - 0.2 * k, 0.13 * k, 0.08 * k), 0.02);
+        }
+
+        // Femur: shaft, flaring metaphysis, two condyles, notch.
+        let fy = y;
+        let top = y0 - 0.32 * k;
+        let half = if fy < top {
+            0.15 * k
+        } else {
+            0.15 * k + 0.09 * k * ((fy - top) / (0.2 * k)).clamp(0.0, 1.0)
+        };
+        let d_shaft = ((x - cx).abs() - half).max(fy - (y0 - 0.1 * k));
+        let flat = 1.0 - 0.35 * def;
+        let d_med = ellipse(
+            x,
+            fy,
+            cx - 0.125 * k,
+            y0 - jsw_m / 2.0 - 0.085 * k * flat,
+            0.125 * k,
+            0.085 * k * flat,
+        );
+        let d_lat = ellipse(
+            x,
+            fy,
+            cx + 0.125 * k,
+            y0 - jsw_l / 2.0 - 0.08 * k * flat,
+            0.12 * k,
+            0.08 * k * flat,
+        );
+        let d_notch = -ellipse(x, fy, cx, y0 - 0.01 * k, 0.03 * k, 0.065 * k);
+        let d_femur = d_shaft.min(d_med).min(d_lat).max(d_notch);
+
+        // Tibia (rotated by the alignment around the joint centre).
+        let (sx, sy) = (x - cx, y - y0);
+        let (ct, st) = (tilt.cos(), tilt.sin());
+        let tx = ct * sx - st * sy;
+        let ty = st * sx + ct * sy;
+        let plateau = jsw / 2.0 + 0.01 * k * (tx / (0.12 * k)).powi(2) * (1.0 - 0.5 * def);
+        let spines = 0.022 * k * (-((tx.abs() - 0.03 * k) / (0.012 * k)).powi(2)).exp();
+        let lip = if tx < 0.0 {
+            spine_lip * (-((tx + 0.035 * k) / (0.01 * k)).powi(2)).exp()
+        } else {
+            0.0
+        };
+        let top_t = plateau - spines - lip;
+        let t_half = 0.255 * k - 0.11 * k * ((ty - 0.04 * k) / (0.2 * k)).clamp(0.0, 1.0).powf(0.7);
+        let d_tibia = (top_t - ty).max(tx.abs() - t_half);
+
+        let femur = smooth_inside(d_femur, edge);
+        let tibia = smooth_inside(d_tibia, edge);
+        let mut bone = 0.0f64;
+        for (inside, d) in [(femur, d_femur), (tibia, d_tibia)] {
+            if inside > 1e-4 {
+                let rim = 0.22 * (-(-d).max(0.0) / (0.018 * k)).exp();
+                let tex = 0.07 * trabecular.at(x, y) + 0.05 * coarse.at(x, y);
+                bone = bone.max(inside * (0.55 + rim + tex));
+            }
+        }
+        // Subchondral sclerosis (medial-weighted) and the progressor's coarse texture.
+        let depth_t = (ty - top_t).max(0.0);
+        let depth_f = (y0 - jsw / 2.0 - y).max(0.0);
+        let near = (-depth_t / (0.05 * k)).exp() * tibia + (-depth_f / (0.04 * k)).exp() * femur;
+        let weight = if medial { 1.0 } else { 0.45 };
+        bone += scl * weight * near;
+        if medial {
+            bone += 0.07
+                * sign
+                * tibia
+                * (-depth_t / (0.06 * k)).exp()
+                * (1.0 + coarse.at(x * 1.7, y * 1.7));
+        }
+        for o in &self.osteophytes {
+            bone = bone.max(0.75 * smooth_inside(ellipse(x, y, o.cx, o.cy, o.rx, o.ry), edge));
+        }
+        // Superimposed patella and fibular head (fainter).
+        bone += 0.16
+            * smooth_inside(
+                ellipse(x, y, cx, y0 - 0.18 * k, 0.1 * k, 0.12 * k),
+                edge * 3.0,
+            );
+        let fib_x = cx + 0.215 * k;
+        bone += 0.22
+            * smooth_inside(
+                ellipse(x, y, fib_x, y0 + 0.2 * k, 0.045 * k, 0.12 * k),
+                edge,
+            );
+        if p.hardware {
+            let hx = cx - 0.06 * k + 0.35 * (y - y0 - 0.15 * k);
+            let d = ((x - hx).abs() - 0.012 * k).max((y - y0 - 0.18 * k).abs() - 0.1 * k);
+            bone = bone.max(1.2 * smooth_inside(d, edge));
+        }
+        v + bone
+    }
 }
 
 /// Bilinear resampling of a square field.

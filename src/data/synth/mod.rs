@@ -211,6 +211,43 @@ fn grade_of(severity: f64) -> u8 {
     severity.round().clamp(0.0, 4.0) as u8
 }
 
+/// A knee's 4-year incidence and progression, from its readings at the visits it attended, by
+/// the same rules as real cohorts' (none for a cohort without outcomes).
+fn knee_outcomes(
+    prof: &Profile,
+    patient_id: &str,
+    side: Side,
+    present: &[i64],
+    grade_at: impl Fn(i64) -> u8,
+) -> (Option<u8>, Option<u8>) {
+    match prof.outcome_visit {
+        Some(v) if prof.labelled => {
+            let readings: Vec<Reading> = present
+                .iter()
+                .map(|&visit| Reading {
+                    id: patient_id.to_string(),
+                    side,
+                    visit,
+                    value: Value::Kl(grade_at(visit)),
+                })
+                .collect();
+            let rules = Rules {
+                horizon_months: v,
+                followup_visit: v,
+                progression_min_baseline_kl: 1,
+                knee_replacement: Replacement::Event,
+            };
+            let o = outcomes::derive(&readings, &rules)
+                .0
+                .into_values()
+                .next()
+                .unwrap_or_default();
+            (o.incidence_4y, o.progression_4y)
+        }
+        _ => (None, None),
+    }
+}
+
 /// Simulates every image of a cohort (no pixels yet), in a fixed order.
 pub fn simulate(spec: &SynthSpec) -> Vec<SimImage> {
     let kind = spec.kind;
@@ -261,33 +298,8 @@ pub fn simulate(spec: &SynthSpec) -> Vec<SimImage> {
                 present.push(visit);
             }
             let grade_at = |visit: i64| grade_of(s0 + rate * visit as f64 / 12.0);
-            // The outcomes come from the knee's readings by the same rules as real cohorts'.
-            let (incidence, progression) = match prof.outcome_visit {
-                Some(v) if prof.labelled => {
-                    let readings: Vec<Reading> = present
-                        .iter()
-                        .map(|&visit| Reading {
-                            id: patient_id.clone(),
-                            side,
-                            visit,
-                            value: Value::Kl(grade_at(visit)),
-                        })
-                        .collect();
-                    let rules = Rules {
-                        horizon_months: v,
-                        followup_visit: v,
-                        progression_min_baseline_kl: 1,
-                        knee_replacement: Replacement::Event,
-                    };
-                    let o = outcomes::derive(&readings, &rules)
-                        .0
-                        .into_values()
-                        .next()
-                        .unwrap_or_default();
-                    (o.incidence_4y, o.progression_4y)
-                }
-                _ => (None, None),
-            };
+            let (incidence, progression) =
+                knee_outcomes(&prof, &patient_id, side, &present, grade_at);
             for &visit in &present {
                 let severity = s0 + rate * visit as f64 / 12.0;
                 // What the image shows varies around the true severity (positioning, beam

@@ -50,6 +50,31 @@ fn capitalise(s: &str) -> String {
 /// Writes an impression for the findings.
 pub fn impression(f: &Findings, r: &mut Rng) -> String {
     let mut sentences: Vec<String> = Vec::new();
+    let (med, lat) = narrowing_sentence(f, r, &mut sentences);
+    let ost = osteophyte_sentences(f, r, &mut sentences);
+    other_findings(f, r, &mut sentences);
+    // Order varies like real reports; the negations for fracture close most of them.
+    rng::shuffle(r, &mut sentences);
+    if rng::unit(r) < 0.7 {
+        sentences.push(
+            pick(
+                r,
+                &[
+                    "No acute fracture or dislocation.",
+                    "No acute fracture.",
+                    "No fracture or dislocation is seen.",
+                    "No acute osseous abnormality.",
+                ],
+            )
+            .into(),
+        );
+    }
+    let lead = lead(r, med.max(lat).max(ost));
+    format!("{lead}{}", sentences.join(" "))
+}
+
+/// The joint-space sentence; returns the medial and lateral narrowing levels.
+fn narrowing_sentence(f: &Findings, r: &mut Rng, sentences: &mut Vec<String>) -> (usize, usize) {
     let jsn = pick(
         r,
         &[
@@ -94,6 +119,11 @@ pub fn impression(f: &Findings, r: &mut Rng) -> String {
             sentences.push(format!("{} medial and {dl} lateral {jsn}.", capitalise(dm)));
         }
     }
+    (med, lat)
+}
+
+/// Osteophytes (and tibial spines); returns their level, 0-3.
+fn osteophyte_sentences(f: &Findings, r: &mut Rng, sentences: &mut Vec<String>) -> usize {
     let ost = match f.osteophytes {
         o if o < 0.006 => 0,
         o if o < 0.025 => 1,
@@ -152,6 +182,11 @@ pub fn impression(f: &Findings, r: &mut Rng) -> String {
             );
         }
     }
+    ost
+}
+
+/// Sclerosis, effusion, alignment and hardware.
+fn other_findings(f: &Findings, r: &mut Rng, sentences: &mut Vec<String>) {
     if f.sclerosis > 0.12 {
         let d = if f.sclerosis > 0.28 { "Marked" } else { "Mild" };
         sentences.push(format!(
@@ -216,23 +251,11 @@ pub fn impression(f: &Findings, r: &mut Rng) -> String {
             .into(),
         );
     }
-    // Order varies like real reports; the negations for fracture close most of them.
-    rng::shuffle(r, &mut sentences);
-    if rng::unit(r) < 0.7 {
-        sentences.push(
-            pick(
-                r,
-                &[
-                    "No acute fracture or dislocation.",
-                    "No acute fracture.",
-                    "No fracture or dislocation is seen.",
-                    "No acute osseous abnormality.",
-                ],
-            )
-            .into(),
-        );
-    }
-    let lead = match med.max(lat).max(ost) {
+}
+
+/// The opening phrase for the overall level of degenerative change.
+fn lead(r: &mut Rng, level: usize) -> &'static str {
+    match level {
         0 => pick(
             r,
             &[
@@ -265,8 +288,7 @@ pub fn impression(f: &Findings, r: &mut Rng) -> String {
                 "Severe tricompartmental degenerative change. ",
             ],
         ),
-    };
-    format!("{lead}{}", sentences.join(" "))
+    }
 }
 
 #[cfg(test)]
