@@ -118,7 +118,52 @@ pub fn reproduce(
 ) -> Result<ReproduceReport, Error> {
     let (_, record, mut resolved) = lineage::record(k, id)?;
     let original: BTreeMap<String, Hash> = record.outputs.clone();
+    let inputs_checked = check_inputs(k, id, &original)?;
+    override_device(&mut resolved, opts);
+    // The tolerance the run declared when it was recorded.
+    let tolerance = (record.tolerance.probability, record.tolerance.metric);
 
+    let scratch =
+        k.home
+            .join("reproduce")
+            .join(format!("{}-{}", id.short(), crate::context::wall_ms()));
+    let produced = exec::produce(k, id, &resolved, &scratch, observer, interrupt)?;
+    let (comparisons, max_prob) = compare_outputs(k, &original, &produced)?;
+    let (metrics, max_metric) = compare_metrics(&record, &produced);
+    let verdict = if comparisons.iter().all(|c| c.identical) {
+        Verdict::Identical
+    } else if comparisons.iter().all(|c| {
+        c.identical
+            || c.max_diff.is_some_and(|d| d <= tolerance.0)
+            || !c.role.starts_with("predictions:")
+    }) && max_prob <= tolerance.0
+        && max_metric <= tolerance.1
+    {
+        Verdict::WithinTolerance
+    } else {
+        Verdict::Different
+    };
+    let mut report = ReproduceReport {
+        run: *id,
+        verdict,
+        comparisons,
+        metrics,
+        max_probability_diff: max_prob,
+        max_metric_diff: max_metric,
+        tolerance,
+        inputs_checked,
+        // The reproduction's own record, once it is written from this report.
+        record: *id,
+        seconds: produced.seconds,
+    };
+    report.record = record_reproduction(k, &resolved, &produced, &report)?;
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(report)
+}
+
+/// Checks that every input of the run is present and intact, before anything runs; returns
+/// how many were checked.
+fn check_inputs(k: &Ktrack, id: &Hash, original: &BTreeMap<String, Hash>) -> Result<usize, Error> {
     // Every input must be present and intact before anything runs.
     let own: std::collections::BTreeSet<Hash> = original
         .values()
@@ -145,8 +190,13 @@ pub fn reproduce(
         }
     }
 
+    Ok(inputs.len())
+}
+
+/// Runs on another device or thread count when asked (the tolerance then applies).
+fn override_device(resolved: &mut ResolvedRun, opts: &ReproduceOptions) {
     if opts.device.is_some() || opts.threads.is_some() {
-        match &mut resolved {
+        match resolved {
             ResolvedRun::Downstream(d) => {
                 d.config.device = opts.device.unwrap_or(d.config.device);
                 d.config.threads = opts.threads.unwrap_or(d.config.threads);
@@ -157,15 +207,15 @@ pub fn reproduce(
             }
         }
     }
-    // The tolerance the run declared when it was recorded.
-    let tolerance = (record.tolerance.probability, record.tolerance.metric);
+}
 
-    let scratch =
-        k.home
-            .join("reproduce")
-            .join(format!("{}-{}", id.short(), crate::context::wall_ms()));
-    let produced = exec::produce(k, id, &resolved, &scratch, observer, interrupt)?;
-
+/// Each recorded output against its reproduction; for predictions that differ, the largest
+/// probability difference. Returns the comparisons and the largest difference of all.
+fn compare_outputs(
+    k: &Ktrack,
+    original: &BTreeMap<String, Hash>,
+    produced: &exec::Produced,
+) -> Result<(Vec<Comparison>, f64), Error> {
     let mut comparisons = Vec::new();
     let mut max_prob: f64 = 0.0;
     let produced_files: BTreeMap<&str, &std::path::Path> = produced
@@ -220,6 +270,14 @@ pub fn reproduce(
             max_diff,
         });
     }
+    Ok((comparisons, max_prob))
+}
+
+/// (set, metric, recorded, reproduced) of every metric, and the largest difference.
+fn compare_metrics(
+    record: &crate::record::RunRecord,
+    produced: &exec::Produced,
+) -> (Vec<(String, String, f64, f64)>, f64) {
     let recorded: BTreeMap<(String, String), f64> = record
         .metrics
         .iter()
@@ -244,27 +302,34 @@ pub fn reproduce(
     if max_metric.is_nan() {
         max_metric = f64::INFINITY;
     }
-    let verdict = if comparisons.iter().all(|c| c.identical) {
-        Verdict::Identical
-    } else if comparisons.iter().all(|c| {
-        c.identical
-            || c.max_diff.is_some_and(|d| d <= tolerance.0)
-            || !c.role.starts_with("predictions:")
-    }) && max_prob <= tolerance.0
-        && max_metric <= tolerance.1
-    {
-        Verdict::WithinTolerance
-    } else {
-        Verdict::Different
-    };
+    (metrics, max_metric)
+}
 
+/// Stores the reproduction's record and indexes it; returns the record's hash.
+fn record_reproduction(
+    k: &Ktrack,
+    resolved: &ResolvedRun,
+    produced: &exec::Produced,
+    report: &ReproduceReport,
+) -> Result<Hash, Error> {
+    let (id, verdict, comparisons, metrics) = (
+        &report.run,
+        report.verdict,
+        &report.comparisons,
+        &report.metrics,
+    );
+    let (max_prob, max_metric, tolerance) = (
+        report.max_probability_diff,
+        report.max_metric_diff,
+        report.tolerance,
+    );
     // Record the reproduction.
     let created_at = k.clock.now();
-    let device = match &resolved {
+    let device = match resolved {
         ResolvedRun::Downstream(d) => d.config.device,
         ResolvedRun::Pretrain(p) => p.config.device,
     };
-    let seed = match &resolved {
+    let seed = match resolved {
         ResolvedRun::Downstream(d) => d.config.seed,
         ResolvedRun::Pretrain(p) => p.config.seed,
     };
@@ -300,19 +365,7 @@ pub fn reproduce(
     tx.reproductions()
         .insert(&put.hash, id, verdict.as_str(), Some(max_prob), &created_at)?;
     tx.commit()?;
-    let _ = std::fs::remove_dir_all(&scratch);
-    Ok(ReproduceReport {
-        run: *id,
-        verdict,
-        comparisons,
-        metrics,
-        max_probability_diff: max_prob,
-        max_metric_diff: max_metric,
-        tolerance,
-        inputs_checked: inputs.len(),
-        record: put.hash,
-        seconds: produced.seconds,
-    })
+    Ok(put.hash)
 }
 
 fn record_hash(k: &Ktrack, id: &Hash) -> Option<Hash> {
