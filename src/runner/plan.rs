@@ -263,6 +263,28 @@ pub fn prepare(
         status("Split", format!("cohort {} → split {}", cohort, r.id));
     }
 
+    let fractions = ensure_fractions(k, s, &split_id, status)?;
+    let weights = weights_of(k, spec, opts)?;
+    Ok(Prepared {
+        cohort,
+        cohort_name,
+        external,
+        split: split_id,
+        fractions,
+        sources,
+        weights,
+    })
+}
+
+/// The label fractions of the split for every task of the grid (taken where missing), by
+/// (task, fraction).
+fn ensure_fractions(
+    k: &Ktrack,
+    s: &super::spec::Spec,
+    split_id: &Hash,
+    status: &dyn Fn(&str, String),
+) -> Result<BTreeMap<String, Hash>, Error> {
+    let split_id = *split_id;
     let mut fractions = BTreeMap::new();
     for task in &s.grid.tasks {
         let ids: Vec<(f64, Hash)> = s
@@ -308,6 +330,16 @@ pub fn prepare(
         }
     }
 
+    Ok(fractions)
+}
+
+/// The torchvision weights files the inits name, stored: (object, format) by init.
+fn weights_of(
+    k: &Ktrack,
+    spec: &LoadedSpec,
+    opts: &PlanOptions,
+) -> Result<BTreeMap<String, (Hash, String)>, Error> {
+    let s = &spec.spec;
     let mut weights = BTreeMap::new();
     for (name, init) in &s.inits {
         if let InitSpec::Torchvision { weights: w } = init {
@@ -340,29 +372,20 @@ pub fn prepare(
             weights.insert(name.clone(), (put.hash, format));
         }
     }
-    Ok(Prepared {
-        cohort,
-        cohort_name,
-        external,
-        split: split_id,
-        fractions,
-        sources,
-        weights,
-    })
+    Ok(weights)
 }
 
-/// Expands the grid into resolved runs.
-pub fn plan(spec: &LoadedSpec, prepared: &Prepared, opts: &PlanOptions) -> Plan {
+/// The pretraining runs an init of the grid uses, and their ids by name.
+fn pretrain_runs<'s>(
+    spec: &'s LoadedSpec,
+    prepared: &Prepared,
+    preprocess: &Preprocess,
+    device: DeviceKind,
+    threads: usize,
+) -> (Vec<PlannedRun>, BTreeMap<&'s str, Hash>) {
     let s = &spec.spec;
-    let device = opts.device.unwrap_or(s.run.device);
-    let threads = opts.threads.unwrap_or(s.run.threads);
-    let preprocess = Preprocess {
-        image_size: s.train.image_size,
-        normalize: s.train.normalize,
-        flip_left: s.train.flip_left,
-    };
     let mut runs = Vec::new();
-    let mut pretrain_ids: BTreeMap<&str, Hash> = BTreeMap::new();
+    let mut ids: BTreeMap<&str, Hash> = BTreeMap::new();
     // Only pretraining runs that an init of the grid uses.
     let used: std::collections::BTreeSet<&str> = s
         .grid
@@ -420,7 +443,7 @@ pub fn plan(spec: &LoadedSpec, prepared: &Prepared, opts: &PlanOptions) -> Plan 
                 .map(|t| Hash::of(&std::fs::read(spec.resolve(t)).unwrap_or_default())),
         });
         let id = resolved.id();
-        pretrain_ids.insert(name, id);
+        ids.insert(name, id);
         runs.push(PlannedRun {
             id,
             label: format!("pretrain {name} ({})", p.method.name()),
@@ -430,32 +453,64 @@ pub fn plan(spec: &LoadedSpec, prepared: &Prepared, opts: &PlanOptions) -> Plan 
         });
     }
 
+    (runs, ids)
+}
+
+/// What an init of the grid starts from, or why its runs are skipped.
+fn init_ref(
+    s: &super::spec::Spec,
+    prepared: &Prepared,
+    init_name: &str,
+    pretrain_ids: &BTreeMap<&str, Hash>,
+) -> Result<InitRef, String> {
+    Ok(match &s.inits[init_name] {
+        InitSpec::Random => InitRef::Random,
+        InitSpec::Torchvision { .. } => match prepared.weights.get(init_name) {
+            Some((w, format)) => InitRef::Torchvision {
+                weights: *w,
+                format: format.clone(),
+            },
+            None => {
+                return Err("no torchvision weights file: set `weights` in the spec, --imagenet-weights or KTRACK_IMAGENET_WEIGHTS".into());
+            }
+        },
+        InitSpec::Pretrain {
+            pretrain,
+            allow_leakage,
+        } => InitRef::Pretrain {
+            run: pretrain_ids[pretrain.as_str()],
+            allow_leakage: *allow_leakage,
+        },
+    })
+}
+
+/// Expands the grid into resolved runs.
+pub fn plan(spec: &LoadedSpec, prepared: &Prepared, opts: &PlanOptions) -> Plan {
+    let s = &spec.spec;
+    let device = opts.device.unwrap_or(s.run.device);
+    let threads = opts.threads.unwrap_or(s.run.threads);
+    let preprocess = Preprocess {
+        image_size: s.train.image_size,
+        normalize: s.train.normalize,
+        flip_left: s.train.flip_left,
+    };
+    let (mut runs, pretrain_ids) = pretrain_runs(spec, prepared, &preprocess, device, threads);
     let mut skipped = Vec::new();
     let fractions = spec.grid_fractions();
     for init_name in &s.grid.inits {
-        let init = match &s.inits[init_name] {
-            InitSpec::Random => InitRef::Random,
-            InitSpec::Torchvision { .. } => match prepared.weights.get(init_name) {
-                Some((w, format)) => InitRef::Torchvision {
-                    weights: *w,
-                    format: format.clone(),
-                },
-                None => {
-                    skipped.push(Skipped {
-                        init: init_name.clone(),
-                        reason: "no torchvision weights file: set `weights` in the spec, --imagenet-weights or KTRACK_IMAGENET_WEIGHTS".into(),
-                        runs: s.grid.tasks.len() * s.grid.protocols.len() * fractions.len() * s.grid.seeds.len(),
-                    });
-                    continue;
-                }
-            },
-            InitSpec::Pretrain {
-                pretrain,
-                allow_leakage,
-            } => InitRef::Pretrain {
-                run: pretrain_ids[pretrain.as_str()],
-                allow_leakage: *allow_leakage,
-            },
+        let init = match init_ref(s, prepared, init_name, &pretrain_ids) {
+            Ok(init) => init,
+            Err(reason) => {
+                skipped.push(Skipped {
+                    init: init_name.clone(),
+                    reason,
+                    runs: s.grid.tasks.len()
+                        * s.grid.protocols.len()
+                        * fractions.len()
+                        * s.grid.seeds.len(),
+                });
+                continue;
+            }
         };
         let deps = match &init {
             InitRef::Pretrain { run, .. } => vec![*run],
