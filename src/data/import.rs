@@ -204,31 +204,8 @@ pub fn import_with_rules(
         );
     }
     let mut rules = rules.clone();
-    let mut counts = Vec::new();
     // `source` names the file that row numbers in errors refer to.
-    let (source, rows) = match dataset.source()? {
-        Source::Manifest { manifest, columns } => {
-            let table = TextTable::read(manifest)?;
-            let rows = parse_rows(dataset, columns, &table)?;
-            (table.path, rows)
-        }
-        Source::Real {
-            readings,
-            images,
-            outcomes,
-        } => {
-            let built = crate::data::real::build(
-                &dataset.path,
-                &dataset.image_root,
-                readings,
-                images,
-                outcomes,
-            )?;
-            rules.extend(built.rules);
-            counts = built.counts;
-            (dataset.path.clone(), real_rows(dataset, built.samples)?)
-        }
-    };
+    let (source, rows, counts) = read_rows(dataset, &mut rules)?;
     let rules = &rules;
     let root = canonical_root(dataset)?;
     for r in &rows {
@@ -238,67 +215,15 @@ pub fn import_with_rules(
     // Files whose size, mtime and inode are unchanged since an earlier import are not read
     // again (their objects are in the store), like git's index.
     let known = k.index.read()?.files().all()?;
-    progress.start(rows.len(), 0);
     let batch = k.store.batch();
-    let failed = AtomicBool::new(false);
-    let staged: Vec<Result<(store::Put, Option<FileStat>), Error>> = rows
-        .par_iter()
-        .map(|r| {
-            if failed.load(Ordering::Relaxed) || interrupt.load(Ordering::Relaxed) {
-                return Err(Error::Interrupted);
-            }
-            let result = stage_image(&batch, &k.store, &known, &source, r);
-            if result.is_err() {
-                failed.store(true, Ordering::Relaxed);
-            }
-            progress.step();
-            result
-        })
-        .collect();
-    // Report the first real error by row (an `Interrupted` only means another row failed).
-    let mut puts = Vec::with_capacity(rows.len());
-    let mut stats = Vec::new();
-    let mut first_err = None;
-    for result in staged {
-        match result {
-            Ok((p, stat)) => {
-                puts.push(p);
-                stats.extend(stat);
-            }
-            Err(Error::Interrupted) => {}
-            Err(e) => {
-                first_err.get_or_insert(e);
-            }
-        }
-    }
-    if let Some(e) = first_err {
-        return Err(e);
-    }
-    if puts.len() != rows.len() {
-        return Err(Error::Interrupted);
-    }
+    let (puts, stats) = stage_all(k, &batch, &known, &source, &rows, progress, interrupt)?;
     tracing::debug!(
         seconds = start.elapsed().as_secs_f64(),
         images = puts.len(),
         "images validated and staged"
     );
 
-    let mut samples: Vec<Sample> = rows
-        .iter()
-        .zip(&puts)
-        .map(|(r, p)| Sample {
-            sample_id: r.sample_id.clone(),
-            patient_id: r.patient_id.clone(),
-            side: r.side,
-            visit: r.visit,
-            image: p.hash,
-            kl: r.kl,
-            incidence_4y: r.incidence_4y,
-            progression_4y: r.progression_4y,
-            report: r.report.clone(),
-        })
-        .collect();
-    samples.sort_by(|a, b| a.sample_id.cmp(&b.sample_id));
+    let samples = samples_of(&rows, &puts);
     let patients: BTreeSet<&str> = samples.iter().map(|s| s.patient_id.as_str()).collect();
     let n_patients = patients.len();
 
@@ -362,6 +287,112 @@ pub fn import_with_rules(
         counts,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// The rows of a dataset (a manifest, or readings joined to images) with the file that row
+/// numbers refer to and, for a real cohort, what its rules counted; its rules go into `rules`.
+fn read_rows(
+    dataset: &Dataset,
+    rules: &mut BTreeMap<String, String>,
+) -> Result<(PathBuf, Vec<Row>, Vec<(String, usize)>), Error> {
+    let mut counts = Vec::new();
+    let (source, rows) = match dataset.source()? {
+        Source::Manifest { manifest, columns } => {
+            let table = TextTable::read(manifest)?;
+            let rows = parse_rows(dataset, columns, &table)?;
+            (table.path, rows)
+        }
+        Source::Real {
+            readings,
+            images,
+            outcomes,
+        } => {
+            let built = crate::data::real::build(
+                &dataset.path,
+                &dataset.image_root,
+                readings,
+                images,
+                outcomes,
+            )?;
+            rules.extend(built.rules);
+            counts = built.counts;
+            (dataset.path.clone(), real_rows(dataset, built.samples)?)
+        }
+    };
+    Ok((source, rows, counts))
+}
+
+/// Validates and stages every row's image in parallel (unchanged files are not read again);
+/// returns the puts in row order and the file stats to remember. The first real error wins.
+fn stage_all(
+    k: &Ktrack,
+    batch: &store::Batch<'_>,
+    known: &HashMap<String, FileStat>,
+    source: &Path,
+    rows: &[Row],
+    progress: &dyn crate::progress::Task,
+    interrupt: &AtomicBool,
+) -> Result<(Vec<store::Put>, Vec<FileStat>), Error> {
+    progress.start(rows.len(), 0);
+    let failed = AtomicBool::new(false);
+    let staged: Vec<Result<(store::Put, Option<FileStat>), Error>> = rows
+        .par_iter()
+        .map(|r| {
+            if failed.load(Ordering::Relaxed) || interrupt.load(Ordering::Relaxed) {
+                return Err(Error::Interrupted);
+            }
+            let result = stage_image(batch, &k.store, known, source, r);
+            if result.is_err() {
+                failed.store(true, Ordering::Relaxed);
+            }
+            progress.step();
+            result
+        })
+        .collect();
+    // Report the first real error by row (an `Interrupted` only means another row failed).
+    let mut puts = Vec::with_capacity(rows.len());
+    let mut stats = Vec::new();
+    let mut first_err = None;
+    for result in staged {
+        match result {
+            Ok((p, stat)) => {
+                puts.push(p);
+                stats.extend(stat);
+            }
+            Err(Error::Interrupted) => {}
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    if puts.len() != rows.len() {
+        return Err(Error::Interrupted);
+    }
+    Ok((puts, stats))
+}
+
+/// The cohort's samples, sorted by sample id.
+fn samples_of(rows: &[Row], puts: &[store::Put]) -> Vec<Sample> {
+    let mut samples: Vec<Sample> = rows
+        .iter()
+        .zip(puts)
+        .map(|(r, p)| Sample {
+            sample_id: r.sample_id.clone(),
+            patient_id: r.patient_id.clone(),
+            side: r.side,
+            visit: r.visit,
+            image: p.hash,
+            kl: r.kl,
+            incidence_4y: r.incidence_4y,
+            progression_4y: r.progression_4y,
+            report: r.report.clone(),
+        })
+        .collect();
+    samples.sort_by(|a, b| a.sample_id.cmp(&b.sample_id));
+    samples
 }
 
 /// Rows of a real cohort (readings joined to images); row numbers count its samples.
