@@ -338,7 +338,7 @@ fn record_reproduction(
         run: *id,
         verdict: verdict.as_str().to_string(),
         created_at: created_at.clone(),
-        comparisons: serde_json::to_value(&comparisons).expect("comparisons serialize"),
+        comparisons: serde_json::to_value(comparisons).expect("comparisons serialize"),
         metrics: serde_json::Value::Array(
             metrics
                 .iter()

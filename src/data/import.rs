@@ -289,12 +289,15 @@ pub fn import_with_rules(
     })
 }
 
+/// The file row numbers refer to, the rows, and what a real cohort's rules counted.
+type RowsRead = (PathBuf, Vec<Row>, Vec<(String, usize)>);
+
 /// The rows of a dataset (a manifest, or readings joined to images) with the file that row
 /// numbers refer to and, for a real cohort, what its rules counted; its rules go into `rules`.
 fn read_rows(
     dataset: &Dataset,
     rules: &mut BTreeMap<String, String>,
-) -> Result<(PathBuf, Vec<Row>, Vec<(String, usize)>), Error> {
+) -> Result<RowsRead, Error> {
     let mut counts = Vec::new();
     let (source, rows) = match dataset.source()? {
         Source::Manifest { manifest, columns } => {

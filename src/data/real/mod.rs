@@ -98,6 +98,82 @@ pub enum Error {
     Images(#[from] images::Error),
 }
 
+/// How the readings were read, as cohort rules.
+fn reading_rules(format: Format, opts: &readings::Options, rules: &mut BTreeMap<String, String>) {
+    rules.insert("readings.format".into(), format.name().into());
+    if format == Format::Oai {
+        rules.insert(
+            "readings.projects".into(),
+            opts.projects
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        rules.insert(
+            "readings.recode_projects".into(),
+            opts.recode_projects
+                .iter()
+                .map(|(a, b)| format!("{a}->{b}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+    }
+    rules.insert(
+        "readings.codes".into(),
+        opts.codes
+            .iter()
+            .map(|(c, r)| format!("{c}={}", r.name()))
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+}
+
+/// The found images joined to their readings and baseline outcomes; also counts the images
+/// without a reading and the folder grades that differ from the reading.
+fn join(
+    found: &BTreeMap<(String, Side, i64), images::Found>,
+    value_at: &BTreeMap<(String, Side, i64), Value>,
+    outcomes: &BTreeMap<(String, Side), outcomes::Outcomes>,
+    has_readings: bool,
+) -> (Vec<RealSample>, usize, usize) {
+    let mut samples = Vec::with_capacity(found.len());
+    let (mut unread, mut disagree) = (0, 0);
+    for ((id, side, visit), f) in found {
+        let value = value_at.get(&(id.clone(), *side, *visit)).copied();
+        let kl = match value {
+            Some(Value::Kl(g)) => {
+                if f.folder_kl.is_some_and(|fg| fg != g) {
+                    disagree += 1;
+                }
+                Some(g)
+            }
+            Some(_) => None,
+            None => {
+                if has_readings {
+                    unread += 1;
+                }
+                f.folder_kl
+            }
+        };
+        let o = (*visit == 0)
+            .then(|| outcomes.get(&(id.clone(), *side)).copied())
+            .flatten()
+            .unwrap_or_default();
+        samples.push(RealSample {
+            sample_id: format!("{id}-{}-{visit:03}", side.as_str()),
+            patient_id: id.clone(),
+            side: *side,
+            visit: *visit,
+            image: f.path.clone(),
+            kl,
+            incidence_4y: o.incidence_4y,
+            progression_4y: o.progression_4y,
+        });
+    }
+    (samples, unread, disagree)
+}
+
 /// Reads the readings, finds the images and derives the labels a descriptor describes.
 pub fn build(
     descriptor: &Path,
@@ -119,33 +195,7 @@ pub fn build(
         Some(spec) => {
             let opts = spec.options().map_err(spec_err)?;
             let r = readings::read(&dir.join(&spec.path), &opts)?;
-            rules.insert("readings.format".into(), spec.format.name().into());
-            if spec.format == Format::Oai {
-                rules.insert(
-                    "readings.projects".into(),
-                    opts.projects
-                        .iter()
-                        .map(u32::to_string)
-                        .collect::<Vec<_>>()
-                        .join(","),
-                );
-                rules.insert(
-                    "readings.recode_projects".into(),
-                    opts.recode_projects
-                        .iter()
-                        .map(|(a, b)| format!("{a}->{b}"))
-                        .collect::<Vec<_>>()
-                        .join(","),
-                );
-            }
-            rules.insert(
-                "readings.codes".into(),
-                opts.codes
-                    .iter()
-                    .map(|(c, r)| format!("{c}={}", r.name()))
-                    .collect::<Vec<_>>()
-                    .join(","),
-            );
+            reading_rules(spec.format, &opts, &mut rules);
             counts.extend(r.counts.clone());
             Some((spec.format, r))
         }
@@ -199,40 +249,7 @@ pub fn build(
         _ => images::by_kneekl(root, images_spec)?,
     };
 
-    let mut samples = Vec::with_capacity(found.len());
-    let (mut unread, mut disagree) = (0, 0);
-    for ((id, side, visit), f) in &found {
-        let value = value_at.get(&(id.clone(), *side, *visit)).copied();
-        let kl = match value {
-            Some(Value::Kl(g)) => {
-                if f.folder_kl.is_some_and(|fg| fg != g) {
-                    disagree += 1;
-                }
-                Some(g)
-            }
-            Some(_) => None,
-            None => {
-                if read.is_some() {
-                    unread += 1;
-                }
-                f.folder_kl
-            }
-        };
-        let o = (*visit == 0)
-            .then(|| outcomes.get(&(id.clone(), *side)).copied())
-            .flatten()
-            .unwrap_or_default();
-        samples.push(RealSample {
-            sample_id: format!("{id}-{}-{visit:03}", side.as_str()),
-            patient_id: id.clone(),
-            side: *side,
-            visit: *visit,
-            image: f.path.clone(),
-            kl,
-            incidence_4y: o.incidence_4y,
-            progression_4y: o.progression_4y,
-        });
-    }
+    let (samples, unread, disagree) = join(&found, &value_at, &outcomes, read.is_some());
     let with_image: BTreeSet<_> = found.keys().collect();
     let no_image = value_at
         .iter()

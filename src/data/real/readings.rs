@@ -300,7 +300,8 @@ struct Raw {
     value: Value,
 }
 
-fn read_oai(dir: &Path, opts: &Options) -> Result<Readings, Error> {
+/// The OAI reading files of a folder, one per visit code.
+fn oai_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, Error> {
     let codes: BTreeSet<&str> = Format::Oai.visits().iter().map(|(c, _)| *c).collect();
     let files = find_files(dir, &|stem| {
         let code = stem.strip_prefix("kxr_sq_bu")?;
@@ -321,6 +322,31 @@ fn read_oai(dir: &Path, opts: &Options) -> Result<Readings, Error> {
             });
         }
     }
+    Ok(files)
+}
+
+/// A READPRJ cell's project number ("15" or "15: ..."), recoded as the options say.
+fn project_cell(cell: Option<&str>, opts: &Options) -> Result<u32, String> {
+    let prj = cell.unwrap_or("").trim().trim_matches('"');
+    let project: u32 = prj
+        .split(':')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+        .map(|f| f as u32)
+        .ok_or_else(|| format!("is `{prj}`, expected a project number"))?;
+    Ok(opts
+        .recode_projects
+        .get(&project)
+        .copied()
+        .unwrap_or(project))
+}
+
+fn read_oai(dir: &Path, opts: &Options) -> Result<Readings, Error> {
+    let files = oai_files(dir)?;
     let mut raw = Vec::new();
     let mut out = Readings::default();
     for (code, path) in &files {
@@ -346,24 +372,8 @@ fn read_oai(dir: &Path, opts: &Options) -> Result<Readings, Error> {
             };
             let id = id_cell(cells[ci].as_deref()).map_err(|p| cell_err("ID", p))?;
             let side = parse_side(cells[cs].as_deref()).map_err(|p| cell_err("SIDE", p))?;
-            let prj = cells[cp].as_deref().unwrap_or("").trim().trim_matches('"');
-            let project: u32 = prj
-                .split(':')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|f| f.fract() == 0.0 && *f >= 0.0)
-                .map(|f| f as u32)
-                .ok_or_else(|| {
-                    cell_err("READPRJ", format!("is `{prj}`, expected a project number"))
-                })?;
-            let project = opts
-                .recode_projects
-                .get(&project)
-                .copied()
-                .unwrap_or(project);
+            let project =
+                project_cell(cells[cp].as_deref(), opts).map_err(|p| cell_err("READPRJ", p))?;
             let value =
                 parse_value(cells[ck].as_deref(), &opts.codes).map_err(|p| cell_err(&kl_col, p))?;
             raw.push(Raw {
