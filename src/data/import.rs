@@ -294,10 +294,7 @@ type RowsRead = (PathBuf, Vec<Row>, Vec<(String, usize)>);
 
 /// The rows of a dataset (a manifest, or readings joined to images) with the file that row
 /// numbers refer to and, for a real cohort, what its rules counted; its rules go into `rules`.
-fn read_rows(
-    dataset: &Dataset,
-    rules: &mut BTreeMap<String, String>,
-) -> Result<RowsRead, Error> {
+fn read_rows(dataset: &Dataset, rules: &mut BTreeMap<String, String>) -> Result<RowsRead, Error> {
     let mut counts = Vec::new();
     let (source, rows) = match dataset.source()? {
         Source::Manifest { manifest, columns } => {

@@ -176,20 +176,7 @@ pub fn run(
     std::fs::create_dir_all(run_dir).map_err(|e| Error::file("create", run_dir)(e.to_string()))?;
     let mut epochs = Epochs::open(&run_dir.join("checkpoints"))?;
 
-    // Text side: the tokenizer is fixed before training (and saved with the outputs).
-    let tokenizer = if cfg.method.uses_text() {
-        let tok = match &data.tokenizer {
-            Some(p) => text::load_tokenizer(p)?,
-            None => text::train_tokenizer(
-                data.reports.as_deref().unwrap_or_default(),
-                cfg.text.vocab_size,
-            )?,
-        };
-        text::save_tokenizer(&tok, &run_dir.join("tokenizer.json"))?;
-        Some(tok)
-    } else {
-        None
-    };
+    let tokenizer = tokenizer_for(cfg, data, run_dir)?;
     let images = Arc::new(
         BaseImages::load(&data.examples, data.images, &cfg.preprocess, interrupt).map_err(|e| {
             if interrupt.load(Ordering::Relaxed) {
@@ -212,19 +199,7 @@ pub fn run(
     };
     epochs.run(&mut trainer, &plan, progress, interrupt)?;
 
-    // Keep the encoders; the projection heads are dropped.
-    let encoder_path = run_dir.join("encoder.safetensors");
-    let mut text_path = None;
-    match &trainer.nets {
-        Nets::Image(m) => import::save_checkpoint(&m.encoder.valid(), &encoder_path)?,
-        Nets::Moco { query, .. } => import::save_checkpoint(&query.encoder.valid(), &encoder_path)?,
-        Nets::Text(m) => {
-            import::save_checkpoint(&m.encoder.valid(), &encoder_path)?;
-            let p = run_dir.join("text_encoder.safetensors");
-            import::save_checkpoint(&m.text.valid(), &p)?;
-            text_path = Some(p);
-        }
-    }
+    let (encoder_path, text_path) = save_encoders(&trainer.nets, run_dir)?;
     let curves: Vec<PretrainCurve> = epochs
         .state()
         .curves
@@ -250,6 +225,46 @@ pub fn run(
         images_per_second: state.images_per_second(),
         resumed_from_epoch,
     })
+}
+
+/// The text side's tokenizer, fixed before training and saved with the outputs (a user's, or
+/// one trained on the reports); none for an image-only method.
+fn tokenizer_for(
+    cfg: &PretrainConfig,
+    data: &PretrainData<'_>,
+    run_dir: &Path,
+) -> Result<Option<tokenizers::Tokenizer>, Error> {
+    Ok(if cfg.method.uses_text() {
+        let tok = match &data.tokenizer {
+            Some(p) => text::load_tokenizer(p)?,
+            None => text::train_tokenizer(
+                data.reports.as_deref().unwrap_or_default(),
+                cfg.text.vocab_size,
+            )?,
+        };
+        text::save_tokenizer(&tok, &run_dir.join("tokenizer.json"))?;
+        Some(tok)
+    } else {
+        None
+    })
+}
+
+/// Keeps the encoders (the projection heads are dropped); returns the image encoder's file and,
+/// for image-text methods, the text encoder's.
+fn save_encoders(nets: &Nets, run_dir: &Path) -> Result<(PathBuf, Option<PathBuf>), Error> {
+    let encoder_path = run_dir.join("encoder.safetensors");
+    let mut text_path = None;
+    match nets {
+        Nets::Image(m) => import::save_checkpoint(&m.encoder.valid(), &encoder_path)?,
+        Nets::Moco { query, .. } => import::save_checkpoint(&query.encoder.valid(), &encoder_path)?,
+        Nets::Text(m) => {
+            import::save_checkpoint(&m.encoder.valid(), &encoder_path)?;
+            let p = run_dir.join("text_encoder.safetensors");
+            import::save_checkpoint(&m.text.valid(), &p)?;
+            text_path = Some(p);
+        }
+    }
+    Ok((encoder_path, text_path))
 }
 
 /// A pretraining as the epoch loop drives it.
