@@ -320,7 +320,7 @@ fn ingest_run(
                 .map(move |(name, v)| (set.clone(), name.clone(), v.unwrap_or(f64::NAN)))
         })
         .collect();
-    tx.runs().finish(
+    tx.runs().record_done(
         &id,
         &runs::Finished {
             record: hash,

@@ -188,7 +188,7 @@ fn fill(k: &Ktrack, n_runs: usize) -> anyhow::Result<()> {
     tx.objects().insert_many(&objs, &now)?;
     tx.runs().insert_planned(&planned, &now)?;
     for (id, outputs, metrics) in &finished {
-        tx.runs().finish(
+        tx.runs().record_done(
             id,
             &runs::Finished {
                 record: record.hash,

@@ -63,7 +63,7 @@ pub fn run(runs_wanted: usize) -> anyhow::Result<SkipReport> {
     tx.objects()
         .insert(&record.hash, record.size, "record", &now)?;
     for r in &plan.runs {
-        tx.runs().finish(
+        tx.runs().record_done(
             &r.id,
             &runs::Finished {
                 record: record.hash,

@@ -80,6 +80,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "run {run} was taken over while this worker ({worker}) ran it (now {status}{}): its result is not recorded",
+        holder.as_deref().map(|h| format!(", held by {h}")).unwrap_or_default()
+    )]
+    ClaimLost {
+        run: Hash,
+        worker: String,
+        holder: Option<String>,
+        status: &'static str,
+    },
     #[error("the index holds a malformed hash `{0}`")]
     BadHash(String),
     #[error("no {kinds} matches id `{prefix}`")]
@@ -98,6 +108,9 @@ impl crate::hint::Hint for Error {
                 Some("list what the index holds with `ktrack data ls`".into())
             }
             Error::Ambiguous { .. } => Some("type more characters of the id".into()),
+            Error::ClaimLost { .. } => Some(
+                "its heartbeat went stale (a stopped or disconnected process) and another worker claimed it; this worker's outputs stay in the store until `ktrack gc`".into(),
+            ),
             Error::Damaged { .. } | Error::Lost { .. } | Error::Foreign { .. } => Some(
                 "rebuild it from the record objects in the store with `ktrack reindex` (the old file is kept beside it)".into(),
             ),

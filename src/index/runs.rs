@@ -106,6 +106,15 @@ pub struct MetricRow {
 
 const COLUMNS: &str = "id, kind, spec, label, status, claimed_by, heartbeat_ms, attempts, error, record, created_at, started_at, finished_at";
 
+/// A claim: the holder and the attempt it claimed. Only the current holder's fence can mark a
+/// run done, failed or released; a worker whose claim went stale and was taken over keeps an
+/// old attempt number and is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    pub worker: String,
+    pub attempt: i64,
+}
+
 /// What a finished run produced.
 pub struct Finished<'a> {
     pub record: Hash,
@@ -199,7 +208,7 @@ impl Runs<'_, '_> {
         })
     }
 
-    /// Claims a run for `worker`. Returns false if someone else holds it or it is done.
+    /// Claims a run for `worker`: its fence, or `None` if someone else holds it or it is done.
     pub fn claim(
         &mut self,
         id: &Hash,
@@ -207,27 +216,31 @@ impl Runs<'_, '_> {
         now_ms: i64,
         stale_ms: i64,
         now: &str,
-    ) -> Result<bool> {
-        self.0.block(async |conn| {
-            let done = sqlx::query(
+    ) -> Result<Option<Fence>> {
+        let attempt: Option<i64> = self.0.block(async |conn| {
+            Ok(sqlx::query_scalar(
                 "UPDATE runs SET status = 'running', claimed_by = ?2, heartbeat_ms = ?3,
                         attempts = attempts + 1, error = NULL, started_at = ?5
                  WHERE id = ?1 AND (status IN ('planned', 'failed')
-                                    OR (status = 'running' AND (heartbeat_ms IS NULL OR heartbeat_ms < ?3 - ?4)))",
+                                    OR (status = 'running' AND (heartbeat_ms IS NULL OR heartbeat_ms < ?3 - ?4)))
+                 RETURNING attempts",
             )
             .bind(id)
             .bind(worker)
             .bind(now_ms)
             .bind(stale_ms)
             .bind(now)
-            .execute(conn)
-            .await?;
-            Ok(done.rows_affected() == 1)
-        })
+            .fetch_optional(conn)
+            .await?)
+        })?;
+        Ok(attempt.map(|attempt| Fence {
+            worker: worker.to_string(),
+            attempt,
+        }))
     }
 
     /// Takes over a run from `holder`, a process known to be dead (call inside a write
-    /// transaction, after checking). Returns false if the claim changed hands meanwhile.
+    /// transaction, after checking). `None` if the claim changed hands meanwhile.
     pub fn claim_from(
         &mut self,
         id: &Hash,
@@ -235,18 +248,40 @@ impl Runs<'_, '_> {
         holder: &str,
         now_ms: i64,
         now: &str,
-    ) -> Result<bool> {
-        self.0.block(async |conn| {
-            let done = sqlx::query(
+    ) -> Result<Option<Fence>> {
+        let attempt: Option<i64> = self.0.block(async |conn| {
+            Ok(sqlx::query_scalar(
                 "UPDATE runs SET status = 'running', claimed_by = ?2, heartbeat_ms = ?3,
                         attempts = attempts + 1, error = NULL, started_at = ?5
-                 WHERE id = ?1 AND status = 'running' AND claimed_by = ?4",
+                 WHERE id = ?1 AND status = 'running' AND claimed_by = ?4
+                 RETURNING attempts",
             )
             .bind(id)
             .bind(worker)
             .bind(now_ms)
             .bind(holder)
             .bind(now)
+            .fetch_optional(conn)
+            .await?)
+        })?;
+        Ok(attempt.map(|attempt| Fence {
+            worker: worker.to_string(),
+            attempt,
+        }))
+    }
+
+    /// Refreshes one claim's heartbeat; false when the claim is no longer the holder's (taken
+    /// over after its heartbeat went stale, or ended).
+    pub fn beat(&mut self, id: &Hash, fence: &Fence, now_ms: i64) -> Result<bool> {
+        self.0.block(async |conn| {
+            let done = sqlx::query(
+                "UPDATE runs SET heartbeat_ms = ?4
+                 WHERE id = ?1 AND claimed_by = ?2 AND attempts = ?3 AND status = 'running'",
+            )
+            .bind(id)
+            .bind(&fence.worker)
+            .bind(fence.attempt)
+            .bind(now_ms)
             .execute(conn)
             .await?;
             Ok(done.rows_affected() == 1)
@@ -267,26 +302,33 @@ impl Runs<'_, '_> {
         })
     }
 
-    /// Gives a run back (interrupted: it resumes from its checkpoint on the next claim).
-    pub fn release(&mut self, id: &Hash, worker: &str) -> Result<()> {
+    /// Gives a run back (interrupted: it resumes from its checkpoint on the next claim). A
+    /// claim that is no longer the holder's is left alone.
+    pub fn release(&mut self, id: &Hash, fence: &Fence) -> Result<()> {
         self.0.block(async |conn| {
-            sqlx::query("UPDATE runs SET status = 'planned', claimed_by = NULL, heartbeat_ms = NULL WHERE id = ?1 AND claimed_by = ?2 AND status = 'running'")
-                .bind(id)
-                .bind(worker)
-                .execute(conn)
-                .await?;
+            sqlx::query(
+                "UPDATE runs SET status = 'planned', claimed_by = NULL, heartbeat_ms = NULL
+                 WHERE id = ?1 AND claimed_by = ?2 AND attempts = ?3 AND status = 'running'",
+            )
+            .bind(id)
+            .bind(&fence.worker)
+            .bind(fence.attempt)
+            .execute(conn)
+            .await?;
             Ok(())
         })
     }
 
-    pub fn fail(&mut self, id: &Hash, worker: &str, error: &str, now: &str) -> Result<()> {
+    /// Marks the holder's run failed (a claim that is no longer its own is left alone).
+    pub fn fail(&mut self, id: &Hash, fence: &Fence, error: &str, now: &str) -> Result<()> {
         self.0.block(async |conn| {
             sqlx::query(
-                "UPDATE runs SET status = 'failed', error = ?3, claimed_by = NULL, heartbeat_ms = NULL, finished_at = ?4
-                 WHERE id = ?1 AND claimed_by = ?2",
+                "UPDATE runs SET status = 'failed', error = ?4, claimed_by = NULL, heartbeat_ms = NULL, finished_at = ?5
+                 WHERE id = ?1 AND claimed_by = ?2 AND attempts = ?3 AND status = 'running'",
             )
             .bind(id)
-            .bind(worker)
+            .bind(&fence.worker)
+            .bind(fence.attempt)
             .bind(error)
             .bind(now)
             .execute(conn)
@@ -295,8 +337,42 @@ impl Runs<'_, '_> {
         })
     }
 
-    /// Marks a run done with its record, outputs and metrics (call inside a transaction).
-    pub fn finish(&mut self, id: &Hash, f: &Finished<'_>) -> Result<()> {
+    /// Marks the holder's run done with its record, outputs and metrics (call inside a write
+    /// transaction). A claim taken over meanwhile is [`Error::ClaimLost`](super::Error): the
+    /// caller's transaction then records nothing.
+    pub fn finish(&mut self, id: &Hash, fence: &Fence, f: &Finished<'_>) -> Result<()> {
+        let held = self.0.block(async |conn| {
+            let done = sqlx::query(
+                "UPDATE runs SET status = 'done', record = ?2, claimed_by = NULL, heartbeat_ms = NULL,
+                        error = NULL, started_at = ?3, finished_at = ?4, leaked_patients = ?5
+                 WHERE id = ?1 AND claimed_by = ?6 AND attempts = ?7 AND status = 'running'",
+            )
+            .bind(id)
+            .bind(f.record)
+            .bind(f.started_at)
+            .bind(f.finished_at)
+            .bind(f.leaked_patients)
+            .bind(&fence.worker)
+            .bind(fence.attempt)
+            .execute(conn)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        })?;
+        if !held {
+            let now = self.get(id)?;
+            return Err(super::Error::ClaimLost {
+                run: *id,
+                worker: fence.worker.clone(),
+                holder: now.as_ref().and_then(|r| r.claimed_by.clone()),
+                status: now.map_or("gone", |r| r.status.name()),
+            });
+        }
+        self.record_results(id, f)
+    }
+
+    /// Records a run as done from its record, outside any claim (a rebuilt index, an imported
+    /// bundle).
+    pub fn record_done(&mut self, id: &Hash, f: &Finished<'_>) -> Result<()> {
         self.0.block(async |conn| {
             sqlx::query(
                 "UPDATE runs SET status = 'done', record = ?2, claimed_by = NULL, heartbeat_ms = NULL,
@@ -307,8 +383,16 @@ impl Runs<'_, '_> {
             .bind(f.started_at)
             .bind(f.finished_at)
             .bind(f.leaked_patients)
-            .execute(&mut *conn)
+            .execute(conn)
             .await?;
+            Ok(())
+        })?;
+        self.record_results(id, f)
+    }
+
+    /// A done run's outputs, metrics and points.
+    fn record_results(&mut self, id: &Hash, f: &Finished<'_>) -> Result<()> {
+        self.0.block(async |conn| {
             for (role, hash) in f.outputs {
                 sqlx::query(
                     "INSERT OR REPLACE INTO run_outputs (run, role, hash) VALUES (?1, ?2, ?3)",
@@ -553,5 +637,106 @@ impl Sweeps<'_, '_> {
                     .await?,
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::{Error, Index};
+
+    fn planned(index: &Index) -> Hash {
+        let id = Hash::of(b"run");
+        let mut tx = index.write().unwrap();
+        tx.runs()
+            .insert_planned(
+                &[NewRun {
+                    id,
+                    kind: "downstream",
+                    spec: "{}".into(),
+                    label: "a run".into(),
+                    deps: vec![],
+                    inputs: vec![],
+                    axes: None,
+                }],
+                "t0",
+            )
+            .unwrap();
+        tx.commit().unwrap();
+        id
+    }
+
+    fn finished(record: Hash) -> Finished<'static> {
+        Finished {
+            record,
+            outputs: &[],
+            metrics: &[],
+            started_at: "t1",
+            finished_at: "t2",
+            leaked_patients: None,
+        }
+    }
+
+    #[test]
+    fn only_the_current_holder_can_finish_fail_or_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("k.db")).unwrap();
+        let id = planned(&index);
+        let record = Hash::of(b"record");
+        index
+            .read()
+            .unwrap()
+            .objects()
+            .insert(&record, 1, "record", "t")
+            .unwrap();
+        let mut c = index.read().unwrap();
+        // A claims; its heartbeat goes stale (60 s), B takes the run over.
+        let a = c
+            .runs()
+            .claim(&id, "A", 1_000, 15_000, "t")
+            .unwrap()
+            .unwrap();
+        assert!(
+            c.runs()
+                .claim(&id, "B", 10_000, 15_000, "t")
+                .unwrap()
+                .is_none()
+        );
+        let b = c
+            .runs()
+            .claim(&id, "B", 61_000, 15_000, "t")
+            .unwrap()
+            .unwrap();
+        assert_eq!((a.attempt, b.attempt), (1, 2));
+        // A's release and fail leave B's claim alone; A's finish is refused.
+        c.runs().release(&id, &a).unwrap();
+        c.runs().fail(&id, &a, "late", "t").unwrap();
+        let row = c.runs().get(&id).unwrap().unwrap();
+        assert_eq!(
+            (row.status, row.claimed_by.as_deref()),
+            (Status::Running, Some("B"))
+        );
+        let err = c.runs().finish(&id, &a, &finished(record)).unwrap_err();
+        assert!(
+            matches!(&err, Error::ClaimLost { holder: Some(h), status: "running", .. } if h == "B"),
+            "{err}"
+        );
+        // The same worker with an older attempt is refused too.
+        let stale_b = Fence {
+            worker: "B".into(),
+            attempt: 1,
+        };
+        assert!(c.runs().finish(&id, &stale_b, &finished(record)).is_err());
+        // A's heartbeat tells it that it lost the claim; B's goes through.
+        assert!(!c.runs().beat(&id, &a, 70_000).unwrap());
+        assert!(c.runs().beat(&id, &b, 70_000).unwrap());
+        c.runs().finish(&id, &b, &finished(record)).unwrap();
+        let row = c.runs().get(&id).unwrap().unwrap();
+        assert_eq!((row.status, row.attempts), (Status::Done, 2));
+        // Done once: the holder cannot finish it twice.
+        assert!(matches!(
+            c.runs().finish(&id, &b, &finished(record)),
+            Err(Error::ClaimLost { status: "done", .. })
+        ));
     }
 }

@@ -321,6 +321,7 @@ fn label_and_axes(k: &Ktrack, id: &Hash) -> Result<(String, i64, Option<RunAxes>
 pub fn execute(
     k: &Ktrack,
     id: &Hash,
+    fence: &runs::Fence,
     resolved: &ResolvedRun,
     run_dir: &Path,
     observer: &dyn Task,
@@ -391,6 +392,7 @@ pub fn execute(
     tx.objects().insert_many(&objects, &now)?;
     tx.runs().finish(
         id,
+        fence,
         &runs::Finished {
             record: record_put.hash,
             outputs: &outputs,

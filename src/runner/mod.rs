@@ -386,7 +386,7 @@ pub fn run_sweep(
 }
 
 enum Pick {
-    Run(Box<PlannedRun>),
+    Run(Box<PlannedRun>, runs::Fence),
     Wait,
     Empty,
 }
@@ -425,7 +425,7 @@ fn claim_in(
     worker: &str,
     stale_ms: i64,
     now: &str,
-) -> Result<(bool, Option<runs::RunRow>), index::Error> {
+) -> Result<(Option<runs::Fence>, Option<runs::RunRow>), index::Error> {
     let row = tx.runs().get(id)?;
     let dead_holder = row
         .as_ref()
@@ -459,7 +459,7 @@ fn pick(w: &Workers<'_>, held: &mut Vec<HeldRun>) -> Result<Pick, index::Error> 
                 .find(|(_, s)| *s == runs::Status::Failed)
                 .map(|(h, _)| *h);
             let ready = deps.iter().all(|(_, s)| *s == runs::Status::Done);
-            let mut claimed = false;
+            let mut claimed = None;
             let mut row = None;
             if ready {
                 let current = tx.runs().get(&r.id)?.map(|row| row.status);
@@ -467,14 +467,14 @@ fn pick(w: &Workers<'_>, held: &mut Vec<HeldRun>) -> Result<Pick, index::Error> 
                     claimed = claim_in(&mut tx, &r.id, w.worker, w.stale_ms, &now)?.0;
                 }
             }
-            if !claimed {
+            if claimed.is_none() {
                 row = tx.runs().get(&r.id)?;
             }
             tx.commit()?;
             (claimed, row, blocked)
         };
-        if claimed {
-            return Ok(Pick::Run(Box::new(q.remove(i))));
+        if let Some(fence) = claimed {
+            return Ok(Pick::Run(Box::new(q.remove(i)), fence));
         }
         let status = row.as_ref().map(|row| row.status);
         match (status, blocked) {
@@ -552,10 +552,10 @@ fn worker_loop(w: &Workers<'_>) {
             return;
         }
         let mut held = Vec::new();
-        let run = match pick(w, &mut held) {
-            Ok(Pick::Run(r)) => {
+        let (run, fence) = match pick(w, &mut held) {
+            Ok(Pick::Run(r, fence)) => {
                 errors = 0;
-                r
+                (r, fence)
             }
             Ok(Pick::Wait) => {
                 errors = 0;
@@ -585,6 +585,7 @@ fn worker_loop(w: &Workers<'_>) {
         let result = exec::execute(
             k,
             &run.id,
+            &fence,
             &run.resolved,
             &k.run_dir(&run.id),
             observer.as_ref(),
@@ -605,7 +606,7 @@ fn worker_loop(w: &Workers<'_>) {
                 let _ = k
                     .index
                     .read()
-                    .and_then(|mut c| c.runs().release(&run.id, w.worker));
+                    .and_then(|mut c| c.runs().release(&run.id, &fence));
                 if !e.is_interrupt() {
                     w.abort.store(true, Ordering::Relaxed);
                     w.failed.lock().expect("lock is not poisoned").push((
@@ -622,7 +623,7 @@ fn worker_loop(w: &Workers<'_>) {
                 let _ = k
                     .index
                     .read()
-                    .and_then(|mut c| c.runs().fail(&run.id, w.worker, &msg, &now));
+                    .and_then(|mut c| c.runs().fail(&run.id, &fence, &msg, &now));
                 w.failed.lock().expect("lock is not poisoned").push((
                     run.id,
                     run.label.clone(),
@@ -642,6 +643,39 @@ fn worker_loop(w: &Workers<'_>) {
                 }),
             ),
             Err(e) => w.ui.run_finished(&run.id, &run.label, Err(e)),
+        }
+    }
+}
+
+/// Beats the claim's heartbeat until `finished`; passes an interrupt on to `stop`, and sets
+/// `lost` and `stop` when the claim is no longer this worker's.
+fn watch_claim(
+    k: &Ktrack,
+    id: &Hash,
+    fence: &runs::Fence,
+    interrupt: &AtomicBool,
+    stop: &AtomicBool,
+    lost: &AtomicBool,
+    finished: &AtomicBool,
+) {
+    let mut last = Instant::now();
+    while !finished.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(200));
+        if interrupt.load(Ordering::Relaxed) {
+            stop.store(true, Ordering::Relaxed);
+        }
+        if last.elapsed() >= holder::HEARTBEAT_EVERY {
+            last = Instant::now();
+            if let Ok(false) = k
+                .index
+                .read()
+                .and_then(|mut c| c.runs().beat(id, fence, now_ms()))
+            {
+                tracing::warn!(run = %id, "the claim was taken over; stopping");
+                lost.store(true, Ordering::Relaxed);
+                stop.store(true, Ordering::Relaxed);
+                return;
+            }
         }
     }
 }
@@ -682,7 +716,7 @@ pub fn exec_one(
         tx.commit()?;
         claimed
     };
-    if !claimed {
+    let Some(fence) = claimed else {
         let row = k
             .index
             .read()?
@@ -703,16 +737,40 @@ pub fn exec_one(
             ),
         };
         return Err(Error::Held { id: *id, by, state });
+    };
+    // The heartbeat also watches the claim: once another worker has taken the run over (this
+    // process was stopped or cut off past the stale limit), training stops and nothing of
+    // this worker's is recorded.
+    let stop = AtomicBool::new(false);
+    let lost = AtomicBool::new(false);
+    let finished = AtomicBool::new(false);
+    let result = std::thread::scope(|s| {
+        s.spawn(|| watch_claim(k, id, &fence, interrupt, &stop, &lost, &finished));
+        let r = exec::execute(k, id, &fence, &resolved, &k.run_dir(id), observer, &stop);
+        finished.store(true, Ordering::Relaxed);
+        r
+    });
+    if lost.load(Ordering::Relaxed) {
+        let now = k.index.read()?.runs().get(id)?;
+        if now.as_ref().is_some_and(|r| r.status == runs::Status::Done) {
+            // Finished by the worker that took it over: nothing here is needed any more.
+            let _ = std::fs::remove_dir_all(k.run_dir(id));
+        }
+        return Err(Error::Index(index::Error::ClaimLost {
+            run: *id,
+            worker: fence.worker.clone(),
+            holder: now.as_ref().and_then(|r| r.claimed_by.clone()),
+            status: now.map_or("gone", |r| r.status.name()),
+        }));
     }
-    let _heartbeat = Heartbeat::start(k.clone(), worker.clone(), holder::HEARTBEAT_EVERY);
-    match exec::execute(k, id, &resolved, &k.run_dir(id), observer, interrupt) {
+    match result {
         Ok(o) => Ok(Some(o)),
         Err(e) => {
             let _ = k.index.read().and_then(|mut c| {
                 if e.is_interrupt() || crate::fault::out_of_space(&e) {
-                    c.runs().release(id, &worker)
+                    c.runs().release(id, &fence)
                 } else {
-                    c.runs().fail(id, &worker, &e.to_string(), &k.clock.now())
+                    c.runs().fail(id, &fence, &e.to_string(), &k.clock.now())
                 }
             });
             Err(e.into())

@@ -509,3 +509,95 @@ fn reindex_refuses_a_damaged_record_instead_of_filling_in_defaults() {
     // The old index is still in place.
     ctx.ok(["data", "ls"]);
 }
+
+#[test]
+fn a_worker_stopped_past_the_stale_limit_cannot_record_its_result() {
+    let ctx = TestContext::new();
+    let spec = ctx.mini_study(
+        "[grid]\ninits = [\"img\"]\ntasks = [\"kl\"]\nprotocols = [\"linear\"]\nfractions = [1.0]\nseeds = [0]",
+        "",
+    );
+    // Long enough a pretraining that the first worker is stopped in the middle of it.
+    let text = std::fs::read_to_string(&spec).unwrap();
+    std::fs::write(&spec, text.replacen("epochs = 2", "epochs = 12", 1)).unwrap();
+    let plan = ctx.ok([
+        "run",
+        spec.to_str().unwrap(),
+        "--dry-run",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&plan).unwrap();
+    let pretrain = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["label"] == "pretrain img (simclr)")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let spawn = || {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("ktrack"))
+            .current_dir(ctx.root())
+            .env("KTRACK_HOME", ctx.home())
+            .env("NO_COLOR", "1")
+            .args(["exec", &pretrain[..12], "--stale-after", "15"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let status_of = || {
+        ctx.runs()
+            .into_iter()
+            .find(|r| r.0 == "pretrain img (simclr)")
+            .unwrap()
+    };
+    let first = spawn();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while status_of().1 != "running" {
+        assert!(std::time::Instant::now() < deadline, "never claimed");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &first.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    signal("-STOP");
+    // Past the stale limit (15 s) another worker takes the run over and finishes it.
+    std::thread::sleep(std::time::Duration::from_secs(16));
+    let second = spawn().wait_with_output().unwrap();
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert_eq!(
+        status_of(),
+        ("pretrain img (simclr)".into(), "done".into(), 2)
+    );
+    // The stopped worker, continued, learns it lost the claim and records nothing.
+    signal("-CONT");
+    let first = first.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&first.stderr);
+    assert_eq!(first.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("was taken over while this worker") && err.contains("hint:"),
+        "{err}"
+    );
+    assert_eq!(
+        status_of(),
+        ("pretrain img (simclr)".into(), "done".into(), 2)
+    );
+    assert!(
+        !ctx.home().join("runs").join(&pretrain).exists(),
+        "the stopped worker's scratch is removed"
+    );
+    let verify = ctx.run(["verify"]);
+    assert!(verify.starts_with("exit_code: 0"), "{verify}");
+}
