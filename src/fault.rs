@@ -1,5 +1,5 @@
 //! Classifying failures that are the machine's, not the input's: a full disk (or quota), a
-//! busy index, and a path that is not a regular file. A full disk must stop every command with the OS error and a hint, never make it
+//! busy index, a path that is not a regular file, and a home on a network filesystem. A full disk must stop every command with the OS error and a hint, never make it
 //! retry; a busy index is worth a bounded retry.
 
 use std::error::Error;
@@ -50,6 +50,34 @@ pub fn transient(err: &(dyn Error + 'static)) -> bool {
     false
 }
 
+/// Filesystem magic numbers (`statfs` f_type) of network and cluster filesystems.
+const NETWORK_FILESYSTEMS: &[(i64, &str)] = &[
+    (0x6969, "NFS"),
+    (0xFF53_4D42, "SMB"),
+    (0x517B, "SMB"),
+    (0xFE53_4D42, "SMB2"),
+    (0x0BD0_0BD0, "Lustre"),
+    (0x4750_4653, "GPFS"),
+    (0x6573_5546, "FUSE"),
+    (0x00C3_6400, "CephFS"),
+];
+
+/// The network filesystem `path` is on ("NFS", "Lustre", …), or `None` for a local one (or
+/// when it cannot be told).
+pub fn network_filesystem(path: &std::path::Path) -> Option<&'static str> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: a valid NUL-terminated path and a zeroed statfs the call fills in.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let kind = st.f_type as i64 & 0xFFFF_FFFF;
+    NETWORK_FILESYSTEMS
+        .iter()
+        .find(|(magic, _)| *magic == kind)
+        .map(|(_, name)| *name)
+}
+
 /// What a path is when it is not a regular file: "a directory", "a FIFO", … (`None` for a
 /// regular file, a link to one, or a missing path). Readers call it first, so that a FIFO is
 /// never opened (it would block) and a directory is named as such.
@@ -84,6 +112,16 @@ pub fn out_of_space_hint(home: &std::path::Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_local_folder_is_not_a_network_filesystem() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(network_filesystem(dir.path()), None);
+        assert_eq!(
+            network_filesystem(std::path::Path::new("/no/such/path")),
+            None
+        );
+    }
 
     #[test]
     fn full_disks_are_recognised_typed_or_as_text() {

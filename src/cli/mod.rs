@@ -132,6 +132,12 @@ impl Env {
     pub fn open(&self) -> Result<Ktrack> {
         let k = Ktrack::open(&self.home)
             .with_context(|| format!("could not open the ktrack home `{}`", self.home.display()))?;
+        if let Some(fs) = k.store.network_filesystem() {
+            self.printer.warn(format!(
+                "the home `{}` is on {fs}: its SQLite index is safe only while every process using it runs on this one host (SQLite's WAL does not work across hosts)",
+                self.home.display()
+            ));
+        }
         Ok(k.with_clock(self.clock.clone()))
     }
 

@@ -96,6 +96,9 @@ pub fn run(env: &Env, args: Args) -> Result<()> {
         ));
     }
     if args.executor == Executor::Slurm {
+        env.printer.warn(
+            "the index is SQLite: the Slurm tasks may write it only from this host (a single-node cluster, or jobs pinned to the submitting node); SQLite's WAL does not work across hosts",
+        );
         return slurm_submit(env, &k, &args, &report);
     }
     if args.dry_run {

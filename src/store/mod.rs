@@ -85,7 +85,14 @@ pub enum Health {
 pub struct Store {
     objects: PathBuf,
     tmp: PathBuf,
+    /// The network filesystem the store is on, if any: there, another node's new object can
+    /// stay hidden for a few seconds (negative lookup caching), so a missing object is looked
+    /// for again briefly before it is reported.
+    network: Option<&'static str>,
 }
+
+/// How long a missing object is looked for again on a network filesystem (doubling waits).
+const NETWORK_RETRIES_MS: [u64; 6] = [50, 100, 200, 400, 800, 1600];
 
 impl Store {
     /// Opens (creating if needed, mode 0700) the store under `home`.
@@ -96,7 +103,31 @@ impl Store {
         for dir in [home, objects.as_path(), tmp.as_path()] {
             create_private_dir(dir)?;
         }
-        Ok(Store { objects, tmp })
+        let network = crate::fault::network_filesystem(&objects);
+        Ok(Store {
+            objects,
+            tmp,
+            network,
+        })
+    }
+
+    /// The network filesystem the store is on, if any.
+    pub fn network_filesystem(&self) -> Option<&'static str> {
+        self.network
+    }
+
+    /// Runs `attempt` again while it reports the object missing, on a network filesystem only.
+    fn patiently<T>(&self, mut attempt: impl FnMut() -> Result<T>) -> Result<T> {
+        let mut waits = NETWORK_RETRIES_MS.iter();
+        loop {
+            match attempt() {
+                Err(Error::Missing { .. }) if self.network.is_some() => match waits.next() {
+                    Some(ms) => std::thread::sleep(std::time::Duration::from_millis(*ms)),
+                    None => return attempt(),
+                },
+                other => return other,
+            }
+        }
     }
 
     /// Where an object lives (whether or not it exists).
@@ -231,6 +262,10 @@ impl Store {
 
     /// Opens an object for reading.
     pub fn open_object(&self, hash: &Hash) -> Result<File> {
+        self.patiently(|| self.open_once(hash))
+    }
+
+    fn open_once(&self, hash: &Hash) -> Result<File> {
         let path = self.path_of(hash);
         File::open(&path).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
@@ -257,12 +292,19 @@ impl Store {
     /// Re-hashes one object.
     pub fn check(&self, hash: &Hash) -> Result<Health> {
         let path = self.path_of(hash);
-        match hash_file(&path) {
+        let hashed = self.patiently(|| match hash_file(&path) {
+            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                Err(Error::Missing {
+                    hash: *hash,
+                    path: path.clone(),
+                })
+            }
+            other => other,
+        });
+        match hashed {
             Ok((actual, _)) if actual == *hash => Ok(Health::Ok),
             Ok((actual, _)) => Ok(Health::Corrupt { actual }),
-            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                Ok(Health::Missing)
-            }
+            Err(Error::Missing { .. }) => Ok(Health::Missing),
             Err(e) => Err(e),
         }
     }
@@ -399,6 +441,30 @@ pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn on_a_network_filesystem_a_missing_object_is_looked_for_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = Store::open(dir.path()).unwrap();
+        let hash = Hash::of(b"late");
+        // Locally, missing is missing at once.
+        assert!(matches!(local.read(&hash), Err(Error::Missing { .. })));
+        // On a network filesystem, an object another node is publishing shows up.
+        let shared = Store {
+            network: Some("NFS"),
+            ..local.clone()
+        };
+        let writer = {
+            let store = local.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                store.put_bytes(b"late").unwrap();
+            })
+        };
+        assert_eq!(shared.read(&hash).unwrap(), b"late");
+        writer.join().unwrap();
+        assert_eq!(shared.check(&Hash::of(b"never")).unwrap(), Health::Missing);
+    }
 
     #[test]
     fn put_is_idempotent_and_read_only() {

@@ -355,7 +355,7 @@ fn slurm_dry_run_prints_the_job_arrays() {
         r#"inits = ["img"]"#,
     );
     let spec = ctx.mini_study(&grid, "");
-    let out = ctx.ok([
+    let out = ctx.run([
         "run",
         spec.to_str().unwrap(),
         "--executor",
@@ -370,6 +370,7 @@ fn slurm_dry_run_prints_the_job_arrays() {
         "--account",
         "oa",
     ]);
+    assert!(out.starts_with("exit_code: 0"), "{out}");
     assert!(
         out.contains("#SBATCH --array=0-0") && out.contains("#SBATCH --array=0-3"),
         "{out}"
@@ -381,6 +382,12 @@ fn slurm_dry_run_prints_the_job_arrays() {
         "{out}"
     );
     assert!(out.contains("--no-progress exec \"$RUN\""), "{out}");
+    assert!(
+        out.contains(
+            "warning: the index is SQLite: the Slurm tasks may write it only from this host"
+        ),
+        "{out}"
+    );
 }
 
 /// Against a real single-node Slurm (started by `.ci/run` with `.ci/slurm-local.sh`, which sets
