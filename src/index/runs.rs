@@ -288,20 +288,6 @@ impl Runs<'_, '_> {
         })
     }
 
-    /// Refreshes the heartbeat of every run `worker` holds.
-    pub fn heartbeat(&mut self, worker: &str, now_ms: i64) -> Result<()> {
-        self.0.block(async |conn| {
-            sqlx::query(
-                "UPDATE runs SET heartbeat_ms = ?2 WHERE claimed_by = ?1 AND status = 'running'",
-            )
-            .bind(worker)
-            .bind(now_ms)
-            .execute(conn)
-            .await?;
-            Ok(())
-        })
-    }
-
     /// Gives a run back (interrupted: it resumes from its checkpoint on the next claim). A
     /// claim that is no longer the holder's is left alone.
     pub fn release(&mut self, id: &Hash, fence: &Fence) -> Result<()> {

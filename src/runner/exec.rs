@@ -68,6 +68,7 @@ impl crate::hint::Hint for Error {
                     .into(),
             ),
             Error::Missing { .. } => Some("run `ktrack verify`; a bundle import may be missing objects".into()),
+            Error::Index(e) => e.hint(),
             _ => None,
         }
     }

@@ -138,48 +138,6 @@ pub fn check_stale_after(stale_after: Duration) -> Result<(), Error> {
     Ok(())
 }
 
-/// Keeps the heartbeat of this process's claims fresh until dropped.
-pub struct Heartbeat {
-    stop: Arc<AtomicBool>,
-    handle: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Heartbeat {
-    pub fn start(k: Arc<Ktrack>, worker: String, every: Duration) -> Heartbeat {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = std::thread::Builder::new()
-            .name("ktrack-heartbeat".into())
-            .spawn(move || {
-                let mut last = Instant::now();
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(200));
-                    if last.elapsed() >= every {
-                        last = Instant::now();
-                        let _ = k
-                            .index
-                            .read()
-                            .and_then(|mut c| c.runs().heartbeat(&worker, now_ms()));
-                    }
-                }
-            })
-            .expect("spawning a thread only fails when the OS is out of resources");
-        Heartbeat {
-            stop,
-            handle: Some(handle),
-        }
-    }
-}
-
-impl Drop for Heartbeat {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
 /// Loads and validates the spec, prepares data and plans (no execution).
 pub fn plan_sweep(
     k: &Ktrack,
@@ -355,7 +313,6 @@ pub fn run_sweep(
         return Ok(report);
     }
     let worker = worker_id();
-    let _heartbeat = Heartbeat::start(k.clone(), worker.clone(), holder::HEARTBEAT_EVERY);
     let shared = Workers {
         k,
         worker: &worker,
@@ -582,12 +539,11 @@ fn worker_loop(w: &Workers<'_>) {
             }
         };
         let observer = w.ui.run_started(&run.id, &run.label);
-        let result = exec::execute(
+        let result = execute_watched(
             k,
             &run.id,
             &fence,
             &run.resolved,
-            &k.run_dir(&run.id),
             observer.as_ref(),
             w.interrupt,
         );
@@ -645,6 +601,42 @@ fn worker_loop(w: &Workers<'_>) {
             Err(e) => w.ui.run_finished(&run.id, &run.label, Err(e)),
         }
     }
+}
+
+/// Executes a claimed run while a watcher beats its heartbeat. Once another worker has taken
+/// the run over (this process was stopped or cut off past the stale limit), training stops
+/// and nothing of this worker's is recorded: [`index::Error::ClaimLost`].
+fn execute_watched(
+    k: &Ktrack,
+    id: &Hash,
+    fence: &runs::Fence,
+    resolved: &ResolvedRun,
+    observer: &dyn Task,
+    interrupt: &AtomicBool,
+) -> Result<exec::Outcome, exec::Error> {
+    let stop = AtomicBool::new(false);
+    let lost = AtomicBool::new(false);
+    let finished = AtomicBool::new(false);
+    let result = std::thread::scope(|s| {
+        s.spawn(|| watch_claim(k, id, fence, interrupt, &stop, &lost, &finished));
+        let r = exec::execute(k, id, fence, resolved, &k.run_dir(id), observer, &stop);
+        finished.store(true, Ordering::Relaxed);
+        r
+    });
+    if !lost.load(Ordering::Relaxed) {
+        return result;
+    }
+    let now = k.index.read()?.runs().get(id)?;
+    if now.as_ref().is_some_and(|r| r.status == runs::Status::Done) {
+        // Finished by the worker that took it over: nothing here is needed any more.
+        let _ = std::fs::remove_dir_all(k.run_dir(id));
+    }
+    Err(exec::Error::from(index::Error::ClaimLost {
+        run: *id,
+        worker: fence.worker.clone(),
+        holder: now.as_ref().and_then(|r| r.claimed_by.clone()),
+        status: now.map_or("gone", |r| r.status.name()),
+    }))
 }
 
 /// Beats the claim's heartbeat until `finished`; passes an interrupt on to `stop`, and sets
@@ -738,31 +730,7 @@ pub fn exec_one(
         };
         return Err(Error::Held { id: *id, by, state });
     };
-    // The heartbeat also watches the claim: once another worker has taken the run over (this
-    // process was stopped or cut off past the stale limit), training stops and nothing of
-    // this worker's is recorded.
-    let stop = AtomicBool::new(false);
-    let lost = AtomicBool::new(false);
-    let finished = AtomicBool::new(false);
-    let result = std::thread::scope(|s| {
-        s.spawn(|| watch_claim(k, id, &fence, interrupt, &stop, &lost, &finished));
-        let r = exec::execute(k, id, &fence, &resolved, &k.run_dir(id), observer, &stop);
-        finished.store(true, Ordering::Relaxed);
-        r
-    });
-    if lost.load(Ordering::Relaxed) {
-        let now = k.index.read()?.runs().get(id)?;
-        if now.as_ref().is_some_and(|r| r.status == runs::Status::Done) {
-            // Finished by the worker that took it over: nothing here is needed any more.
-            let _ = std::fs::remove_dir_all(k.run_dir(id));
-        }
-        return Err(Error::Index(index::Error::ClaimLost {
-            run: *id,
-            worker: fence.worker.clone(),
-            holder: now.as_ref().and_then(|r| r.claimed_by.clone()),
-            status: now.map_or("gone", |r| r.status.name()),
-        }));
-    }
+    let result = execute_watched(k, id, &fence, &resolved, observer, interrupt);
     match result {
         Ok(o) => Ok(Some(o)),
         Err(e) => {
