@@ -270,6 +270,18 @@ impl Runs<'_, '_> {
         }))
     }
 
+    /// The index's clock in ms since the epoch: heartbeats are written and aged by it, so
+    /// processes on hosts whose clocks disagree still judge staleness alike.
+    pub fn clock_ms(&mut self) -> Result<i64> {
+        self.0.block(async |conn| {
+            Ok(sqlx::query_scalar(
+                "SELECT CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)",
+            )
+            .fetch_one(conn)
+            .await?)
+        })
+    }
+
     /// Refreshes one claim's heartbeat; false when the claim is no longer the holder's (taken
     /// over after its heartbeat went stale, or ended).
     pub fn beat(&mut self, id: &Hash, fence: &Fence, now_ms: i64) -> Result<bool> {
@@ -661,6 +673,15 @@ mod tests {
             finished_at: "t2",
             leaked_patients: None,
         }
+    }
+
+    #[test]
+    fn the_index_clock_is_milliseconds_since_the_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("k.db")).unwrap();
+        let clock = index.read().unwrap().runs().clock_ms().unwrap();
+        let here = crate::context::wall_ms();
+        assert!((clock - here).abs() < 5_000, "index {clock} vs host {here}");
     }
 
     #[test]

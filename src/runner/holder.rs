@@ -58,10 +58,13 @@ pub fn liveness(worker: &str, heartbeat_age: Duration) -> Liveness {
 }
 
 /// The holder of a running run as `status` shows it: how alive it looks and how old its
-/// heartbeat is.
-pub fn of_row(claimed_by: Option<&str>, heartbeat_ms: Option<i64>) -> Option<(Liveness, Duration)> {
+/// heartbeat is at `now` (ms, by the index's clock).
+pub fn of_row(
+    claimed_by: Option<&str>,
+    heartbeat_ms: Option<i64>,
+    now: i64,
+) -> Option<(Liveness, Duration)> {
     let by = claimed_by?;
-    let now = crate::context::wall_ms();
     let age = Duration::from_millis((now - heartbeat_ms.unwrap_or(0)).max(0) as u64);
     Some((liveness(by, age), age))
 }

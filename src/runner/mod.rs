@@ -122,8 +122,13 @@ pub struct SweepReport {
     pub prepared: plan::Prepared,
 }
 
-fn now_ms() -> i64 {
-    crate::context::wall_ms()
+/// The index's clock (ms), which heartbeats are written and aged by; this host's clock when
+/// the index cannot be read.
+fn now_ms(k: &Ktrack) -> i64 {
+    k.index
+        .read()
+        .and_then(|mut c| c.runs().clock_ms())
+        .unwrap_or_else(|_| crate::context::wall_ms())
 }
 
 pub use holder::worker_id;
@@ -390,8 +395,14 @@ fn claim_in(
         .and_then(|r| r.claimed_by.as_deref())
         .filter(|by| *by != worker && holder::is_dead_here(by));
     let claimed = match dead_holder {
-        Some(by) => tx.runs().claim_from(id, worker, by, now_ms(), now)?,
-        None => tx.runs().claim(id, worker, now_ms(), stale_ms, now)?,
+        Some(by) => {
+            let clock = tx.runs().clock_ms()?;
+            tx.runs().claim_from(id, worker, by, clock, now)?
+        }
+        None => {
+            let clock = tx.runs().clock_ms()?;
+            tx.runs().claim(id, worker, clock, stale_ms, now)?
+        }
     };
     Ok((claimed, row))
 }
@@ -457,7 +468,7 @@ fn pick(w: &Workers<'_>, held: &mut Vec<HeldRun>) -> Result<Pick, index::Error> 
                         label: r.label.clone(),
                         by,
                         age: Duration::from_millis(
-                            (now_ms() - row.heartbeat_ms.unwrap_or(0)).max(0) as u64,
+                            (now_ms(k) - row.heartbeat_ms.unwrap_or(0)).max(0) as u64,
                         ),
                     });
                 }
@@ -658,11 +669,10 @@ fn watch_claim(
         }
         if last.elapsed() >= holder::HEARTBEAT_EVERY {
             last = Instant::now();
-            if let Ok(false) = k
-                .index
-                .read()
-                .and_then(|mut c| c.runs().beat(id, fence, now_ms()))
-            {
+            if let Ok(false) = k.index.read().and_then(|mut c| {
+                let clock = c.runs().clock_ms()?;
+                c.runs().beat(id, fence, clock)
+            }) {
                 tracing::warn!(run = %id, "the claim was taken over; stopping");
                 lost.store(true, Ordering::Relaxed);
                 stop.store(true, Ordering::Relaxed);
@@ -718,7 +728,7 @@ pub fn exec_one(
         if row.status == runs::Status::Done {
             return Ok(None);
         }
-        let age = Duration::from_millis((now_ms() - row.heartbeat_ms.unwrap_or(0)).max(0) as u64);
+        let age = Duration::from_millis((now_ms(k) - row.heartbeat_ms.unwrap_or(0)).max(0) as u64);
         let by = row.claimed_by.unwrap_or_default();
         let state = match holder::liveness(&by, age) {
             holder::Liveness::Alive => format!("heartbeat {}s ago", age.as_secs()),

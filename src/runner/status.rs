@@ -76,21 +76,22 @@ pub fn headline<'a>(
 
 /// Every run (of one sweep, or all), with its metrics.
 pub fn rows(k: &Ktrack, sweep: Option<&str>) -> Result<Vec<StatusRow>, index::Error> {
-    let found = {
+    let (found, now) = {
         let mut c = k.index.read()?;
+        let now = c.runs().clock_ms()?;
         let rows = c.runs().list(sweep)?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let metrics = c.runs().metrics(&r.id)?;
             out.push((r, metrics));
         }
-        out
+        (out, now)
     };
     Ok(found
         .into_iter()
         .map(|(r, m)| {
             let holder = (r.status == runs::Status::Running)
-                .then(|| holder::of_row(r.claimed_by.as_deref(), r.heartbeat_ms))
+                .then(|| holder::of_row(r.claimed_by.as_deref(), r.heartbeat_ms, now))
                 .flatten()
                 .map(|(state, age)| Holder {
                     heartbeat_age_s: age.as_secs(),
