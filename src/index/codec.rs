@@ -80,7 +80,7 @@ mod tests {
             let pool = sqlx::SqlitePool::connect("sqlite::memory:").await.unwrap();
             let h = Hash::of(b"x");
             let (back, side, part, status): (Hash, Side, Partition, Status) =
-                sqlx::query_as("SELECT ?1, ?2, ?3, ?4")
+                sqlx::query_as("SELECT $1, $2, $3, $4")
                     .bind(h)
                     .bind(Side::L)
                     .bind(Partition::Val)
@@ -92,6 +92,14 @@ mod tests {
                 (back, side, part, status),
                 (h, Side::L, Partition::Val, Status::Failed)
             );
+            // `$N` placeholders bind by number, as PostgreSQL's do.
+            let (two, one): (i64, i64) = sqlx::query_as("SELECT $2, $1")
+                .bind(1i64)
+                .bind(2i64)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert_eq!((two, one), (2, 1));
             let bad: Result<(Hash,), _> = sqlx::query_as("SELECT 'nothex'").fetch_one(&pool).await;
             let err = bad.unwrap_err().to_string();
             assert!(err.contains("malformed hash `nothex`"), "{err}");

@@ -46,8 +46,8 @@ impl Cohorts<'_, '_> {
     pub fn insert(&mut self, row: &CohortRow) -> Result<bool> {
         self.0.block(async |conn| {
             let done = sqlx::query(
-                "INSERT OR IGNORE INTO cohorts (hash, name, record, n_samples, n_patients, imported_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO cohorts (hash, name, record, n_samples, n_patients, imported_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
             )
             .bind(row.hash)
             .bind(&row.name)
@@ -94,7 +94,7 @@ impl Cohorts<'_, '_> {
     }
 
     pub fn get(&mut self, hash: &Hash) -> Result<Option<CohortRow>> {
-        let sql = format!("SELECT {COLUMNS} FROM cohorts WHERE hash = ?1");
+        let sql = format!("SELECT {COLUMNS} FROM cohorts WHERE hash = $1");
         self.0
             .block(async |conn| Ok(sqlx::query_as(&sql).bind(hash).fetch_optional(conn).await?))
     }
@@ -102,7 +102,7 @@ impl Cohorts<'_, '_> {
     /// Versions of a cohort name, newest first.
     pub fn by_name(&mut self, name: &str) -> Result<Vec<CohortRow>> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM cohorts WHERE name = ?1 ORDER BY imported_at DESC, hash"
+            "SELECT {COLUMNS} FROM cohorts WHERE name = $1 ORDER BY imported_at DESC, hash"
         );
         self.0
             .block(async |conn| Ok(sqlx::query_as(&sql).bind(name).fetch_all(conn).await?))
@@ -113,7 +113,7 @@ impl Cohorts<'_, '_> {
         self.0.block(async |conn| {
             Ok(sqlx::query_as(
                 "SELECT sample_id, patient_id, side, visit, image, kl, incidence_4y, progression_4y
-                 FROM samples WHERE cohort = ?1 ORDER BY sample_id",
+                 FROM samples WHERE cohort = $1 ORDER BY sample_id",
             )
             .bind(cohort)
             .fetch_all(conn)

@@ -37,7 +37,7 @@ impl Files<'_, '_> {
         self.0.block(async |conn| {
             for chunk in rows.chunks(150) {
                 let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
-                    "INSERT OR REPLACE INTO file_stats (path, size, mtime_ns, inode, hash) ",
+                    "INSERT INTO file_stats (path, size, mtime_ns, inode, hash) ",
                 );
                 qb.push_values(chunk, |mut b, f| {
                     b.push_bind(&f.path)
@@ -46,6 +46,7 @@ impl Files<'_, '_> {
                         .push_bind(f.inode)
                         .push_bind(f.hash);
                 });
+                qb.push(" ON CONFLICT (path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, inode = excluded.inode, hash = excluded.hash");
                 qb.build().execute(&mut *conn).await?;
             }
             Ok(())

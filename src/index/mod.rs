@@ -224,7 +224,7 @@ impl Index {
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
         self.read()?.block(async |c| {
             Ok(
-                sqlx::query_scalar("SELECT value FROM home_meta WHERE key = ?1")
+                sqlx::query_scalar("SELECT value FROM home_meta WHERE key = $1")
                     .bind(key)
                     .fetch_optional(c)
                     .await?,
@@ -234,11 +234,14 @@ impl Index {
 
     pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
         self.read()?.block(async |c| {
-            sqlx::query("INSERT OR REPLACE INTO home_meta (key, value) VALUES (?1, ?2)")
-                .bind(key)
-                .bind(value)
-                .execute(c)
-                .await?;
+            sqlx::query(
+                "INSERT INTO home_meta (key, value) VALUES ($1, $2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(key)
+            .bind(value)
+            .execute(c)
+            .await?;
             Ok(())
         })
     }
@@ -292,7 +295,7 @@ impl Index {
         for kind in kinds {
             let key = if *kind == IdKind::Run { "id" } else { "hash" };
             let sql = format!(
-                "SELECT {key} FROM {} WHERE {key} LIKE ?1 LIMIT 10",
+                "SELECT {key} FROM {} WHERE {key} LIKE $1 LIMIT 10",
                 kind.table()
             );
             let rows: Vec<Hash> = self.read()?.block(async |c| {
@@ -390,7 +393,7 @@ impl<'i> Session<'i> {
     /// True when the table of `kind` has a row with this id.
     pub fn has(&mut self, kind: IdKind, id: &Hash) -> Result<bool> {
         let key = if kind == IdKind::Run { "id" } else { "hash" };
-        let sql = format!("SELECT 1 FROM {} WHERE {key} = ?1", kind.table());
+        let sql = format!("SELECT 1 FROM {} WHERE {key} = $1", kind.table());
         self.block(async |c| {
             let one: Option<i64> = sqlx::query_scalar(&sql).bind(id).fetch_optional(c).await?;
             Ok(one.is_some())

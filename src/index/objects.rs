@@ -52,7 +52,7 @@ impl Objects<'_, '_> {
         self.0.block(async |conn| {
             for chunk in rows.chunks(200) {
                 let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
-                    "INSERT OR IGNORE INTO objects (hash, size, kind, created_at) ",
+                    "INSERT INTO objects (hash, size, kind, created_at) ",
                 );
                 qb.push_values(chunk, |mut b, (hash, size, kind)| {
                     b.push_bind(*hash)
@@ -60,6 +60,7 @@ impl Objects<'_, '_> {
                         .push_bind(*kind)
                         .push_bind(now);
                 });
+                qb.push(" ON CONFLICT DO NOTHING");
                 qb.build().execute(&mut *conn).await?;
             }
             Ok(())

@@ -93,8 +93,8 @@ pub struct LineageRow {
     pub hash: String,
 }
 
-/// Runs of a sweep, or all when the sweep is '' (bound as ?1).
-const IN_SWEEP: &str = "(?1 = '' OR r.id IN (SELECT run FROM sweep_runs WHERE sweep = ?1))";
+/// Runs of a sweep, or all when the sweep is '' (bound as $1).
+const IN_SWEEP: &str = "($1 = '' OR r.id IN (SELECT run FROM sweep_runs WHERE sweep = $1))";
 
 /// A row of the ordered scan: its group (without values), seed and value.
 fn group_of(row: &SqliteRow) -> sqlx::Result<(PointGroup, i64, Option<f64>)> {
@@ -133,11 +133,11 @@ impl Points<'_, '_> {
                 "SELECT task, protocol, fraction, eval_set, metric, init, run, seed, value
                  FROM run_points
                  WHERE eval_set <> 'val'
-                   AND (?1 = '' OR run IN (SELECT run FROM sweep_runs WHERE sweep = ?1))
-                   AND (?2 = '' OR task = ?2)
-                   AND (?3 = '' OR protocol = ?3)
-                   AND metric = CASE WHEN ?4 <> '' THEN ?4 WHEN task = 'kl' THEN 'qwk' ELSE 'auroc' END
-                   AND (?5 IS NULL OR seed = ?5)
+                   AND ($1 = '' OR run IN (SELECT run FROM sweep_runs WHERE sweep = $1))
+                   AND ($2 = '' OR task = $2)
+                   AND ($3 = '' OR protocol = $3)
+                   AND metric = CASE WHEN $4 <> '' THEN $4 WHEN task = 'kl' THEN 'qwk' ELSE 'auroc' END
+                   AND ($5 IS NULL OR seed = $5)
                  ORDER BY task, protocol, fraction, eval_set, metric, init, seed, run",
             )
             .bind(f.sweep.unwrap_or_default())
@@ -185,7 +185,7 @@ impl Points<'_, '_> {
         self.0.block(async |conn| {
             Ok(sqlx::query_as(
                 "SELECT init, fraction, seed, value FROM run_points
-                 WHERE eval_set = ?1 AND metric = ?2 ORDER BY fraction, init, seed",
+                 WHERE eval_set = $1 AND metric = $2 ORDER BY fraction, init, seed",
             )
             .bind(eval_set)
             .bind(metric)
@@ -210,7 +210,7 @@ impl Points<'_, '_> {
                 "SELECT a.init, a.task, a.protocol, COUNT(*) AS runs, MAX(r.leaked_patients) AS most_patients
                  FROM runs r JOIN run_axes a ON a.run = r.id
                  WHERE r.leaked_patients IS NOT NULL AND r.leaked_patients > 0
-                   AND (?1 = '' OR r.id IN (SELECT run FROM sweep_runs WHERE sweep = ?1))
+                   AND ($1 = '' OR r.id IN (SELECT run FROM sweep_runs WHERE sweep = $1))
                  GROUP BY a.init, a.task, a.protocol ORDER BY a.init, a.task, a.protocol",
             )
             .bind(sweep.unwrap_or_default())

@@ -27,8 +27,8 @@ impl Reproductions<'_, '_> {
     ) -> Result<bool> {
         self.0.block(async |conn| {
             let done = sqlx::query(
-                "INSERT OR IGNORE INTO reproductions (record, run, verdict, max_diff, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO reproductions (record, run, verdict, max_diff, created_at)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
             )
             .bind(record)
             .bind(run)
@@ -45,7 +45,7 @@ impl Reproductions<'_, '_> {
     pub fn of_run(&mut self, run: &Hash) -> Result<Vec<ReproductionRow>> {
         self.0.block(async |conn| {
             Ok(sqlx::query_as(
-                "SELECT verdict, record, created_at FROM reproductions WHERE run = ?1 ORDER BY created_at",
+                "SELECT verdict, record, created_at FROM reproductions WHERE run = $1 ORDER BY created_at",
             )
             .bind(run)
             .fetch_all(conn)

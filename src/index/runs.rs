@@ -136,7 +136,7 @@ impl Runs<'_, '_> {
             let mut added = 0;
             for chunk in runs.chunks(100) {
                 let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
-                    "INSERT OR IGNORE INTO runs (id, kind, spec, label, status, created_at) ",
+                    "INSERT INTO runs (id, kind, spec, label, status, created_at) ",
                 );
                 qb.push_values(chunk, |mut b, r| {
                     b.push_bind(r.id)
@@ -146,11 +146,12 @@ impl Runs<'_, '_> {
                         .push_bind(Status::Planned)
                         .push_bind(now);
                 });
+                qb.push(" ON CONFLICT DO NOTHING");
                 added += qb.build().execute(&mut *conn).await?.rows_affected() as usize;
             }
             for r in runs {
                 for d in &r.deps {
-                    sqlx::query("INSERT OR IGNORE INTO run_deps (run, needs) VALUES (?1, ?2)")
+                    sqlx::query("INSERT INTO run_deps (run, needs) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                         .bind(r.id)
                         .bind(d)
                         .execute(&mut *conn)
@@ -158,7 +159,7 @@ impl Runs<'_, '_> {
                 }
                 for (role, hash) in &r.inputs {
                     sqlx::query(
-                        "INSERT OR IGNORE INTO run_inputs (run, role, hash) VALUES (?1, ?2, ?3)",
+                        "INSERT INTO run_inputs (run, role, hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
                     )
                     .bind(r.id)
                     .bind(role)
@@ -168,8 +169,8 @@ impl Runs<'_, '_> {
                 }
                 if let Some(a) = &r.axes {
                     sqlx::query(
-                        "INSERT OR IGNORE INTO run_axes (run, init, task, protocol, fraction, seed, arch)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        "INSERT INTO run_axes (run, init, task, protocol, fraction, seed, arch)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
                     )
                     .bind(r.id)
                     .bind(&a.init)
@@ -219,10 +220,10 @@ impl Runs<'_, '_> {
     ) -> Result<Option<Fence>> {
         let attempt: Option<i64> = self.0.block(async |conn| {
             Ok(sqlx::query_scalar(
-                "UPDATE runs SET status = 'running', claimed_by = ?2, heartbeat_ms = ?3,
-                        attempts = attempts + 1, error = NULL, started_at = ?5
-                 WHERE id = ?1 AND (status IN ('planned', 'failed')
-                                    OR (status = 'running' AND (heartbeat_ms IS NULL OR heartbeat_ms < ?3 - ?4)))
+                "UPDATE runs SET status = 'running', claimed_by = $2, heartbeat_ms = $3,
+                        attempts = attempts + 1, error = NULL, started_at = $5
+                 WHERE id = $1 AND (status IN ('planned', 'failed')
+                                    OR (status = 'running' AND (heartbeat_ms IS NULL OR heartbeat_ms < $3 - $4)))
                  RETURNING attempts",
             )
             .bind(id)
@@ -251,9 +252,9 @@ impl Runs<'_, '_> {
     ) -> Result<Option<Fence>> {
         let attempt: Option<i64> = self.0.block(async |conn| {
             Ok(sqlx::query_scalar(
-                "UPDATE runs SET status = 'running', claimed_by = ?2, heartbeat_ms = ?3,
-                        attempts = attempts + 1, error = NULL, started_at = ?5
-                 WHERE id = ?1 AND status = 'running' AND claimed_by = ?4
+                "UPDATE runs SET status = 'running', claimed_by = $2, heartbeat_ms = $3,
+                        attempts = attempts + 1, error = NULL, started_at = $5
+                 WHERE id = $1 AND status = 'running' AND claimed_by = $4
                  RETURNING attempts",
             )
             .bind(id)
@@ -287,8 +288,8 @@ impl Runs<'_, '_> {
     pub fn beat(&mut self, id: &Hash, fence: &Fence, now_ms: i64) -> Result<bool> {
         self.0.block(async |conn| {
             let done = sqlx::query(
-                "UPDATE runs SET heartbeat_ms = ?4
-                 WHERE id = ?1 AND claimed_by = ?2 AND attempts = ?3 AND status = 'running'",
+                "UPDATE runs SET heartbeat_ms = $4
+                 WHERE id = $1 AND claimed_by = $2 AND attempts = $3 AND status = 'running'",
             )
             .bind(id)
             .bind(&fence.worker)
@@ -306,7 +307,7 @@ impl Runs<'_, '_> {
         self.0.block(async |conn| {
             sqlx::query(
                 "UPDATE runs SET status = 'planned', claimed_by = NULL, heartbeat_ms = NULL
-                 WHERE id = ?1 AND claimed_by = ?2 AND attempts = ?3 AND status = 'running'",
+                 WHERE id = $1 AND claimed_by = $2 AND attempts = $3 AND status = 'running'",
             )
             .bind(id)
             .bind(&fence.worker)
@@ -321,8 +322,8 @@ impl Runs<'_, '_> {
     pub fn fail(&mut self, id: &Hash, fence: &Fence, error: &str, now: &str) -> Result<()> {
         self.0.block(async |conn| {
             sqlx::query(
-                "UPDATE runs SET status = 'failed', error = ?4, claimed_by = NULL, heartbeat_ms = NULL, finished_at = ?5
-                 WHERE id = ?1 AND claimed_by = ?2 AND attempts = ?3 AND status = 'running'",
+                "UPDATE runs SET status = 'failed', error = $4, claimed_by = NULL, heartbeat_ms = NULL, finished_at = $5
+                 WHERE id = $1 AND claimed_by = $2 AND attempts = $3 AND status = 'running'",
             )
             .bind(id)
             .bind(&fence.worker)
@@ -341,9 +342,9 @@ impl Runs<'_, '_> {
     pub fn finish(&mut self, id: &Hash, fence: &Fence, f: &Finished<'_>) -> Result<()> {
         let held = self.0.block(async |conn| {
             let done = sqlx::query(
-                "UPDATE runs SET status = 'done', record = ?2, claimed_by = NULL, heartbeat_ms = NULL,
-                        error = NULL, started_at = ?3, finished_at = ?4, leaked_patients = ?5
-                 WHERE id = ?1 AND claimed_by = ?6 AND attempts = ?7 AND status = 'running'",
+                "UPDATE runs SET status = 'done', record = $2, claimed_by = NULL, heartbeat_ms = NULL,
+                        error = NULL, started_at = $3, finished_at = $4, leaked_patients = $5
+                 WHERE id = $1 AND claimed_by = $6 AND attempts = $7 AND status = 'running'",
             )
             .bind(id)
             .bind(f.record)
@@ -373,8 +374,8 @@ impl Runs<'_, '_> {
     pub fn record_done(&mut self, id: &Hash, f: &Finished<'_>) -> Result<()> {
         self.0.block(async |conn| {
             sqlx::query(
-                "UPDATE runs SET status = 'done', record = ?2, claimed_by = NULL, heartbeat_ms = NULL,
-                        error = NULL, started_at = ?3, finished_at = ?4, leaked_patients = ?5 WHERE id = ?1",
+                "UPDATE runs SET status = 'done', record = $2, claimed_by = NULL, heartbeat_ms = NULL,
+                        error = NULL, started_at = $3, finished_at = $4, leaked_patients = $5 WHERE id = $1",
             )
             .bind(id)
             .bind(f.record)
@@ -393,7 +394,8 @@ impl Runs<'_, '_> {
         self.0.block(async |conn| {
             for (role, hash) in f.outputs {
                 sqlx::query(
-                    "INSERT OR REPLACE INTO run_outputs (run, role, hash) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO run_outputs (run, role, hash) VALUES ($1, $2, $3)
+                     ON CONFLICT (run, role) DO UPDATE SET hash = excluded.hash",
                 )
                 .bind(id)
                 .bind(role)
@@ -402,13 +404,16 @@ impl Runs<'_, '_> {
                 .await?;
             }
             for (set, metric, value) in f.metrics {
-                sqlx::query("INSERT OR REPLACE INTO run_metrics (run, eval_set, metric, value) VALUES (?1, ?2, ?3, ?4)")
-                    .bind(id)
-                    .bind(set)
-                    .bind(metric)
-                    .bind(value.is_finite().then_some(*value))
-                    .execute(&mut *conn)
-                    .await?;
+                sqlx::query(
+                    "INSERT INTO run_metrics (run, eval_set, metric, value) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (run, eval_set, metric) DO UPDATE SET value = excluded.value",
+                )
+                .bind(id)
+                .bind(set)
+                .bind(metric)
+                .bind(value.is_finite().then_some(*value))
+                .execute(&mut *conn)
+                .await?;
             }
             Ok(())
         })?;
@@ -418,7 +423,7 @@ impl Runs<'_, '_> {
     /// Sets how many times a run was claimed (a rebuilt index keeps its record's count).
     pub fn set_attempts(&mut self, id: &Hash, attempts: i64) -> Result<()> {
         self.0.block(async |conn| {
-            sqlx::query("UPDATE runs SET attempts = ?2 WHERE id = ?1")
+            sqlx::query("UPDATE runs SET attempts = $2 WHERE id = $1")
                 .bind(id)
                 .bind(attempts)
                 .execute(conn)
@@ -432,10 +437,12 @@ impl Runs<'_, '_> {
         let hex = run.map(|r| r.hex()).unwrap_or_default();
         self.0.block(async |conn| {
             sqlx::query(
-                "INSERT OR REPLACE INTO run_points (task, protocol, fraction, eval_set, metric, init, seed, run, value)
+                "INSERT INTO run_points (task, protocol, fraction, eval_set, metric, init, seed, run, value)
                  SELECT a.task, a.protocol, a.fraction, m.eval_set, m.metric, a.init, a.seed, a.run, m.value
                  FROM run_axes a JOIN run_metrics m ON m.run = a.run
-                 WHERE ?1 = '' OR a.run = ?1",
+                 WHERE $1 = '' OR a.run = $1
+                 ON CONFLICT (task, protocol, fraction, eval_set, metric, init, seed, run)
+                 DO UPDATE SET value = excluded.value",
             )
             .bind(hex)
             .execute(conn)
@@ -445,7 +452,7 @@ impl Runs<'_, '_> {
     }
 
     pub fn get(&mut self, id: &Hash) -> Result<Option<RunRow>> {
-        let sql = format!("SELECT {COLUMNS} FROM runs WHERE id = ?1");
+        let sql = format!("SELECT {COLUMNS} FROM runs WHERE id = $1");
         self.0
             .block(async |conn| Ok(sqlx::query_as(&sql).bind(id).fetch_optional(conn).await?))
     }
@@ -453,7 +460,7 @@ impl Runs<'_, '_> {
     /// True when the index has a row for the run.
     pub fn exists(&mut self, id: &Hash) -> Result<bool> {
         self.0.block(async |conn| {
-            let one: Option<i64> = sqlx::query_scalar("SELECT 1 FROM runs WHERE id = ?1")
+            let one: Option<i64> = sqlx::query_scalar("SELECT 1 FROM runs WHERE id = $1")
                 .bind(id)
                 .fetch_optional(conn)
                 .await?;
@@ -467,7 +474,7 @@ impl Runs<'_, '_> {
             Ok(match sweep {
                 Some(s) => {
                     let sql = format!(
-                        "SELECT {} FROM runs r JOIN sweep_runs s ON s.run = r.id WHERE s.sweep = ?1 ORDER BY r.kind DESC, r.label, r.id",
+                        "SELECT {} FROM runs r JOIN sweep_runs s ON s.run = r.id WHERE s.sweep = $1 ORDER BY r.kind DESC, r.label, r.id",
                         COLUMNS
                             .split(", ")
                             .map(|c| format!("r.{c}"))
@@ -488,7 +495,7 @@ impl Runs<'_, '_> {
     pub fn deps(&mut self, id: &Hash) -> Result<Vec<(Hash, Status)>> {
         self.0.block(async |conn| {
             Ok(sqlx::query_as(
-                "SELECT d.needs, r.status FROM run_deps d JOIN runs r ON r.id = d.needs WHERE d.run = ?1 ORDER BY d.needs",
+                "SELECT d.needs, r.status FROM run_deps d JOIN runs r ON r.id = d.needs WHERE d.run = $1 ORDER BY d.needs",
             )
             .bind(id)
             .fetch_all(conn)
@@ -500,7 +507,7 @@ impl Runs<'_, '_> {
     pub fn outputs(&mut self, id: &Hash) -> Result<Vec<(String, Hash)>> {
         self.0.block(async |conn| {
             Ok(
-                sqlx::query_as("SELECT role, hash FROM run_outputs WHERE run = ?1 ORDER BY role")
+                sqlx::query_as("SELECT role, hash FROM run_outputs WHERE run = $1 ORDER BY role")
                     .bind(id)
                     .fetch_all(conn)
                     .await?,
@@ -512,7 +519,7 @@ impl Runs<'_, '_> {
     pub fn output(&mut self, id: &Hash, role: &str) -> Result<Option<Hash>> {
         self.0.block(async |conn| {
             Ok(
-                sqlx::query_scalar("SELECT hash FROM run_outputs WHERE run = ?1 AND role = ?2")
+                sqlx::query_scalar("SELECT hash FROM run_outputs WHERE run = $1 AND role = $2")
                     .bind(id)
                     .bind(role)
                     .fetch_optional(conn)
@@ -525,7 +532,7 @@ impl Runs<'_, '_> {
     pub fn inputs(&mut self, id: &Hash) -> Result<Vec<(String, String)>> {
         self.0.block(async |conn| {
             Ok(
-                sqlx::query_as("SELECT role, hash FROM run_inputs WHERE run = ?1 ORDER BY role")
+                sqlx::query_as("SELECT role, hash FROM run_inputs WHERE run = $1 ORDER BY role")
                     .bind(id)
                     .fetch_all(conn)
                     .await?,
@@ -536,7 +543,7 @@ impl Runs<'_, '_> {
     pub fn metrics(&mut self, id: &Hash) -> Result<Vec<MetricRow>> {
         self.0.block(async |conn| {
             Ok(sqlx::query_as(
-                "SELECT eval_set, metric, value FROM run_metrics WHERE run = ?1 ORDER BY eval_set, metric",
+                "SELECT eval_set, metric, value FROM run_metrics WHERE run = $1 ORDER BY eval_set, metric",
             )
             .bind(id)
             .fetch_all(conn)
@@ -548,7 +555,7 @@ impl Runs<'_, '_> {
     pub fn axes(&mut self, id: &Hash) -> Result<Option<Axes>> {
         self.0.block(async |conn| {
             Ok(sqlx::query_as(
-                "SELECT init, task, protocol, fraction, seed, arch FROM run_axes WHERE run = ?1",
+                "SELECT init, task, protocol, fraction, seed, arch FROM run_axes WHERE run = $1",
             )
             .bind(id)
             .fetch_optional(conn)
@@ -564,7 +571,7 @@ impl Runs<'_, '_> {
     ) -> Result<Option<(String, Option<Hash>)>> {
         self.0.block(async |conn| {
             Ok(sqlx::query_as(
-                "SELECT r.label, o.hash FROM runs r LEFT JOIN run_outputs o ON o.run = r.id AND o.role = ?2 WHERE r.id = ?1",
+                "SELECT r.label, o.hash FROM runs r LEFT JOIN run_outputs o ON o.run = r.id AND o.role = $2 WHERE r.id = $1",
             )
             .bind(id)
             .bind(role)
@@ -598,7 +605,7 @@ impl Sweeps<'_, '_> {
     ) -> Result<()> {
         self.0.block(async |conn| {
             sqlx::query(
-                "INSERT INTO sweeps (name, spec_path, spec_hash, updated_at) VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO sweeps (name, spec_path, spec_hash, updated_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (name) DO UPDATE SET spec_path = excluded.spec_path, spec_hash = excluded.spec_hash, updated_at = excluded.updated_at",
             )
             .bind(name)
@@ -608,7 +615,7 @@ impl Sweeps<'_, '_> {
             .execute(&mut *conn)
             .await?;
             if let Some(record) = record {
-                sqlx::query("UPDATE sweeps SET record = ?2 WHERE name = ?1")
+                sqlx::query("UPDATE sweeps SET record = $2 WHERE name = $1")
                     .bind(name)
                     .bind(record)
                     .execute(&mut *conn)
@@ -616,11 +623,12 @@ impl Sweeps<'_, '_> {
             }
             for chunk in runs.chunks(400) {
                 let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
-                    "INSERT OR IGNORE INTO sweep_runs (sweep, run) ",
+                    "INSERT INTO sweep_runs (sweep, run) ",
                 );
                 qb.push_values(chunk, |mut b, r| {
                     b.push_bind(name).push_bind(r);
                 });
+                qb.push(" ON CONFLICT DO NOTHING");
                 qb.build().execute(&mut *conn).await?;
             }
             Ok(())

@@ -33,8 +33,9 @@ impl Splits<'_, '_> {
     pub fn insert(&mut self, row: &SplitRow, members: &[(String, Partition)]) -> Result<bool> {
         self.0.block(async |conn| {
             let done = sqlx::query(
-                "INSERT OR IGNORE INTO splits (hash, cohort, assignment, record, strategy, train, val, test,
-                 stratify, seed, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                "INSERT INTO splits (hash, cohort, assignment, record, strategy, train, val, test,
+                 stratify, seed, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                 ON CONFLICT DO NOTHING",
             )
             .bind(row.hash)
             .bind(row.cohort)
@@ -66,7 +67,7 @@ impl Splits<'_, '_> {
     }
 
     pub fn get(&mut self, hash: &Hash) -> Result<Option<SplitRow>> {
-        let sql = format!("SELECT {SPLIT_COLUMNS} FROM splits WHERE hash = ?1");
+        let sql = format!("SELECT {SPLIT_COLUMNS} FROM splits WHERE hash = $1");
         self.0
             .block(async |conn| Ok(sqlx::query_as(&sql).bind(hash).fetch_optional(conn).await?))
     }
@@ -81,7 +82,7 @@ impl Splits<'_, '_> {
     pub fn members(&mut self, split: &Hash) -> Result<Vec<(String, Partition)>> {
         self.0.block(async |conn| {
             Ok(sqlx::query_as(
-                "SELECT sample_id, partition FROM split_members WHERE split = ?1 ORDER BY sample_id",
+                "SELECT sample_id, partition FROM split_members WHERE split = $1 ORDER BY sample_id",
             )
             .bind(split)
             .fetch_all(conn)
@@ -116,8 +117,9 @@ impl Fractions<'_, '_> {
     pub fn insert(&mut self, row: &FractionRow, members: &[String]) -> Result<bool> {
         self.0.block(async |conn| {
             let done = sqlx::query(
-                "INSERT OR IGNORE INTO fractions (hash, split, fraction, stratify, seed, members, record,
-                 n_samples, n_patients, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO fractions (hash, split, fraction, stratify, seed, members, record,
+                 n_samples, n_patients, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 ON CONFLICT DO NOTHING",
             )
             .bind(row.hash)
             .bind(row.split)
@@ -148,7 +150,7 @@ impl Fractions<'_, '_> {
     }
 
     pub fn get(&mut self, hash: &Hash) -> Result<Option<FractionRow>> {
-        let sql = format!("SELECT {FRACTION_COLUMNS} FROM fractions WHERE hash = ?1");
+        let sql = format!("SELECT {FRACTION_COLUMNS} FROM fractions WHERE hash = $1");
         self.0
             .block(async |conn| Ok(sqlx::query_as(&sql).bind(hash).fetch_optional(conn).await?))
     }
@@ -165,7 +167,7 @@ impl Fractions<'_, '_> {
     pub fn members(&mut self, fraction: &Hash) -> Result<Vec<String>> {
         self.0.block(async |conn| {
             Ok(sqlx::query_scalar(
-                "SELECT sample_id FROM fraction_members WHERE fraction = ?1 ORDER BY sample_id",
+                "SELECT sample_id FROM fraction_members WHERE fraction = $1 ORDER BY sample_id",
             )
             .bind(fraction)
             .fetch_all(conn)
