@@ -31,7 +31,7 @@ pub struct PointGroup {
     pub init: String,
     /// The smallest run id of the group (the run a single-seed cell is paired by).
     pub run: Hash,
-    /// (seed, value) for every run with a finite value, by seed.
+    /// (seed, value) for every run with a finite value.
     pub values: Vec<(i64, f64)>,
 }
 
@@ -96,9 +96,21 @@ pub struct LineageRow {
 /// Runs of a sweep, or all when the sweep is '' (bound as $1).
 const IN_SWEEP: &str = "($1 = '' OR r.id IN (SELECT run FROM sweep_runs WHERE sweep = $1))";
 
-/// A row of the ordered scan: its group (without values), seed and value.
-fn group_of(row: &SqliteRow) -> sqlx::Result<(PointGroup, i64, Option<f64>)> {
-    let group = PointGroup {
+/// A group row: its key, first run and `seed:value` list (values as SQLite prints them;
+/// a point without a finite value is not in the list).
+fn group_of(row: &SqliteRow) -> sqlx::Result<PointGroup> {
+    let list: Option<String> = row.try_get("seed_values")?;
+    let values = list
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .filter_map(|pair| {
+            let (s, v) = pair.split_once(':')?;
+            Some((s.parse().ok()?, v.parse().ok()?))
+        })
+        .filter(|(_, v): &(i64, f64)| v.is_finite())
+        .collect();
+    Ok(PointGroup {
         task: row.try_get("task")?,
         protocol: row.try_get("protocol")?,
         fraction: row.try_get("fraction")?,
@@ -106,9 +118,8 @@ fn group_of(row: &SqliteRow) -> sqlx::Result<(PointGroup, i64, Option<f64>)> {
         metric: row.try_get("metric")?,
         init: row.try_get("init")?,
         run: row.try_get("run")?,
-        values: Vec::new(),
-    };
-    Ok((group, row.try_get("seed")?, row.try_get("value")?))
+        values,
+    })
 }
 
 pub struct Points<'s, 'i>(pub(super) &'s mut Session<'i>);
@@ -125,12 +136,13 @@ impl Points<'_, '_> {
         })
     }
 
-    /// The points outside `val`, grouped by grid point and init: one scan of `run_points` in
-    /// its key order (which is this grouping order).
+    /// The points outside `val`, grouped by grid point and init in SQL (one pass over
+    /// `run_points` in its key order, which is this grouping order).
     pub fn groups(&mut self, f: &PointFilter<'_>) -> Result<Vec<PointGroup>> {
         let rows = self.0.block(async |conn| {
             Ok(sqlx::query(
-                "SELECT task, protocol, fraction, eval_set, metric, init, run, seed, value
+                "SELECT task, protocol, fraction, eval_set, metric, init, min(run) AS run,
+                        group_concat(seed || ':' || value, ',') AS seed_values
                  FROM run_points
                  WHERE eval_set <> 'val'
                    AND ($1 = '' OR run IN (SELECT run FROM sweep_runs WHERE sweep = $1))
@@ -138,7 +150,7 @@ impl Points<'_, '_> {
                    AND ($3 = '' OR protocol = $3)
                    AND metric = CASE WHEN $4 <> '' THEN $4 WHEN task = 'kl' THEN 'qwk' ELSE 'auroc' END
                    AND ($5 IS NULL OR seed = $5)
-                 ORDER BY task, protocol, fraction, eval_set, metric, init, seed, run",
+                 GROUP BY task, protocol, fraction, eval_set, metric, init",
             )
             .bind(f.sweep.unwrap_or_default())
             .bind(f.task.unwrap_or_default())
@@ -148,36 +160,7 @@ impl Points<'_, '_> {
             .fetch_all(conn)
             .await?)
         })?;
-        let mut out: Vec<PointGroup> = Vec::new();
-        for row in rows {
-            let (group, seed, value) = group_of(&row)?;
-            let same = out.last().is_some_and(|g| {
-                (
-                    &g.task,
-                    &g.protocol,
-                    g.fraction.to_bits(),
-                    &g.eval_set,
-                    &g.metric,
-                    &g.init,
-                ) == (
-                    &group.task,
-                    &group.protocol,
-                    group.fraction.to_bits(),
-                    &group.eval_set,
-                    &group.metric,
-                    &group.init,
-                )
-            });
-            if !same {
-                out.push(group);
-            } else if let Some(g) = out.last_mut() {
-                g.run = g.run.min(group.run);
-            }
-            if let Some(v) = value.filter(|v| v.is_finite()) {
-                out.last_mut().expect("a group").values.push((seed, v));
-            }
-        }
-        Ok(out)
+        rows.iter().map(|row| Ok(group_of(row)?)).collect()
     }
 
     /// Values of one metric on one evaluation set, by fraction, init and seed.

@@ -434,19 +434,27 @@ impl Runs<'_, '_> {
 
     /// (Re)fills `run_points` from axes and metrics, for one run or all.
     pub fn index_points(&mut self, run: Option<&Hash>) -> Result<()> {
-        let hex = run.map(|r| r.hex()).unwrap_or_default();
+        // One run's points through the key of `run_axes` (a finish must not scan every run);
+        // all points in one pass.
+        let which = if run.is_some() {
+            "WHERE a.run = $1"
+        } else {
+            "WHERE true"
+        };
+        let sql = format!(
+            "INSERT INTO run_points (task, protocol, fraction, eval_set, metric, init, seed, run, value)
+             SELECT a.task, a.protocol, a.fraction, m.eval_set, m.metric, a.init, a.seed, a.run, m.value
+             FROM run_axes a JOIN run_metrics m ON m.run = a.run
+             {which}
+             ON CONFLICT (task, protocol, fraction, eval_set, metric, init, seed, run)
+             DO UPDATE SET value = excluded.value"
+        );
         self.0.block(async |conn| {
-            sqlx::query(
-                "INSERT INTO run_points (task, protocol, fraction, eval_set, metric, init, seed, run, value)
-                 SELECT a.task, a.protocol, a.fraction, m.eval_set, m.metric, a.init, a.seed, a.run, m.value
-                 FROM run_axes a JOIN run_metrics m ON m.run = a.run
-                 WHERE $1 = '' OR a.run = $1
-                 ON CONFLICT (task, protocol, fraction, eval_set, metric, init, seed, run)
-                 DO UPDATE SET value = excluded.value",
-            )
-            .bind(hex)
-            .execute(conn)
-            .await?;
+            let mut q = sqlx::query(&sql);
+            if let Some(run) = run {
+                q = q.bind(run);
+            }
+            q.execute(conn).await?;
             Ok(())
         })
     }
