@@ -115,6 +115,15 @@ pub struct Fence {
     pub attempt: i64,
 }
 
+/// Which runs a claim may take.
+#[derive(Clone, Copy)]
+enum Guard<'a> {
+    /// Planned, failed, or running with a heartbeat older than `stale_ms`.
+    Free { stale_ms: i64 },
+    /// Running and held by `holder` (known to be dead).
+    From { holder: &'a str },
+}
+
 /// What a finished run produced.
 pub struct Finished<'a> {
     pub record: Hash,
@@ -210,6 +219,7 @@ impl Runs<'_, '_> {
     }
 
     /// Claims a run for `worker`: its fence, or `None` if someone else holds it or it is done.
+    /// A running run can be claimed once its heartbeat is older than `stale_ms`.
     pub fn claim(
         &mut self,
         id: &Hash,
@@ -218,26 +228,7 @@ impl Runs<'_, '_> {
         stale_ms: i64,
         now: &str,
     ) -> Result<Option<Fence>> {
-        let attempt: Option<i64> = self.0.block(async |conn| {
-            Ok(sqlx::query_scalar(
-                "UPDATE runs SET status = 'running', claimed_by = $2, heartbeat_ms = $3,
-                        attempts = attempts + 1, error = NULL, started_at = $5
-                 WHERE id = $1 AND (status IN ('planned', 'failed')
-                                    OR (status = 'running' AND (heartbeat_ms IS NULL OR heartbeat_ms < $3 - $4)))
-                 RETURNING attempts",
-            )
-            .bind(id)
-            .bind(worker)
-            .bind(now_ms)
-            .bind(stale_ms)
-            .bind(now)
-            .fetch_optional(conn)
-            .await?)
-        })?;
-        Ok(attempt.map(|attempt| Fence {
-            worker: worker.to_string(),
-            attempt,
-        }))
+        self.take(id, worker, now_ms, now, Guard::Free { stale_ms })
     }
 
     /// Takes over a run from `holder`, a process known to be dead (call inside a write
@@ -250,20 +241,43 @@ impl Runs<'_, '_> {
         now_ms: i64,
         now: &str,
     ) -> Result<Option<Fence>> {
+        self.take(id, worker, now_ms, now, Guard::From { holder })
+    }
+
+    /// The one conditional UPDATE every claim is: the new holder, a fresh heartbeat and the
+    /// next attempt number, which is the claim's fence.
+    fn take(
+        &mut self,
+        id: &Hash,
+        worker: &str,
+        now_ms: i64,
+        now: &str,
+        guard: Guard<'_>,
+    ) -> Result<Option<Fence>> {
+        let condition = match guard {
+            Guard::Free { .. } => {
+                "(status IN ('planned', 'failed')
+                  OR (status = 'running' AND (heartbeat_ms IS NULL OR heartbeat_ms < $3 - $5)))"
+            }
+            Guard::From { .. } => "status = 'running' AND claimed_by = $5",
+        };
+        let sql = format!(
+            "UPDATE runs SET status = 'running', claimed_by = $2, heartbeat_ms = $3,
+                    attempts = attempts + 1, error = NULL, started_at = $4
+             WHERE id = $1 AND {condition}
+             RETURNING attempts"
+        );
         let attempt: Option<i64> = self.0.block(async |conn| {
-            Ok(sqlx::query_scalar(
-                "UPDATE runs SET status = 'running', claimed_by = $2, heartbeat_ms = $3,
-                        attempts = attempts + 1, error = NULL, started_at = $5
-                 WHERE id = $1 AND status = 'running' AND claimed_by = $4
-                 RETURNING attempts",
-            )
-            .bind(id)
-            .bind(worker)
-            .bind(now_ms)
-            .bind(holder)
-            .bind(now)
-            .fetch_optional(conn)
-            .await?)
+            let q = sqlx::query_scalar(&sql)
+                .bind(id)
+                .bind(worker)
+                .bind(now_ms)
+                .bind(now);
+            let q = match guard {
+                Guard::Free { stale_ms } => q.bind(stale_ms),
+                Guard::From { holder } => q.bind(holder),
+            };
+            Ok(q.fetch_optional(conn).await?)
         })?;
         Ok(attempt.map(|attempt| Fence {
             worker: worker.to_string(),

@@ -634,7 +634,9 @@ fn execute_watched(
         finished.store(true, Ordering::Relaxed);
         r
     });
-    if !lost.load(Ordering::Relaxed) {
+    // A finish is fenced: one that went through held the claim when it committed (the watcher
+    // may see the run done a moment before it is told to stop).
+    if result.is_ok() || !lost.load(Ordering::Relaxed) {
         return result;
     }
     let now = k.index.read()?.runs().get(id)?;
@@ -673,7 +675,6 @@ fn watch_claim(
                 let clock = c.runs().clock_ms()?;
                 c.runs().beat(id, fence, clock)
             }) {
-                tracing::warn!(run = %id, "the claim was taken over; stopping");
                 lost.store(true, Ordering::Relaxed);
                 stop.store(true, Ordering::Relaxed);
                 return;

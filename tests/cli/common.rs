@@ -375,6 +375,27 @@ threads = 2
         )
     }
 
+    /// The id of the run labelled `label` in the plan of `spec` (`run --dry-run`).
+    pub fn planned_id(&self, spec: &Path, label: &str) -> String {
+        let plan = self.ok([
+            "run",
+            spec.to_str().unwrap(),
+            "--dry-run",
+            "--format",
+            "json",
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&plan).unwrap();
+        v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["label"] == label)
+            .unwrap_or_else(|| panic!("no run `{label}` in the plan"))["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     /// Every run's (label, status, attempts) from the JSON status listing.
     pub fn runs(&self) -> Vec<(String, String, i64)> {
         let out = self.ok(["status", "--format", "json"]);

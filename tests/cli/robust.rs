@@ -520,23 +520,7 @@ fn a_worker_stopped_past_the_stale_limit_cannot_record_its_result() {
     // Long enough a pretraining that the first worker is stopped in the middle of it.
     let text = std::fs::read_to_string(&spec).unwrap();
     std::fs::write(&spec, text.replacen("epochs = 2", "epochs = 12", 1)).unwrap();
-    let plan = ctx.ok([
-        "run",
-        spec.to_str().unwrap(),
-        "--dry-run",
-        "--format",
-        "json",
-    ]);
-    let v: serde_json::Value = serde_json::from_str(&plan).unwrap();
-    let pretrain = v["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["label"] == "pretrain img (simclr)")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let pretrain = ctx.planned_id(&spec, "pretrain img (simclr)");
     let spawn = || {
         std::process::Command::new(assert_cmd::cargo::cargo_bin("ktrack"))
             .current_dir(ctx.root())

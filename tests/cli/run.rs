@@ -215,25 +215,7 @@ seeds = [0]"#;
 fn exec_runs_exactly_one_planned_run() {
     let ctx = TestContext::new();
     let spec = ctx.mini_study(&kl_linear_grid(&["random", "img"]), "");
-    let plan = ctx.ok([
-        "run",
-        spec.to_str().unwrap(),
-        "--dry-run",
-        "--format",
-        "json",
-    ]);
-    let v: serde_json::Value = serde_json::from_str(&plan).unwrap();
-    let find = |label: &str| {
-        v["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["label"] == label)
-            .unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let find = |label: &str| ctx.planned_id(&spec, label);
     let probe = find("kl linear img 100% seed 0");
     let blocked = ctx.run(["exec", &probe[..10]]);
     assert!(
