@@ -372,15 +372,20 @@ impl Runs<'_, '_> {
             Ok(done.rows_affected() == 1)
         })?;
         if !held {
-            let now = self.get(id)?;
-            return Err(super::Error::ClaimLost {
-                run: *id,
-                worker: fence.worker.clone(),
-                holder: now.as_ref().and_then(|r| r.claimed_by.clone()),
-                status: now.map_or("gone", |r| r.status.name()),
-            });
+            return Err(self.lost(id, fence)?);
         }
         self.record_results(id, f)
+    }
+
+    /// The error for a claim that is no longer `fence`'s, naming who holds the run now.
+    pub fn lost(&mut self, id: &Hash, fence: &Fence) -> Result<super::Error> {
+        let now = self.get(id)?;
+        Ok(super::Error::ClaimLost {
+            run: *id,
+            worker: fence.worker.clone(),
+            holder: now.as_ref().and_then(|r| r.claimed_by.clone()),
+            status: now.map_or("gone", |r| r.status.name()),
+        })
     }
 
     /// Records a run as done from its record, outside any claim (a rebuilt index, an imported

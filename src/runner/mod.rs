@@ -416,6 +416,8 @@ fn pick(w: &Workers<'_>, held: &mut Vec<HeldRun>) -> Result<Pick, index::Error> 
         return Ok(Pick::Empty);
     }
     let now = k.clock.now();
+    // The index's clock, read once, only if some run is held elsewhere.
+    let mut clock = None;
     let mut i = 0;
     while i < q.len() {
         let r = &q[i];
@@ -468,7 +470,9 @@ fn pick(w: &Workers<'_>, held: &mut Vec<HeldRun>) -> Result<Pick, index::Error> 
                         label: r.label.clone(),
                         by,
                         age: Duration::from_millis(
-                            (now_ms(k) - row.heartbeat_ms.unwrap_or(0)).max(0) as u64,
+                            (*clock.get_or_insert_with(|| now_ms(k))
+                                - row.heartbeat_ms.unwrap_or(0))
+                            .max(0) as u64,
                         ),
                     });
                 }
@@ -639,17 +643,12 @@ fn execute_watched(
     if result.is_ok() || !lost.load(Ordering::Relaxed) {
         return result;
     }
-    let now = k.index.read()?.runs().get(id)?;
-    if now.as_ref().is_some_and(|r| r.status == runs::Status::Done) {
+    let lost = k.index.read()?.runs().lost(id, fence)?;
+    if matches!(lost, index::Error::ClaimLost { status: "done", .. }) {
         // Finished by the worker that took it over: nothing here is needed any more.
         let _ = std::fs::remove_dir_all(k.run_dir(id));
     }
-    Err(exec::Error::from(index::Error::ClaimLost {
-        run: *id,
-        worker: fence.worker.clone(),
-        holder: now.as_ref().and_then(|r| r.claimed_by.clone()),
-        status: now.map_or("gone", |r| r.status.name()),
-    }))
+    Err(exec::Error::from(lost))
 }
 
 /// Beats the claim's heartbeat until `finished`; passes an interrupt on to `stop`, and sets
