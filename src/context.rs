@@ -69,14 +69,28 @@ pub struct Ktrack {
 }
 
 impl Ktrack {
-    /// Opens the home, creating the store and index if they do not exist yet.
+    /// Opens the home, creating the store and index if they do not exist yet; the index is
+    /// where the home's `config.toml` says (SQLite in the home by default).
     pub fn open(home: &Path) -> Result<Ktrack, Error> {
+        Ktrack::open_with(home, None)
+    }
+
+    /// Opens the home with its index in the PostgreSQL database `database` when one is given
+    /// (`--database`, `KTRACK_DATABASE_URL`), else where [`Ktrack::open`] looks.
+    pub fn open_with(home: &Path, database: Option<&str>) -> Result<Ktrack, Error> {
+        let absolute = std::path::absolute(home).map_err(store::Error::io("resolve", home))?;
+        let at = index::home::location(&absolute, database)?;
+        Ktrack::open_at(&absolute, &at)
+    }
+
+    /// Opens the home with its index at `at`.
+    pub fn open_at(home: &Path, at: &index::Location) -> Result<Ktrack, Error> {
         // Absolute, so that links into the store and paths handed to other processes (cluster
         // jobs) do not depend on the working directory.
         let home = &std::path::absolute(home).map_err(store::Error::io("resolve", home))?;
         let store = Store::open(home)?;
         store::create_private_dir(&home.join("runs"))?;
-        let index = index::home::open(home, &|| usize::from(store.has_any()))?;
+        let index = index::home::open(home, at, &|| usize::from(store.has_any()))?;
         Ok(Ktrack {
             home: home.to_path_buf(),
             store,

@@ -1,6 +1,7 @@
 //! Store maintenance: `verify` (re-hash every object in parallel; check that every reference in
 //! the index resolves), `gc` (objects unreachable from any cohort, split, fraction, run or
-//! sweep) and `reindex` (rebuild `ktrack.db` from the record objects).
+//! sweep), `reindex` (rebuild the index from the record objects) and `migrate` (build the
+//! index of a home in PostgreSQL from the same records, and point the home at it).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -27,6 +28,8 @@ pub enum Error {
         path: std::path::PathBuf,
         message: String,
     },
+    #[error("the database `{at}` already holds another home's index")]
+    Occupied { at: String },
     #[error("interrupted")]
     Interrupted,
 }
@@ -172,31 +175,80 @@ pub struct ReindexReport {
     pub objects: usize,
     pub records: usize,
     pub ingested: Ingested,
-    /// Where the previous index was moved, if there was one.
-    pub previous: Option<std::path::PathBuf>,
+    /// Where the previous index was moved, if there was one (a file, or a PostgreSQL schema).
+    pub previous: Option<String>,
 }
 
-/// Rebuilds the index of `home` from the store's record objects.
+/// Rebuilds the index of `home` from the store's record objects, where the home keeps it.
 ///
-/// The new index is built beside the old one (`ktrack.db.reindex`) and swapped in with one
-/// rename; the old one is kept as `ktrack.db.before-reindex-STAMP`. A kill at any moment
-/// leaves either the old index or the new one in place, never an empty or partial one.
-pub fn reindex(home: &Path, clock: crate::context::Clock) -> Result<ReindexReport, Error> {
+/// The new index is built beside the old one and swapped in at once: on SQLite as
+/// `ktrack.db.reindex`, renamed into place, the old file kept as
+/// `ktrack.db.before-reindex-STAMP`; on PostgreSQL in the schema `ktrack_reindex`, renamed to
+/// `ktrack` in one transaction, the old schema kept as `ktrack_before_reindex_STAMP`. A kill
+/// at any moment leaves either the old index or the new one in place, never a partial one.
+pub fn reindex(
+    home: &Path,
+    database: Option<&str>,
+    clock: crate::context::Clock,
+) -> Result<ReindexReport, Error> {
     let home = &std::path::absolute(home).map_err(store::Error::io("resolve", home))?;
+    let at = index::home::location(home, database)?;
+    rebuild(home, clock, &at)
+}
+
+/// Builds the index of `home` in the PostgreSQL database `to` from the record objects (as
+/// `reindex` does) and records `to` as the home's `database` in `config.toml`. A database
+/// that already holds an index is refused, unless it is this home's own.
+pub fn migrate(
+    home: &Path,
+    clock: crate::context::Clock,
+    to: &str,
+) -> Result<ReindexReport, Error> {
+    let home = &std::path::absolute(home).map_err(store::Error::io("resolve", home))?;
+    let at = index::Location::postgres(to);
+    if index::Index::exists(&at)? {
+        let there = index::Index::connect(&at)?.meta("index_id")?;
+        let ours = index::home::read_id(home)?;
+        if there.is_some() && there != ours {
+            return Err(Error::Occupied { at: at.to_string() });
+        }
+    }
+    let report = rebuild(home, clock, &at)?;
+    let mut config = index::home::read_config(home)?;
+    config.database = Some(to.to_string());
+    index::home::write_config(home, &config)?;
+    Ok(report)
+}
+
+/// Builds a fresh index at `at` from the store's records and swaps it in.
+fn rebuild(
+    home: &Path,
+    clock: crate::context::Clock,
+    at: &index::Location,
+) -> Result<ReindexReport, Error> {
     let store = crate::store::Store::open(home)?;
     store::create_private_dir(&home.join("runs"))?;
     let _lock = index::home::lock(home)?;
-    let db = home.join(index::home::DB);
-    let building = home.join(format!("{}.reindex", index::home::DB));
-    for f in index::home::with_side_files(&building) {
-        remove_if_there(&f)?;
-    }
+    let building = match at {
+        index::Location::Sqlite(db) => {
+            let building = home.join(format!("{}.reindex", index::home::DB));
+            for f in index::home::with_side_files(&building) {
+                remove_if_there(&f)?;
+            }
+            let _ = db;
+            index::Location::Sqlite(building)
+        }
+        index::Location::Postgres { .. } => {
+            index::Index::drop_schema(at, BUILDING_SCHEMA)?;
+            at.with_schema(BUILDING_SCHEMA)
+        }
+    };
     // The home keeps its index id; a home without one gets a new id.
     let id = index::home::read_id(home)?.unwrap_or_else(index::home::new_id);
-    let fresh = index::Index::open(&building)?;
+    let fresh = index::Index::connect(&building)?;
     fresh.set_meta("index_id", &id)?;
     let k = Ktrack {
-        home: home.clone(),
+        home: home.to_path_buf(),
         store,
         index: fresh,
         clock,
@@ -220,7 +272,19 @@ pub fn reindex(home: &Path, clock: crate::context::Clock) -> Result<ReindexRepor
     tx.objects().settle_kinds(false, true)?;
     tx.commit()?;
     k.index.close()?;
-    let previous = swap_in(home, &building, &db)?;
+    let previous = match (at, &building) {
+        (index::Location::Sqlite(db), index::Location::Sqlite(building)) => {
+            swap_in(home, building, db)?.map(|p| p.display().to_string())
+        }
+        _ => {
+            let aside = format!(
+                "ktrack_before_reindex_{}",
+                crate::context::wall_stamp().to_lowercase()
+            );
+            index::Index::swap_schema(at, BUILDING_SCHEMA, &aside)?
+                .then(|| format!("schema {aside} of {at}"))
+        }
+    };
     if index::home::read_id(home)?.as_deref() != Some(id.as_str()) {
         index::home::write_id(home, &id)?;
     }
@@ -231,6 +295,9 @@ pub fn reindex(home: &Path, clock: crate::context::Clock) -> Result<ReindexRepor
         previous,
     })
 }
+
+/// The PostgreSQL schema a reindex builds in.
+const BUILDING_SCHEMA: &str = "ktrack_reindex";
 
 fn remove_if_there(path: &Path) -> Result<(), Error> {
     match std::fs::remove_file(path) {

@@ -225,11 +225,11 @@ pub fn gc(env: &Env, args: GcArgs) -> Result<()> {
 pub struct ReindexArgs {}
 
 pub fn reindex(env: &Env, _args: ReindexArgs) -> Result<()> {
-    let r =
-        maintain::reindex(env.home(), env.clock.clone()).context("could not rebuild the index")?;
+    let r = maintain::reindex(env.home(), env.database.as_deref(), env.clock.clone())
+        .context("could not rebuild the index")?;
     if let Some(p) = &r.previous {
         env.printer
-            .status("Moved", format!("the previous index to `{}`", p.display()));
+            .status("Moved", format!("the previous index to `{p}`"));
     }
     let i = &r.ingested;
     env.printer.status(

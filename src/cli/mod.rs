@@ -8,6 +8,7 @@ mod bench;
 mod compare;
 mod data;
 mod exec;
+mod index;
 mod init;
 mod metrics;
 mod plot;
@@ -43,6 +44,16 @@ pub struct Cli {
         default_value = ".ktrack"
     )]
     pub home: PathBuf,
+    /// Keep the index in this PostgreSQL database (`postgres://USER@HOST[:PORT]/DATABASE`)
+    /// instead of `ktrack.db` in the home; without it, the home's `config.toml` decides.
+    #[arg(
+        long,
+        global = true,
+        env = "KTRACK_DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub database: Option<String>,
     /// Print only data and errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
@@ -109,6 +120,9 @@ pub enum Command {
     Gc(audit::GcArgs),
     /// Rebuild the index from the record objects in the store.
     Reindex(audit::ReindexArgs),
+    /// Where the index lives; move it to PostgreSQL (`index migrate --to URL`).
+    #[command(subcommand)]
+    Index(index::Command),
     /// Bundles: everything needed to reproduce a run elsewhere, in one tar file.
     #[command(subcommand)]
     Bundle(audit::BundleCommand),
@@ -123,6 +137,8 @@ pub enum Command {
 pub struct Env {
     pub printer: Printer,
     pub home: PathBuf,
+    /// `--database` / `KTRACK_DATABASE_URL`.
+    pub database: Option<String>,
     pub clock: Clock,
     pub interrupt: Arc<AtomicBool>,
 }
@@ -130,14 +146,8 @@ pub struct Env {
 impl Env {
     /// Opens the home (creating it on first use).
     pub fn open(&self) -> Result<Ktrack> {
-        let k = Ktrack::open(&self.home)
+        let k = Ktrack::open_with(&self.home, self.database.as_deref())
             .with_context(|| format!("could not open the ktrack home `{}`", self.home.display()))?;
-        if let Some(fs) = k.store.network_filesystem() {
-            self.printer.warn(format!(
-                "the home `{}` is on {fs}: its SQLite index is safe only while every process using it runs on this one host (SQLite's WAL does not work across hosts)",
-                self.home.display()
-            ));
-        }
         Ok(k.with_clock(self.clock.clone()))
     }
 
@@ -157,6 +167,7 @@ pub fn main() -> i32 {
     let env = Env {
         printer,
         home: cli.home.clone(),
+        database: cli.database.clone(),
         clock: cli.now.clone().map_or(Clock::System, Clock::Fixed),
         interrupt,
     };
@@ -174,6 +185,7 @@ pub fn main() -> i32 {
         Command::Verify(args) => audit::verify(&env, args),
         Command::Gc(args) => audit::gc(&env, args),
         Command::Reindex(args) => audit::reindex(&env, args),
+        Command::Index(cmd) => index::run(&env, cmd),
         Command::Bundle(cmd) => audit::bundle(&env, cmd),
         Command::Metrics(args) => metrics::run(&env, args),
         Command::Bench(cmd) => bench::run(&env, cmd),

@@ -96,9 +96,12 @@ pub fn run(env: &Env, args: Args) -> Result<()> {
         ));
     }
     if args.executor == Executor::Slurm {
-        env.printer.warn(
-            "the index is SQLite: the Slurm tasks may write it only from this host (a single-node cluster, or jobs pinned to the submitting node); SQLite's WAL does not work across hosts",
-        );
+        if !k.index.location().is_postgres() {
+            env.printer.warn(format!(
+                "the index is SQLite: the Slurm tasks may write it only from this host (a single-node cluster, or jobs pinned to the submitting node); SQLite's WAL does not work across hosts. For many nodes set `{}` to a PostgreSQL database (see `ktrack index migrate`)",
+                crate::index::home::DATABASE_URL
+            ));
+        }
         return slurm_submit(env, &k, &args, &report);
     }
     if args.dry_run {

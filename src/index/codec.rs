@@ -3,41 +3,50 @@
 
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
-use sqlx::sqlite::{SqliteTypeInfo, SqliteValueRef};
-use sqlx::{Decode, Encode, Sqlite, Type};
+use sqlx::{Database, Decode, Encode, Type};
 
 use crate::cohort::{Partition, Side};
 use crate::id::Hash;
 
 use super::runs::Status;
 
-/// Implements TEXT storage for a type from its parse and name functions.
+/// Implements TEXT storage for a type from its parse and name functions, on every backend
+/// that stores text.
 macro_rules! text_column {
     ($t:ty, $parse:expr, $name:expr) => {
-        impl Type<Sqlite> for $t {
-            fn type_info() -> SqliteTypeInfo {
-                <&str as Type<Sqlite>>::type_info()
+        impl<DB: Database> Type<DB> for $t
+        where
+            str: Type<DB>,
+        {
+            fn type_info() -> DB::TypeInfo {
+                <str as Type<DB>>::type_info()
             }
-            fn compatible(ty: &SqliteTypeInfo) -> bool {
-                <&str as Type<Sqlite>>::compatible(ty)
+            fn compatible(ty: &DB::TypeInfo) -> bool {
+                <str as Type<DB>>::compatible(ty)
             }
         }
 
-        impl<'r> Decode<'r, Sqlite> for $t {
-            fn decode(value: SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
-                let text = <&str as Decode<Sqlite>>::decode(value)?;
+        impl<'r, DB: Database> Decode<'r, DB> for $t
+        where
+            &'r str: Decode<'r, DB>,
+        {
+            fn decode(value: DB::ValueRef<'r>) -> Result<Self, BoxDynError> {
+                let text = <&str as Decode<DB>>::decode(value)?;
                 let parse: fn(&str) -> Result<$t, String> = $parse;
                 Ok(parse(text)?)
             }
         }
 
-        impl<'q> Encode<'q, Sqlite> for $t {
+        impl<'q, DB: Database> Encode<'q, DB> for $t
+        where
+            String: Encode<'q, DB>,
+        {
             fn encode_by_ref(
                 &self,
-                buf: &mut <Sqlite as sqlx::Database>::ArgumentBuffer<'q>,
+                buf: &mut DB::ArgumentBuffer<'q>,
             ) -> Result<IsNull, BoxDynError> {
                 let name: fn(&$t) -> String = $name;
-                <String as Encode<'q, Sqlite>>::encode(name(self), buf)
+                <String as Encode<'q, DB>>::encode(name(self), buf)
             }
         }
     };

@@ -1,7 +1,6 @@
 //! Cohort versions and their samples in the index.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{FromRow, Row, Sqlite};
+use sqlx::FromRow;
 
 use super::{Result, Session};
 use crate::cohort::Sample;
@@ -20,22 +19,31 @@ pub struct CohortRow {
 
 const COLUMNS: &str = "hash, name, record, n_samples, n_patients, imported_at";
 
-/// A sample as the index keeps it: everything but the report text (`report` is `None`; the
-/// cohort's manifest object holds it).
-impl FromRow<'_, SqliteRow> for Sample {
-    fn from_row(row: &SqliteRow) -> sqlx::Result<Sample> {
-        Ok(Sample {
-            sample_id: row.try_get("sample_id")?,
-            patient_id: row.try_get("patient_id")?,
-            side: row.try_get("side")?,
-            visit: row.try_get("visit")?,
-            image: row.try_get("image")?,
-            kl: row.try_get("kl")?,
-            incidence_4y: row.try_get("incidence_4y")?,
-            progression_4y: row.try_get("progression_4y")?,
-            report: None,
+// A sample as the index keeps it: everything but the report text (`report` is `None`; the
+// cohort's manifest object holds it).
+from_rows!(Sample, |row| {
+    Ok(Sample {
+        sample_id: row.try_get("sample_id")?,
+        patient_id: row.try_get("patient_id")?,
+        side: row.try_get("side")?,
+        visit: row.try_get("visit")?,
+        image: row.try_get("image")?,
+        kl: small(row.try_get("kl")?, "kl")?,
+        incidence_4y: small(row.try_get("incidence_4y")?, "incidence_4y")?,
+        progression_4y: small(row.try_get("progression_4y")?, "progression_4y")?,
+        report: None,
+    })
+});
+
+/// A label column (stored as an integer) as the byte a sample holds.
+fn small(v: Option<i64>, column: &str) -> sqlx::Result<Option<u8>> {
+    v.map(|v| {
+        u8::try_from(v).map_err(|_| sqlx::Error::ColumnDecode {
+            index: column.to_string(),
+            source: format!("{v} is not a label").into(),
         })
-    }
+    })
+    .transpose()
 }
 
 /// The `cohorts` and `samples` tables.
@@ -44,7 +52,7 @@ pub struct Cohorts<'s, 'i>(pub(super) &'s mut Session<'i>);
 impl Cohorts<'_, '_> {
     /// Inserts a cohort; returns false if this version was already there.
     pub fn insert(&mut self, row: &CohortRow) -> Result<bool> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             let done = sqlx::query(
                 "INSERT INTO cohorts (hash, name, record, n_samples, n_patients, imported_at)
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
@@ -63,9 +71,9 @@ impl Cohorts<'_, '_> {
 
     /// Inserts a cohort's samples in multi-row statements.
     pub fn insert_samples(&mut self, cohort: &Hash, samples: &[Sample]) -> Result<()> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             for chunk in samples.chunks(400) {
-                let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
+                let mut qb = sqlx::QueryBuilder::<Db>::new(
                     "INSERT INTO samples (cohort, sample_id, patient_id, side, visit, image, kl,
                      incidence_4y, progression_4y, has_report) ",
                 );
@@ -89,14 +97,17 @@ impl Cohorts<'_, '_> {
 
     pub fn list(&mut self) -> Result<Vec<CohortRow>> {
         let sql = format!("SELECT {COLUMNS} FROM cohorts ORDER BY name, imported_at, hash");
-        self.0
-            .block(async |conn| Ok(sqlx::query_as(&sql).fetch_all(conn).await?))
+        on!(self.0, |conn, Db| Ok(sqlx::query_as(&sql)
+            .fetch_all(conn)
+            .await?))
     }
 
     pub fn get(&mut self, hash: &Hash) -> Result<Option<CohortRow>> {
         let sql = format!("SELECT {COLUMNS} FROM cohorts WHERE hash = $1");
-        self.0
-            .block(async |conn| Ok(sqlx::query_as(&sql).bind(hash).fetch_optional(conn).await?))
+        on!(self.0, |conn, Db| Ok(sqlx::query_as(&sql)
+            .bind(hash)
+            .fetch_optional(conn)
+            .await?))
     }
 
     /// Versions of a cohort name, newest first.
@@ -104,13 +115,15 @@ impl Cohorts<'_, '_> {
         let sql = format!(
             "SELECT {COLUMNS} FROM cohorts WHERE name = $1 ORDER BY imported_at DESC, hash"
         );
-        self.0
-            .block(async |conn| Ok(sqlx::query_as(&sql).bind(name).fetch_all(conn).await?))
+        on!(self.0, |conn, Db| Ok(sqlx::query_as(&sql)
+            .bind(name)
+            .fetch_all(conn)
+            .await?))
     }
 
     /// A cohort's samples (without report text), sorted by sample id.
     pub fn samples(&mut self, cohort: &Hash) -> Result<Vec<Sample>> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             Ok(sqlx::query_as(
                 "SELECT sample_id, patient_id, side, visit, image, kl, incidence_4y, progression_4y
                  FROM samples WHERE cohort = $1 ORDER BY sample_id",

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use sqlx::{FromRow, Sqlite};
+use sqlx::FromRow;
 
 use super::{Result, Session};
 use crate::id::Hash;
@@ -23,7 +23,7 @@ pub struct Files<'s, 'i>(pub(super) &'s mut Session<'i>);
 impl Files<'_, '_> {
     /// Every remembered file, by path.
     pub fn all(&mut self) -> Result<HashMap<String, FileStat>> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             let rows: Vec<FileStat> =
                 sqlx::query_as("SELECT path, size, mtime_ns, inode, hash FROM file_stats")
                     .fetch_all(conn)
@@ -34,9 +34,9 @@ impl Files<'_, '_> {
 
     /// Remembers file hashes (replacing what was known of the same paths).
     pub fn remember(&mut self, rows: &[FileStat]) -> Result<()> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             for chunk in rows.chunks(150) {
-                let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
+                let mut qb = sqlx::QueryBuilder::<Db>::new(
                     "INSERT INTO file_stats (path, size, mtime_ns, inode, hash) ",
                 );
                 qb.push_values(chunk, |mut b, f| {

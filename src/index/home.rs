@@ -1,7 +1,12 @@
 //! Opening a home's index so that a lost one is never silent and first use is safe.
 //!
-//! The index is `ktrack.db` in the home; its id (a row of `home_meta`) is also written to the
-//! file `index-id` beside the store when the index is created. Opening then tells apart:
+//! The index is `ktrack.db` in the home, or a PostgreSQL database named by
+//! `KTRACK_DATABASE_URL` or by the `database` key of the home's `config.toml` (so every node of
+//! a cluster job that shares the home makes the same choice). A SQLite index on a network
+//! filesystem is refused: its locks and WAL do not work across hosts.
+//!
+//! The index's id (a row of `home_meta`) is also written to the file `index-id` beside the
+//! store when the index is created. Opening then tells apart:
 //! - a new home (no `index-id`, empty store): the index is created and its id recorded;
 //! - a lost index (`ktrack.db` missing or emptied while `index-id` exists, or an empty index
 //!   over a store that holds objects): an error whose hint is `ktrack reindex`, and nothing is
@@ -10,7 +15,8 @@
 //! - a damaged file (SQLite's "malformed" or "not a database"): an error, same hint.
 //!
 //! Concurrent first use is serialised by an exclusive `flock` on `index.lock` held while the
-//! file is created and migrated (sqlx's SQLite migrator takes no lock of its own).
+//! file is created and migrated (sqlx's SQLite migrator takes no lock of its own; on
+//! PostgreSQL an advisory lock does the same across hosts).
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -18,10 +24,14 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use super::{Error, Index, Result};
+use super::{Error, Index, Location, Result};
 
 /// The index file in a home.
 pub const DB: &str = "ktrack.db";
+/// The home's settings file (its `database` key names a PostgreSQL index).
+pub const CONFIG: &str = "config.toml";
+/// The environment variable that names a PostgreSQL index (before the home's `config.toml`).
+pub const DATABASE_URL: &str = "KTRACK_DATABASE_URL";
 /// The file beside the store that names the home's index.
 pub const ID_FILE: &str = "index-id";
 const LOCK: &str = "index.lock";
@@ -82,8 +92,13 @@ pub fn read_id(home: &Path) -> Result<Option<String>> {
 
 /// Writes `index-id` atomically (temp file, fsync, rename, fsync of the home).
 pub fn write_id(home: &Path, id: &str) -> Result<()> {
-    let path = home.join(ID_FILE);
-    let tmp = home.join(format!("{ID_FILE}.tmp-{}", std::process::id()));
+    write_atomically(home, ID_FILE, &format!("{id}\n"))
+}
+
+/// Writes `home/name` through a temp file, fsync, rename and an fsync of the home.
+fn write_atomically(home: &Path, name: &str, text: &str) -> Result<()> {
+    let path = home.join(name);
+    let tmp = home.join(format!("{name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut f = fs::OpenOptions::new()
             .create(true)
@@ -91,7 +106,7 @@ pub fn write_id(home: &Path, id: &str) -> Result<()> {
             .write(true)
             .mode(0o600)
             .open(&tmp)?;
-        f.write_all(format!("{id}\n").as_bytes())?;
+        f.write_all(text.as_bytes())?;
         f.sync_all()?;
         fs::rename(&tmp, &path)?;
         File::open(home)?.sync_all()
@@ -111,38 +126,110 @@ pub fn new_id() -> String {
     blake3::hash(&seed).to_hex()[..32].to_string()
 }
 
-/// Opens the index of `home`. `store_objects` counts (at least one of) the store's objects;
-/// it is asked only when the index is new or empty.
-pub fn open(home: &Path, store_objects: &dyn Fn() -> usize) -> Result<Index> {
-    let path = home.join(DB);
-    if let Some(kind) = crate::fault::file_kind(&path) {
-        return Err(Error::NotAFile { path, kind });
+/// The home's settings as `config.toml` holds them.
+#[derive(Debug, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// A `postgres://` URL: the index lives there instead of in `ktrack.db`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+}
+
+/// Reads the home's `config.toml` (an absent file is the default).
+pub fn read_config(home: &Path) -> Result<Config> {
+    let path = home.join(CONFIG);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Config::default()),
+        Err(e) => return Err(io_error("read", &path)(e)),
+    };
+    toml::from_str(&text).map_err(|e| Error::Config {
+        path,
+        message: e.message().to_string(),
+    })
+}
+
+/// Writes the home's `config.toml` atomically.
+pub fn write_config(home: &Path, config: &Config) -> Result<()> {
+    let path = home.join(CONFIG);
+    let text = toml::to_string(config).map_err(|e| Error::Config {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    write_atomically(home, CONFIG, &text)
+}
+
+/// Where the index of `home` lives: `database` (the command line's `--database`, or
+/// `KTRACK_DATABASE_URL`), else the `database` key of the home's `config.toml`, else
+/// `ktrack.db` in the home.
+pub fn location(home: &Path, database: Option<&str>) -> Result<Location> {
+    let given = database
+        .map(str::to_string)
+        .filter(|u| !u.trim().is_empty());
+    let (url, source) = match given {
+        Some(url) => (url, format!("--database (or {DATABASE_URL})")),
+        None => match read_config(home)?.database {
+            Some(url) => (url, home.join(CONFIG).display().to_string()),
+            None => return Ok(Location::Sqlite(home.join(DB))),
+        },
+    };
+    let url = url.trim();
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(Error::BadUrl {
+            source_of: source,
+            url: super::redact_password(url),
+        });
+    }
+    Ok(Location::postgres(url))
+}
+
+/// Opens the index of `home` at `at` (see [`location`]). `store_objects` counts (at least
+/// one of) the store's objects; it is asked only when the index is new or empty.
+pub fn open(home: &Path, at: &Location, store_objects: &dyn Fn() -> usize) -> Result<Index> {
+    let at = at.clone();
+    if let Location::Sqlite(path) = &at {
+        if let Some(kind) = crate::fault::file_kind(path) {
+            return Err(Error::NotAFile {
+                path: path.clone(),
+                kind,
+            });
+        }
+        if let Some(fs) = crate::fault::network_filesystem(home) {
+            return Err(Error::NetworkFilesystem {
+                home: home.to_path_buf(),
+                fs,
+            });
+        }
     }
     let _lock = lock(home)?;
-    let existed = fs::metadata(&path).map(|m| m.len() > 0).unwrap_or(false);
+    let existed = Index::exists(&at)?;
     let recorded = read_id(home)?;
     if !existed {
-        let what = if path.exists() { "empty" } else { "missing" };
+        let what = match &at {
+            Location::Sqlite(path) if path.exists() => "empty",
+            Location::Sqlite(_) => "missing",
+            Location::Postgres { .. } => "empty",
+        };
         if recorded.is_some() {
             return Err(Error::Lost {
-                path,
+                at: at.to_string(),
                 what,
                 why: format!("`{ID_FILE}` says this home had one"),
             });
         }
         if store_objects() > 0 {
             return Err(Error::Lost {
-                path,
+                at: at.to_string(),
                 what,
                 why: "the store holds objects".into(),
             });
         }
     }
-    let index = Index::open(&path)?;
+    let index = Index::connect(&at)?;
     let found = index.meta("index_id")?;
     match (found, recorded) {
         (Some(found), Some(expected)) if found != expected => Err(Error::Foreign {
-            path,
+            at: at.to_string(),
             found,
             expected,
         }),
@@ -155,7 +242,7 @@ pub fn open(home: &Path, store_objects: &dyn Fn() -> usize) -> Result<Index> {
             // A new index, or one made before ids: an empty one over a full store was lost.
             if existed && index.is_empty()? && store_objects() > 0 {
                 return Err(Error::Lost {
-                    path,
+                    at: at.to_string(),
                     what: "empty",
                     why: "the store holds objects".into(),
                 });

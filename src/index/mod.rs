@@ -12,6 +12,49 @@
 //! `commit` rolls back. The index owns a small tokio runtime that sqlx runs on; nothing outside
 //! this module sees sqlx or the runtime.
 
+/// Runs a block of queries on a session's connection, to completion, whichever backend it is:
+/// `on!(session, |conn, Db| { … })` compiles the block once for SQLite and once for
+/// PostgreSQL, with `conn` the connection and `Db` the sqlx database type (for a
+/// `QueryBuilder::<Db>`). The block returns [`Result`].
+macro_rules! on {
+    ($session:expr, |$conn:ident, $db:ident| $body:expr) => {{
+        let session: &mut $crate::index::Session<'_> = $session;
+        let rt = session.runtime();
+        match session.connection() {
+            $crate::index::Connection::Sqlite($conn) => {
+                #[allow(dead_code)]
+                type $db = sqlx::Sqlite;
+                $crate::index::block_on(rt, async { $body })
+            }
+            $crate::index::Connection::Postgres($conn) => {
+                #[allow(dead_code)]
+                type $db = sqlx::Postgres;
+                $crate::index::block_on(rt, async { $body })
+            }
+        }
+    }};
+}
+
+/// Implements `sqlx::FromRow` for a type on both backends' rows from one body:
+/// `from_rows!(Type, |row| Ok(Type { a: row.try_get("a")?, … }))`.
+macro_rules! from_rows {
+    ($t:ty, |$row:ident| $body:expr) => {
+        impl sqlx::FromRow<'_, sqlx::sqlite::SqliteRow> for $t {
+            fn from_row($row: &sqlx::sqlite::SqliteRow) -> sqlx::Result<$t> {
+                use sqlx::Row as _;
+                $body
+            }
+        }
+
+        impl sqlx::FromRow<'_, sqlx::postgres::PgRow> for $t {
+            fn from_row($row: &sqlx::postgres::PgRow) -> sqlx::Result<$t> {
+                use sqlx::Row as _;
+                $body
+            }
+        }
+    };
+}
+
 mod codec;
 pub mod cohorts;
 pub mod files;
@@ -26,9 +69,11 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::ConnectOptions;
 use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool, Transaction};
 
 use crate::id::{Hash, Prefix};
 
@@ -37,40 +82,48 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("could not open the index `{path}`")]
+    #[error("could not open the index `{at}`")]
     Open {
-        path: PathBuf,
+        at: String,
         #[source]
         source: sqlx::Error,
     },
-    #[error("could not apply the index migrations to `{path}`")]
+    #[error("could not apply the index migrations to `{at}`")]
     Migrate {
-        path: PathBuf,
+        at: String,
         #[source]
         source: sqlx::migrate::MigrateError,
     },
     #[error("index query failed")]
     Query(#[from] sqlx::Error),
-    #[error("the index `{path}` is damaged")]
+    #[error("the index `{at}` is damaged")]
     Damaged {
-        path: PathBuf,
+        at: String,
         #[source]
         source: sqlx::Error,
     },
-    #[error("the index `{path}` is {what}, but {why}")]
+    #[error("the index `{at}` is {what}, but {why}")]
     Lost {
-        path: PathBuf,
+        at: String,
         what: &'static str,
         why: String,
     },
     #[error(
-        "the index `{path}` is not this home's: it has id {found}, the home's `index-id` says {expected}"
+        "the index `{at}` is not this home's: it has id {found}, the home's `index-id` says {expected}"
     )]
     Foreign {
-        path: PathBuf,
+        at: String,
         found: String,
         expected: String,
     },
+    #[error(
+        "the home `{home}` is on {fs}, where a SQLite index is not safe: SQLite's locks and WAL do not work across hosts"
+    )]
+    NetworkFilesystem { home: PathBuf, fs: &'static str },
+    #[error("`{path}`: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error("{source_of} names `{url}`, which is not a PostgreSQL URL")]
+    BadUrl { source_of: String, url: String },
     #[error("`{path}` is {kind}, not an index database file")]
     NotAFile { path: PathBuf, kind: &'static str },
     #[error("could not {action} `{path}`")]
@@ -111,6 +164,12 @@ impl crate::hint::Hint for Error {
             Error::ClaimLost { .. } => Some(
                 "its heartbeat went stale (a stopped or disconnected process) and another worker claimed it; this worker's outputs stay in the store until `ktrack gc`".into(),
             ),
+            Error::BadUrl { .. } => Some(
+                "the index is SQLite in the home unless a `postgres://USER@HOST/DATABASE` URL names a PostgreSQL one".into(),
+            ),
+            Error::NetworkFilesystem { .. } => Some(
+                "keep the index in PostgreSQL: set `KTRACK_DATABASE_URL=postgres://USER@HOST/DB` (or `database = \"postgres://…\"` in the home's `config.toml`) for every process, and move what this home has there with `ktrack index migrate --to URL`; or put the home on a local disk".into(),
+            ),
             Error::Damaged { .. } | Error::Lost { .. } | Error::Foreign { .. } => Some(
                 "rebuild it from the record objects in the store with `ktrack reindex` (the old file is kept beside it)".into(),
             ),
@@ -146,83 +205,265 @@ fn is_damage(e: &sqlx::Error) -> bool {
 }
 
 /// Classifies an open or migration error: a damaged file says so.
-fn open_error(path: &Path, source: sqlx::Error) -> Error {
+fn open_error(at: &Location, source: sqlx::Error) -> Error {
     if is_damage(&source) {
         Error::Damaged {
-            path: path.to_path_buf(),
+            at: at.to_string(),
             source,
         }
     } else {
         Error::Open {
-            path: path.to_path_buf(),
+            at: at.to_string(),
             source,
         }
     }
 }
 
+fn migrate_error(at: &Location, source: sqlx::migrate::MigrateError) -> Error {
+    match source {
+        sqlx::migrate::MigrateError::Execute(e) if is_damage(&e) => Error::Damaged {
+            at: at.to_string(),
+            source: e,
+        },
+        source => Error::Migrate {
+            at: at.to_string(),
+            source,
+        },
+    }
+}
+
+/// Opens a SQLite file in WAL mode with foreign keys and the busy timeout, and migrates it.
+async fn open_sqlite(path: &Path) -> Result<SqlitePool> {
+    let at = Location::Sqlite(path.to_path_buf());
+    let url = format!("sqlite://{}", path.display());
+    let options = SqliteConnectOptions::from_str(&url)
+        .map_err(|source| open_error(&at, source))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(BUSY_TIMEOUT);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(BUSY_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(|source| open_error(&at, source))?;
+    sqlx::migrate!("./migrations")
+        .run(&pool)
+        .await
+        .map_err(|source| migrate_error(&at, source))?;
+    Ok(pool)
+}
+
+/// Connection options of a PostgreSQL URL; what the URL leaves out comes from the libpq
+/// environment (`PGHOST`, `PGUSER`, `PGPASSWORD`, `~/.pgpass`, …), so `postgres://` alone
+/// reaches the server those name.
+fn postgres_options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
+    Ok(PgConnectOptions::from_str(url)?
+        .application_name("ktrack")
+        .log_statements(tracing::log::LevelFilter::Trace))
+}
+
+/// Connects to PostgreSQL with the schema first on the search path, creating the schema and
+/// applying `migrations/postgres/` under an advisory lock (so simultaneous first opens from
+/// many nodes are safe).
+async fn open_postgres(at: &Location, url: &str, schema: &str) -> Result<PgPool> {
+    let base = postgres_options(url).map_err(|source| open_error(at, source))?;
+    let quoted = ident(schema);
+    let options = base.clone().options([
+        ("search_path", quoted.as_str()),
+        ("lock_timeout", "60s"),
+        ("idle_in_transaction_session_timeout", "600s"),
+    ]);
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(BUSY_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(|source| open_error(at, source))?;
+    let mut conn = pool.acquire().await?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(WRITE_LOCK - 1)
+        .execute(&mut *conn)
+        .await?;
+    let migrated = async {
+        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {quoted}"))
+            .execute(&mut *conn)
+            .await
+            .map_err(|source| open_error(at, source))?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&mut *conn)
+            .await
+            .map_err(|source| migrate_error(at, source))
+    }
+    .await;
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(WRITE_LOCK - 1)
+        .execute(&mut *conn)
+        .await?;
+    migrated?;
+    Ok(pool)
+}
+
+/// Where an index lives: a SQLite file (the embedded default) or a PostgreSQL database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    Sqlite(PathBuf),
+    /// A `postgres://` URL (its password, if any, is never shown) and the schema the tables
+    /// live in.
+    Postgres {
+        url: String,
+        schema: String,
+    },
+}
+
+/// The PostgreSQL schema a home's tables live in.
+pub const SCHEMA: &str = "ktrack";
+
+impl Location {
+    /// A PostgreSQL location in the default schema.
+    pub fn postgres(url: &str) -> Location {
+        Location::Postgres {
+            url: url.to_string(),
+            schema: SCHEMA.to_string(),
+        }
+    }
+
+    /// The same database, another schema (a reindex builds into one beside the live one).
+    pub fn with_schema(&self, schema: &str) -> Location {
+        match self {
+            Location::Sqlite(p) => Location::Sqlite(p.clone()),
+            Location::Postgres { url, .. } => Location::Postgres {
+                url: url.clone(),
+                schema: schema.to_string(),
+            },
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Location::Postgres { .. })
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Sqlite(p) => write!(f, "{}", p.display()),
+            Location::Postgres { url, schema } => {
+                write!(f, "{}", redact_password(url))?;
+                if schema != SCHEMA {
+                    write!(f, " (schema {schema})")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A database URL with its password replaced by `***`.
+pub fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let name = user.split(':').next().unwrap_or_default();
+            format!("{scheme}://{name}:***@{host}{tail}")
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The SQL dialect of a session's connection, for the few statements the two spell apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// The key of the advisory lock every PostgreSQL write transaction takes, so that writers
+/// queue one after another as SQLite's `BEGIN IMMEDIATE` makes them (b"ktrackwr").
+const WRITE_LOCK: i64 = 0x6b74_7261_636b_7772;
+
 /// The index database.
 pub struct Index {
     rt: tokio::runtime::Runtime,
-    pool: SqlitePool,
-    path: PathBuf,
+    pool: Pool,
+    at: Location,
 }
 
 impl Index {
-    /// Opens (creating if needed) the database at `path` and migrates it.
+    /// Opens (creating if needed) the SQLite database at `path` and migrates it.
     pub fn open(path: &Path) -> Result<Index> {
+        Index::connect(&Location::Sqlite(path.to_path_buf()))
+    }
+
+    /// Opens the index at `at` (creating a SQLite file or a PostgreSQL schema if needed) and
+    /// applies its migrations.
+    pub fn connect(at: &Location) -> Result<Index> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("ktrack-index")
             .enable_all()
             .build()
             .map_err(|e| Error::Open {
-                path: path.to_path_buf(),
+                at: at.to_string(),
                 source: sqlx::Error::Io(e),
             })?;
-        let url = format!("sqlite://{}", path.display());
-        let options = SqliteConnectOptions::from_str(&url)
-            .map_err(|source| Error::Open {
-                path: path.to_path_buf(),
-                source,
-            })?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
-        let pool = rt
-            .block_on(
-                SqlitePoolOptions::new()
-                    .max_connections(4)
-                    .acquire_timeout(BUSY_TIMEOUT)
-                    .connect_with(options),
-            )
-            .map_err(|source| open_error(path, source))?;
-        rt.block_on(sqlx::migrate!("./migrations").run(&pool))
-            .map_err(|source| match source {
-                sqlx::migrate::MigrateError::Execute(e) if is_damage(&e) => Error::Damaged {
-                    path: path.to_path_buf(),
-                    source: e,
-                },
-                source => Error::Migrate {
-                    path: path.to_path_buf(),
-                    source,
-                },
-            })?;
+        let pool = match at {
+            Location::Sqlite(path) => Pool::Sqlite(rt.block_on(open_sqlite(path))?),
+            Location::Postgres { url, schema } => {
+                Pool::Postgres(rt.block_on(open_postgres(at, url, schema))?)
+            }
+        };
         Ok(Index {
             rt,
             pool,
-            path: path.to_path_buf(),
+            at: at.clone(),
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// True when an index exists at `at` (a non-empty SQLite file; a PostgreSQL schema with
+    /// ktrack's migrations applied). Creates nothing.
+    pub fn exists(at: &Location) -> Result<bool> {
+        match at {
+            Location::Sqlite(path) => Ok(std::fs::metadata(path).is_ok_and(|m| m.len() > 0)),
+            Location::Postgres { url, schema } => on_postgres(at, url, async |conn| {
+                let found: Option<i32> = sqlx::query_scalar(
+                    "SELECT 1 FROM information_schema.tables
+                     WHERE table_schema = $1 AND table_name = '_sqlx_migrations'",
+                )
+                .bind(schema)
+                .fetch_optional(conn)
+                .await?;
+                Ok(found.is_some())
+            }),
+        }
+    }
+
+    /// Where this index lives.
+    pub fn location(&self) -> &Location {
+        &self.at
+    }
+
+    /// The SQLite file, or `None` on PostgreSQL.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.at {
+            Location::Sqlite(p) => Some(p),
+            Location::Postgres { .. } => None,
+        }
     }
 
     /// A value of `home_meta`.
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
-        self.read()?.block(async |c| {
+        on!(&mut self.read()?, |c, _Db| {
             Ok(
                 sqlx::query_scalar("SELECT value FROM home_meta WHERE key = $1")
                     .bind(key)
@@ -233,7 +474,7 @@ impl Index {
     }
 
     pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        self.read()?.block(async |c| {
+        on!(&mut self.read()?, |c, _Db| {
             sqlx::query(
                 "INSERT INTO home_meta (key, value) VALUES ($1, $2)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -248,22 +489,27 @@ impl Index {
 
     /// True when the index records no object at all.
     pub fn is_empty(&self) -> Result<bool> {
-        self.read()?.block(async |c| {
-            let any: Option<i64> = sqlx::query_scalar("SELECT 1 FROM objects LIMIT 1")
+        on!(&mut self.read()?, |c, _Db| {
+            let any: Option<i32> = sqlx::query_scalar("SELECT 1 FROM objects LIMIT 1")
                 .fetch_optional(c)
                 .await?;
             Ok(any.is_none())
         })
     }
 
-    /// Moves everything into the main file (WAL checkpoint) and closes every connection, so
-    /// the file can be renamed into place on its own.
+    /// Closes every connection; on SQLite, first moves everything into the main file (WAL
+    /// checkpoint), so the file can be renamed into place on its own.
     pub fn close(self) -> Result<()> {
         self.rt.block_on(async {
-            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                .execute(&self.pool)
-                .await?;
-            self.pool.close().await;
+            match &self.pool {
+                Pool::Sqlite(pool) => {
+                    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                        .execute(pool)
+                        .await?;
+                    pool.close().await;
+                }
+                Pool::Postgres(pool) => pool.close().await,
+            }
             Ok::<_, Error>(())
         })
     }
@@ -271,20 +517,89 @@ impl Index {
     /// A pooled connection for reads (and single-statement writes, each its own transaction).
     /// Hold it briefly: the pool is small.
     pub fn read(&self) -> Result<Session<'_>> {
-        let conn = self.rt.block_on(self.pool.acquire())?;
+        let conn = match &self.pool {
+            Pool::Sqlite(p) => Conn::Sqlite(self.rt.block_on(p.acquire())?),
+            Pool::Postgres(p) => Conn::Postgres(self.rt.block_on(p.acquire())?),
+        };
         Ok(Session {
             rt: &self.rt,
-            conn: Some(Conn::Pooled(conn)),
+            conn: Some(conn),
         })
     }
 
-    /// A write transaction (`BEGIN IMMEDIATE`: takes the write lock up front). Nothing it wrote
-    /// is visible until [`Session::commit`]; dropping it rolls back.
+    /// A write transaction that holds the index's write lock from its start (SQLite's
+    /// `BEGIN IMMEDIATE`; on PostgreSQL, `BEGIN` and a transaction-level advisory lock), so
+    /// writers queue instead of interleaving. Nothing it wrote is visible until
+    /// [`Session::commit`]; dropping it rolls back.
     pub fn write(&self) -> Result<Session<'_>> {
-        let tx = self.rt.block_on(self.pool.begin_with("BEGIN IMMEDIATE"))?;
+        let conn = match &self.pool {
+            Pool::Sqlite(p) => Conn::SqliteTx(self.rt.block_on(p.begin_with("BEGIN IMMEDIATE"))?),
+            Pool::Postgres(p) => Conn::PostgresTx(self.rt.block_on(async {
+                let mut tx = p.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(WRITE_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok::<_, sqlx::Error>(tx)
+            })?),
+        };
         Ok(Session {
             rt: &self.rt,
-            conn: Some(Conn::Tx(tx)),
+            conn: Some(conn),
+        })
+    }
+
+    /// PostgreSQL: removes `schema` and everything in it, if it is there (a half-built
+    /// reindex).
+    pub fn drop_schema(at: &Location, schema: &str) -> Result<()> {
+        let Location::Postgres { url, .. } = at else {
+            return Ok(());
+        };
+        on_postgres(at, url, async |conn| {
+            sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", ident(schema)))
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// PostgreSQL: puts the index built in `building` in place of the live schema in one
+    /// transaction, keeping the old one as `aside` (if there was one). Returns whether there
+    /// was one. Other processes' next statements see the new tables.
+    pub fn swap_schema(at: &Location, building: &str, aside: &str) -> Result<bool> {
+        let Location::Postgres { url, schema } = at else {
+            return Ok(false);
+        };
+        on_postgres(at, url, async |conn| {
+            let mut tx = sqlx::Connection::begin(conn).await?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(WRITE_LOCK)
+                .execute(&mut *tx)
+                .await?;
+            let live: Option<i32> = sqlx::query_scalar(
+                "SELECT 1 FROM information_schema.schemata WHERE schema_name = $1",
+            )
+            .bind(schema)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if live.is_some() {
+                sqlx::query(&format!(
+                    "ALTER SCHEMA {} RENAME TO {}",
+                    ident(schema),
+                    ident(aside)
+                ))
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query(&format!(
+                "ALTER SCHEMA {} RENAME TO {}",
+                ident(building),
+                ident(schema)
+            ))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(live.is_some())
         })
     }
 
@@ -298,7 +613,7 @@ impl Index {
                 "SELECT {key} FROM {} WHERE {key} LIKE $1 LIMIT 10",
                 kind.table()
             );
-            let rows: Vec<Hash> = self.read()?.block(async |c| {
+            let rows: Vec<Hash> = on!(&mut self.read()?, |c, _Db| {
                 Ok(sqlx::query_scalar(&sql).bind(&pattern).fetch_all(c).await?)
             })?;
             found.extend(rows.into_iter().map(|h| (h, *kind)));
@@ -321,6 +636,40 @@ impl Index {
             }),
         }
     }
+}
+
+/// A schema name as an SQL identifier (ktrack's own names: lowercase letters, digits, `_`).
+fn ident(schema: &str) -> String {
+    assert!(
+        schema
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+        "schema names are ktrack's own: `{schema}`"
+    );
+    format!("\"{schema}\"")
+}
+
+/// Runs `f` on one plain PostgreSQL connection to `url` (no pool, no search path).
+fn on_postgres<T>(
+    at: &Location,
+    url: &str,
+    f: impl AsyncFnOnce(&mut PgConnection) -> Result<T>,
+) -> Result<T> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Open {
+            at: at.to_string(),
+            source: sqlx::Error::Io(e),
+        })?;
+    rt.block_on(async {
+        let mut conn = postgres_options(url)
+            .map_err(|source| open_error(at, source))?
+            .connect()
+            .await
+            .map_err(|source| open_error(at, source))?;
+        f(&mut conn).await
+    })
 }
 
 /// The kinds of ids a user can type.
@@ -367,25 +716,56 @@ pub struct Session<'i> {
 }
 
 enum Conn {
-    Pooled(PoolConnection<Sqlite>),
-    Tx(Transaction<'static, Sqlite>),
+    Sqlite(PoolConnection<Sqlite>),
+    SqliteTx(Transaction<'static, Sqlite>),
+    Postgres(PoolConnection<Postgres>),
+    PostgresTx(Transaction<'static, Postgres>),
+}
+
+/// A session's connection, by backend (what [`on!`] matches on).
+pub(crate) enum Connection<'c> {
+    Sqlite(&'c mut SqliteConnection),
+    Postgres(&'c mut PgConnection),
+}
+
+/// Runs a future on the index's runtime (the async half of [`on!`]); the bound gives the
+/// block its `Result` type, so `?` works inside it.
+pub(crate) fn block_on<T>(
+    rt: &tokio::runtime::Runtime,
+    f: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    rt.block_on(f)
 }
 
 impl<'i> Session<'i> {
-    /// Runs one async block of queries on this session's connection, to completion.
-    fn block<T>(&mut self, f: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T>) -> Result<T> {
-        let conn: &mut SqliteConnection = match self.conn.as_mut().expect("an open session") {
-            Conn::Pooled(c) => c,
-            Conn::Tx(t) => t,
-        };
-        self.rt.block_on(f(conn))
+    pub(crate) fn runtime(&self) -> &'i tokio::runtime::Runtime {
+        self.rt
+    }
+
+    pub(crate) fn connection(&mut self) -> Connection<'_> {
+        match self.conn.as_mut().expect("an open session") {
+            Conn::Sqlite(c) => Connection::Sqlite(c),
+            Conn::SqliteTx(t) => Connection::Sqlite(t),
+            Conn::Postgres(c) => Connection::Postgres(c),
+            Conn::PostgresTx(t) => Connection::Postgres(t),
+        }
+    }
+
+    /// The SQL dialect of this session's connection.
+    pub fn dialect(&self) -> Dialect {
+        match self.conn.as_ref().expect("an open session") {
+            Conn::Sqlite(_) | Conn::SqliteTx(_) => Dialect::Sqlite,
+            Conn::Postgres(_) | Conn::PostgresTx(_) => Dialect::Postgres,
+        }
     }
 
     /// Commits a write session (a read session has nothing to commit).
     pub fn commit(mut self) -> Result<()> {
-        if let Some(Conn::Tx(tx)) = self.conn.take() {
-            let _in_runtime = self.rt.enter();
-            self.rt.block_on(tx.commit())?;
+        let _in_runtime = self.rt.enter();
+        match self.conn.take() {
+            Some(Conn::SqliteTx(tx)) => self.rt.block_on(tx.commit())?,
+            Some(Conn::PostgresTx(tx)) => self.rt.block_on(tx.commit())?,
+            _ => {}
         }
         Ok(())
     }
@@ -394,8 +774,8 @@ impl<'i> Session<'i> {
     pub fn has(&mut self, kind: IdKind, id: &Hash) -> Result<bool> {
         let key = if kind == IdKind::Run { "id" } else { "hash" };
         let sql = format!("SELECT 1 FROM {} WHERE {key} = $1", kind.table());
-        self.block(async |c| {
-            let one: Option<i64> = sqlx::query_scalar(&sql).bind(id).fetch_optional(c).await?;
+        on!(self, |c, _Db| {
+            let one: Option<i32> = sqlx::query_scalar(&sql).bind(id).fetch_optional(c).await?;
             Ok(one.is_some())
         })
     }

@@ -3,8 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use sqlx::Sqlite;
-
 use super::{Result, Session};
 use crate::id::Hash;
 
@@ -49,9 +47,9 @@ impl Objects<'_, '_> {
 
     /// Records many object rows (hash, size, kind) in multi-row statements (idempotent).
     pub fn insert_many(&mut self, rows: &[(Hash, u64, &str)], now: &str) -> Result<()> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             for chunk in rows.chunks(200) {
-                let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
+                let mut qb = sqlx::QueryBuilder::<Db>::new(
                     "INSERT INTO objects (hash, size, kind, created_at) ",
                 );
                 qb.push_values(chunk, |mut b, (hash, size, kind)| {
@@ -69,7 +67,7 @@ impl Objects<'_, '_> {
 
     /// Every object the index knows.
     pub fn hashes(&mut self) -> Result<BTreeSet<Hash>> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             let rows: Vec<Hash> = sqlx::query_scalar("SELECT hash FROM objects")
                 .fetch_all(conn)
                 .await?;
@@ -79,7 +77,7 @@ impl Objects<'_, '_> {
 
     /// The kind of every object the index knows.
     pub fn kinds(&mut self) -> Result<BTreeMap<Hash, String>> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             let rows: Vec<(Hash, String)> = sqlx::query_as("SELECT hash, kind FROM objects")
                 .fetch_all(conn)
                 .await?;
@@ -90,7 +88,7 @@ impl Objects<'_, '_> {
     /// Every (table.column, object) the index refers to; [`OBJECTS_TABLE`] lists the objects
     /// table itself.
     pub fn references(&mut self) -> Result<Vec<(&'static str, Hash)>> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             let mut out = Vec::new();
             for (place, sql) in REFERENCES {
                 let rows: Vec<Hash> = sqlx::query_scalar(sql).fetch_all(&mut *conn).await?;
@@ -112,10 +110,9 @@ impl Objects<'_, '_> {
 
     /// Deletes object rows.
     pub fn delete(&mut self, hashes: &[Hash]) -> Result<()> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             for chunk in hashes.chunks(500) {
-                let mut qb =
-                    sqlx::QueryBuilder::<Sqlite>::new("DELETE FROM objects WHERE hash IN (");
+                let mut qb = sqlx::QueryBuilder::<Db>::new("DELETE FROM objects WHERE hash IN (");
                 let mut list = qb.separated(", ");
                 for h in chunk {
                     list.push_bind(*h);
@@ -142,7 +139,7 @@ impl Objects<'_, '_> {
         let weights_sql = format!(
             "UPDATE objects SET kind = 'weights' WHERE {unknown}hash IN (SELECT hash FROM run_inputs WHERE role = 'weights')"
         );
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             sqlx::query(&images).execute(&mut *conn).await?;
             if weights {
                 sqlx::query(&weights_sql).execute(&mut *conn).await?;

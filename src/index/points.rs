@@ -2,10 +2,9 @@
 //! seed, kept by `runs().finish`) grouped for `compare`, leakage per init, and the flat tables
 //! `export` writes.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{FromRow, Row};
+use sqlx::FromRow;
 
-use super::{Result, Session};
+use super::{Dialect, Result, Session};
 use crate::id::Hash;
 
 /// Which points to read; `None` is "any".
@@ -96,9 +95,9 @@ pub struct LineageRow {
 /// Runs of a sweep, or all when the sweep is '' (bound as $1).
 const IN_SWEEP: &str = "($1 = '' OR r.id IN (SELECT run FROM sweep_runs WHERE sweep = $1))";
 
-/// A group row: its key, first run and `seed:value` list (values as SQLite prints them;
-/// a point without a finite value is not in the list).
-fn group_of(row: &SqliteRow) -> sqlx::Result<PointGroup> {
+// A group row: its key, first run and `seed:value` list (values as the database prints
+// them; a point without a finite value is not in the list).
+from_rows!(PointGroup, |row| {
     let list: Option<String> = row.try_get("seed_values")?;
     let values = list
         .as_deref()
@@ -120,14 +119,14 @@ fn group_of(row: &SqliteRow) -> sqlx::Result<PointGroup> {
         run: row.try_get("run")?,
         values,
     })
-}
+});
 
 pub struct Points<'s, 'i>(pub(super) &'s mut Session<'i>);
 
 impl Points<'_, '_> {
     /// Every init with a run in the index.
     pub fn inits(&mut self) -> Result<Vec<String>> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             Ok(
                 sqlx::query_scalar("SELECT DISTINCT init FROM run_axes ORDER BY init")
                     .fetch_all(conn)
@@ -139,33 +138,39 @@ impl Points<'_, '_> {
     /// The points outside `val`, grouped by grid point and init in SQL (one pass over
     /// `run_points` in its key order, which is this grouping order).
     pub fn groups(&mut self, f: &PointFilter<'_>) -> Result<Vec<PointGroup>> {
-        let rows = self.0.block(async |conn| {
-            Ok(sqlx::query(
-                "SELECT task, protocol, fraction, eval_set, metric, init, min(run) AS run,
-                        group_concat(seed || ':' || value, ',') AS seed_values
-                 FROM run_points
-                 WHERE eval_set <> 'val'
-                   AND ($1 = '' OR run IN (SELECT run FROM sweep_runs WHERE sweep = $1))
-                   AND ($2 = '' OR task = $2)
-                   AND ($3 = '' OR protocol = $3)
-                   AND metric = CASE WHEN $4 <> '' THEN $4 WHEN task = 'kl' THEN 'qwk' ELSE 'auroc' END
-                   AND ($5 IS NULL OR seed = $5)
-                 GROUP BY task, protocol, fraction, eval_set, metric, init",
-            )
-            .bind(f.sweep.unwrap_or_default())
-            .bind(f.task.unwrap_or_default())
-            .bind(f.protocol.unwrap_or_default())
-            .bind(f.metric.unwrap_or_default())
-            .bind(f.seed)
-            .fetch_all(conn)
-            .await?)
-        })?;
-        rows.iter().map(|row| Ok(group_of(row)?)).collect()
+        // SQLite concatenates in scan order, which is the key order (seed, run).
+        let seed_values = match self.0.dialect() {
+            Dialect::Sqlite => "group_concat(seed || ':' || value, ',')",
+            Dialect::Postgres => "string_agg(seed || ':' || value, ',' ORDER BY seed, run)",
+        };
+        let sql = format!(
+            "SELECT task, protocol, fraction, eval_set, metric, init, min(run) AS run,
+                    {seed_values} AS seed_values
+             FROM run_points
+             WHERE eval_set <> 'val'
+               AND ($1 = '' OR run IN (SELECT run FROM sweep_runs WHERE sweep = $1))
+               AND ($2 = '' OR task = $2)
+               AND ($3 = '' OR protocol = $3)
+               AND metric = CASE WHEN $4 <> '' THEN $4 WHEN task = 'kl' THEN 'qwk' ELSE 'auroc' END
+               AND ($5 IS NULL OR seed = $5)
+             GROUP BY task, protocol, fraction, eval_set, metric, init
+             ORDER BY task, protocol, fraction, eval_set, metric, init"
+        );
+        on!(self.0, |conn, Db| {
+            Ok(sqlx::query_as(&sql)
+                .bind(f.sweep.unwrap_or_default())
+                .bind(f.task.unwrap_or_default())
+                .bind(f.protocol.unwrap_or_default())
+                .bind(f.metric.unwrap_or_default())
+                .bind(f.seed)
+                .fetch_all(conn)
+                .await?)
+        })
     }
 
     /// Values of one metric on one evaluation set, by fraction, init and seed.
     pub fn values(&mut self, eval_set: &str, metric: &str) -> Result<Vec<PointValue>> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             Ok(sqlx::query_as(
                 "SELECT init, fraction, seed, value FROM run_points
                  WHERE eval_set = $1 AND metric = $2 ORDER BY fraction, init, seed",
@@ -179,7 +184,7 @@ impl Points<'_, '_> {
 
     /// How many points hold a value (a plain scan of what `groups` reads).
     pub fn count(&mut self) -> Result<i64> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             Ok(sqlx::query_scalar("SELECT count(value) FROM run_points")
                 .fetch_one(conn)
                 .await?)
@@ -188,7 +193,7 @@ impl Points<'_, '_> {
 
     /// Runs that allowed leakage, by init, task and protocol.
     pub fn leakage(&mut self, sweep: Option<&str>) -> Result<Vec<Leak>> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             Ok(sqlx::query_as(
                 "SELECT a.init, a.task, a.protocol, COUNT(*) AS runs, MAX(r.leaked_patients) AS most_patients
                  FROM runs r JOIN run_axes a ON a.run = r.id
@@ -209,7 +214,7 @@ impl Points<'_, '_> {
                     a.init, a.task, a.protocol, a.fraction, a.seed, a.arch
              FROM runs r LEFT JOIN run_axes a ON a.run = r.id WHERE {IN_SWEEP} ORDER BY r.id"
         );
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             Ok(sqlx::query_as(&sql)
                 .bind(sweep.unwrap_or_default())
                 .fetch_all(conn)
@@ -223,7 +228,7 @@ impl Points<'_, '_> {
             "SELECT m.run, m.eval_set, m.metric, m.value FROM run_metrics m JOIN runs r ON r.id = m.run
              WHERE {IN_SWEEP} ORDER BY m.run, m.eval_set, m.metric"
         );
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             Ok(sqlx::query_as(&sql)
                 .bind(sweep.unwrap_or_default())
                 .fetch_all(conn)
@@ -240,7 +245,7 @@ impl Points<'_, '_> {
                 SELECT o.run, 'output', o.role, o.hash FROM run_outputs o) l
              JOIN runs r ON r.id = l.run WHERE {IN_SWEEP} ORDER BY run, direction, role"
         );
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             Ok(sqlx::query_as(&sql)
                 .bind(sweep.unwrap_or_default())
                 .fetch_all(conn)

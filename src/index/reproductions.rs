@@ -25,7 +25,7 @@ impl Reproductions<'_, '_> {
         max_diff: Option<f64>,
         created_at: &str,
     ) -> Result<bool> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             let done = sqlx::query(
                 "INSERT INTO reproductions (record, run, verdict, max_diff, created_at)
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
@@ -43,7 +43,7 @@ impl Reproductions<'_, '_> {
 
     /// A run's reproductions, oldest first.
     pub fn of_run(&mut self, run: &Hash) -> Result<Vec<ReproductionRow>> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             Ok(sqlx::query_as(
                 "SELECT verdict, record, created_at FROM reproductions WHERE run = $1 ORDER BY created_at",
             )

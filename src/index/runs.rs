@@ -6,8 +6,7 @@
 
 use std::collections::HashMap;
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{FromRow, Row, Sqlite};
+use sqlx::{FromRow, Row};
 
 use super::{Result, Session};
 use crate::id::Hash;
@@ -46,18 +45,16 @@ impl Status {
 /// Grid coordinates of a downstream run (as its record keeps them).
 pub use crate::record::RunAxes as Axes;
 
-impl FromRow<'_, SqliteRow> for Axes {
-    fn from_row(row: &SqliteRow) -> sqlx::Result<Axes> {
-        Ok(Axes {
-            init: row.try_get("init")?,
-            task: row.try_get("task")?,
-            protocol: row.try_get("protocol")?,
-            fraction: row.try_get("fraction")?,
-            seed: row.try_get("seed")?,
-            arch: row.try_get("arch")?,
-        })
-    }
-}
+from_rows!(Axes, |row| {
+    Ok(Axes {
+        init: row.try_get("init")?,
+        task: row.try_get("task")?,
+        protocol: row.try_get("protocol")?,
+        fraction: row.try_get("fraction")?,
+        seed: row.try_get("seed")?,
+        arch: row.try_get("arch")?,
+    })
+});
 
 /// A run to plan.
 #[derive(Clone, Debug)]
@@ -141,10 +138,10 @@ pub struct Runs<'s, 'i>(pub(super) &'s mut Session<'i>);
 impl Runs<'_, '_> {
     /// Inserts runs that are not in the index yet (with their deps, inputs and axes).
     pub fn insert_planned(&mut self, runs: &[NewRun], now: &str) -> Result<usize> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             let mut added = 0;
             for chunk in runs.chunks(100) {
-                let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
+                let mut qb = sqlx::QueryBuilder::<Db>::new(
                     "INSERT INTO runs (id, kind, spec, label, status, created_at) ",
                 );
                 qb.push_values(chunk, |mut b, r| {
@@ -160,11 +157,13 @@ impl Runs<'_, '_> {
             }
             for r in runs {
                 for d in &r.deps {
-                    sqlx::query("INSERT INTO run_deps (run, needs) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                        .bind(r.id)
-                        .bind(d)
-                        .execute(&mut *conn)
-                        .await?;
+                    sqlx::query(
+                        "INSERT INTO run_deps (run, needs) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(r.id)
+                    .bind(d)
+                    .execute(&mut *conn)
+                    .await?;
                 }
                 for (role, hash) in &r.inputs {
                     sqlx::query(
@@ -198,10 +197,10 @@ impl Runs<'_, '_> {
 
     /// Status and heartbeat of every known run among `ids`.
     pub fn statuses(&mut self, ids: &[Hash]) -> Result<HashMap<Hash, Claim>> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             let mut out = HashMap::new();
             for chunk in ids.chunks(500) {
-                let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
+                let mut qb = sqlx::QueryBuilder::<Db>::new(
                     "SELECT id, status, heartbeat_ms FROM runs WHERE id IN (",
                 );
                 let mut sep = qb.separated(", ");
@@ -267,7 +266,7 @@ impl Runs<'_, '_> {
              WHERE id = $1 AND {condition}
              RETURNING attempts"
         );
-        let attempt: Option<i64> = self.0.block(async |conn| {
+        let attempt: Option<i64> = on!(self.0, |conn, Db| {
             let q = sqlx::query_scalar(&sql)
                 .bind(id)
                 .bind(worker)
@@ -288,19 +287,20 @@ impl Runs<'_, '_> {
     /// The index's clock in ms since the epoch: heartbeats are written and aged by it, so
     /// processes on hosts whose clocks disagree still judge staleness alike.
     pub fn clock_ms(&mut self) -> Result<i64> {
-        self.0.block(async |conn| {
-            Ok(sqlx::query_scalar(
-                "SELECT CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)",
-            )
-            .fetch_one(conn)
-            .await?)
+        const CLOCK: [&str; 2] = [
+            "SELECT CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)",
+            "SELECT CAST(ROUND(EXTRACT(EPOCH FROM clock_timestamp()) * 1000) AS BIGINT)",
+        ];
+        let clock = CLOCK[self.0.dialect() as usize];
+        on!(self.0, |conn, Db| {
+            Ok(sqlx::query_scalar(clock).fetch_one(conn).await?)
         })
     }
 
     /// Refreshes one claim's heartbeat; false when the claim is no longer the holder's (taken
     /// over after its heartbeat went stale, or ended).
     pub fn beat(&mut self, id: &Hash, fence: &Fence, now_ms: i64) -> Result<bool> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             let done = sqlx::query(
                 "UPDATE runs SET heartbeat_ms = $4
                  WHERE id = $1 AND claimed_by = $2 AND attempts = $3 AND status = 'running'",
@@ -318,7 +318,7 @@ impl Runs<'_, '_> {
     /// Gives a run back (interrupted: it resumes from its checkpoint on the next claim). A
     /// claim that is no longer the holder's is left alone.
     pub fn release(&mut self, id: &Hash, fence: &Fence) -> Result<()> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             sqlx::query(
                 "UPDATE runs SET status = 'planned', claimed_by = NULL, heartbeat_ms = NULL
                  WHERE id = $1 AND claimed_by = $2 AND attempts = $3 AND status = 'running'",
@@ -334,7 +334,7 @@ impl Runs<'_, '_> {
 
     /// Marks the holder's run failed (a claim that is no longer its own is left alone).
     pub fn fail(&mut self, id: &Hash, fence: &Fence, error: &str, now: &str) -> Result<()> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             sqlx::query(
                 "UPDATE runs SET status = 'failed', error = $4, claimed_by = NULL, heartbeat_ms = NULL, finished_at = $5
                  WHERE id = $1 AND claimed_by = $2 AND attempts = $3 AND status = 'running'",
@@ -354,7 +354,7 @@ impl Runs<'_, '_> {
     /// transaction). A claim taken over meanwhile is [`Error::ClaimLost`](super::Error): the
     /// caller's transaction then records nothing.
     pub fn finish(&mut self, id: &Hash, fence: &Fence, f: &Finished<'_>) -> Result<()> {
-        let held = self.0.block(async |conn| {
+        let held = on!(self.0, |conn, Db| {
             let done = sqlx::query(
                 "UPDATE runs SET status = 'done', record = $2, claimed_by = NULL, heartbeat_ms = NULL,
                         error = NULL, started_at = $3, finished_at = $4, leaked_patients = $5
@@ -391,7 +391,7 @@ impl Runs<'_, '_> {
     /// Records a run as done from its record, outside any claim (a rebuilt index, an imported
     /// bundle).
     pub fn record_done(&mut self, id: &Hash, f: &Finished<'_>) -> Result<()> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             sqlx::query(
                 "UPDATE runs SET status = 'done', record = $2, claimed_by = NULL, heartbeat_ms = NULL,
                         error = NULL, started_at = $3, finished_at = $4, leaked_patients = $5 WHERE id = $1",
@@ -410,7 +410,7 @@ impl Runs<'_, '_> {
 
     /// A done run's outputs, metrics and points.
     fn record_results(&mut self, id: &Hash, f: &Finished<'_>) -> Result<()> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             for (role, hash) in f.outputs {
                 sqlx::query(
                     "INSERT INTO run_outputs (run, role, hash) VALUES ($1, $2, $3)
@@ -441,7 +441,7 @@ impl Runs<'_, '_> {
 
     /// Sets how many times a run was claimed (a rebuilt index keeps its record's count).
     pub fn set_attempts(&mut self, id: &Hash, attempts: i64) -> Result<()> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             sqlx::query("UPDATE runs SET attempts = $2 WHERE id = $1")
                 .bind(id)
                 .bind(attempts)
@@ -468,7 +468,7 @@ impl Runs<'_, '_> {
              ON CONFLICT (task, protocol, fraction, eval_set, metric, init, seed, run)
              DO UPDATE SET value = excluded.value"
         );
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             let mut q = sqlx::query(&sql);
             if let Some(run) = run {
                 q = q.bind(run);
@@ -480,14 +480,16 @@ impl Runs<'_, '_> {
 
     pub fn get(&mut self, id: &Hash) -> Result<Option<RunRow>> {
         let sql = format!("SELECT {COLUMNS} FROM runs WHERE id = $1");
-        self.0
-            .block(async |conn| Ok(sqlx::query_as(&sql).bind(id).fetch_optional(conn).await?))
+        on!(self.0, |conn, Db| Ok(sqlx::query_as(&sql)
+            .bind(id)
+            .fetch_optional(conn)
+            .await?))
     }
 
     /// True when the index has a row for the run.
     pub fn exists(&mut self, id: &Hash) -> Result<bool> {
-        self.0.block(async |conn| {
-            let one: Option<i64> = sqlx::query_scalar("SELECT 1 FROM runs WHERE id = $1")
+        on!(self.0, |conn, Db| {
+            let one: Option<i32> = sqlx::query_scalar("SELECT 1 FROM runs WHERE id = $1")
                 .bind(id)
                 .fetch_optional(conn)
                 .await?;
@@ -497,7 +499,7 @@ impl Runs<'_, '_> {
 
     /// Runs of a sweep (or all), by kind (pretraining first), label and id.
     pub fn list(&mut self, sweep: Option<&str>) -> Result<Vec<RunRow>> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             Ok(match sweep {
                 Some(s) => {
                     let sql = format!(
@@ -520,7 +522,7 @@ impl Runs<'_, '_> {
 
     /// The runs a run needs, with their status.
     pub fn deps(&mut self, id: &Hash) -> Result<Vec<(Hash, Status)>> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             Ok(sqlx::query_as(
                 "SELECT d.needs, r.status FROM run_deps d JOIN runs r ON r.id = d.needs WHERE d.run = $1 ORDER BY d.needs",
             )
@@ -532,7 +534,7 @@ impl Runs<'_, '_> {
 
     /// (role, object) a run produced, by role.
     pub fn outputs(&mut self, id: &Hash) -> Result<Vec<(String, Hash)>> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             Ok(
                 sqlx::query_as("SELECT role, hash FROM run_outputs WHERE run = $1 ORDER BY role")
                     .bind(id)
@@ -544,7 +546,7 @@ impl Runs<'_, '_> {
 
     /// The object a run produced for `role`.
     pub fn output(&mut self, id: &Hash, role: &str) -> Result<Option<Hash>> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             Ok(
                 sqlx::query_scalar("SELECT hash FROM run_outputs WHERE run = $1 AND role = $2")
                     .bind(id)
@@ -557,7 +559,7 @@ impl Runs<'_, '_> {
 
     /// (role, hash or value) a run was planned with, by role.
     pub fn inputs(&mut self, id: &Hash) -> Result<Vec<(String, String)>> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             Ok(
                 sqlx::query_as("SELECT role, hash FROM run_inputs WHERE run = $1 ORDER BY role")
                     .bind(id)
@@ -568,7 +570,7 @@ impl Runs<'_, '_> {
     }
 
     pub fn metrics(&mut self, id: &Hash) -> Result<Vec<MetricRow>> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             Ok(sqlx::query_as(
                 "SELECT eval_set, metric, value FROM run_metrics WHERE run = $1 ORDER BY eval_set, metric",
             )
@@ -580,7 +582,7 @@ impl Runs<'_, '_> {
 
     /// A downstream run's grid coordinates.
     pub fn axes(&mut self, id: &Hash) -> Result<Option<Axes>> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             Ok(sqlx::query_as(
                 "SELECT init, task, protocol, fraction, seed, arch FROM run_axes WHERE run = $1",
             )
@@ -596,7 +598,7 @@ impl Runs<'_, '_> {
         id: &Hash,
         role: &str,
     ) -> Result<Option<(String, Option<Hash>)>> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             Ok(sqlx::query_as(
                 "SELECT r.label, o.hash FROM runs r LEFT JOIN run_outputs o ON o.run = r.id AND o.role = $2 WHERE r.id = $1",
             )
@@ -630,7 +632,7 @@ impl Sweeps<'_, '_> {
         record: Option<&Hash>,
         now: &str,
     ) -> Result<()> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             sqlx::query(
                 "INSERT INTO sweeps (name, spec_path, spec_hash, updated_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (name) DO UPDATE SET spec_path = excluded.spec_path, spec_hash = excluded.spec_hash, updated_at = excluded.updated_at",
@@ -649,9 +651,7 @@ impl Sweeps<'_, '_> {
                     .await?;
             }
             for chunk in runs.chunks(400) {
-                let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
-                    "INSERT INTO sweep_runs (sweep, run) ",
-                );
+                let mut qb = sqlx::QueryBuilder::<Db>::new("INSERT INTO sweep_runs (sweep, run) ");
                 qb.push_values(chunk, |mut b, r| {
                     b.push_bind(name).push_bind(r);
                 });
@@ -663,7 +663,7 @@ impl Sweeps<'_, '_> {
     }
 
     pub fn list(&mut self) -> Result<Vec<SweepRow>> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             Ok(
                 sqlx::query_as("SELECT name, spec_path, updated_at FROM sweeps ORDER BY name")
                     .fetch_all(conn)

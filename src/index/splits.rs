@@ -1,6 +1,6 @@
 //! Splits and label fractions in the index.
 
-use sqlx::{FromRow, Sqlite};
+use sqlx::FromRow;
 
 use super::{Result, Session};
 use crate::cohort::Partition;
@@ -31,7 +31,7 @@ pub struct Splits<'s, 'i>(pub(super) &'s mut Session<'i>);
 impl Splits<'_, '_> {
     /// Inserts a split and its members; returns false if it existed.
     pub fn insert(&mut self, row: &SplitRow, members: &[(String, Partition)]) -> Result<bool> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             let done = sqlx::query(
                 "INSERT INTO splits (hash, cohort, assignment, record, strategy, train, val, test,
                  stratify, seed, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
@@ -54,7 +54,7 @@ impl Splits<'_, '_> {
                 return Ok(false);
             }
             for chunk in members.chunks(400) {
-                let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
+                let mut qb = sqlx::QueryBuilder::<Db>::new(
                     "INSERT INTO split_members (split, sample_id, partition) ",
                 );
                 qb.push_values(chunk, |mut b, (sample, part)| {
@@ -68,19 +68,22 @@ impl Splits<'_, '_> {
 
     pub fn get(&mut self, hash: &Hash) -> Result<Option<SplitRow>> {
         let sql = format!("SELECT {SPLIT_COLUMNS} FROM splits WHERE hash = $1");
-        self.0
-            .block(async |conn| Ok(sqlx::query_as(&sql).bind(hash).fetch_optional(conn).await?))
+        on!(self.0, |conn, Db| Ok(sqlx::query_as(&sql)
+            .bind(hash)
+            .fetch_optional(conn)
+            .await?))
     }
 
     pub fn list(&mut self) -> Result<Vec<SplitRow>> {
         let sql = format!("SELECT {SPLIT_COLUMNS} FROM splits ORDER BY created_at, hash");
-        self.0
-            .block(async |conn| Ok(sqlx::query_as(&sql).fetch_all(conn).await?))
+        on!(self.0, |conn, Db| Ok(sqlx::query_as(&sql)
+            .fetch_all(conn)
+            .await?))
     }
 
     /// (sample id, partition) of a split, sorted by sample id.
     pub fn members(&mut self, split: &Hash) -> Result<Vec<(String, Partition)>> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             Ok(sqlx::query_as(
                 "SELECT sample_id, partition FROM split_members WHERE split = $1 ORDER BY sample_id",
             )
@@ -115,7 +118,7 @@ pub struct Fractions<'s, 'i>(pub(super) &'s mut Session<'i>);
 impl Fractions<'_, '_> {
     /// Inserts a fraction and its members; returns false if it existed.
     pub fn insert(&mut self, row: &FractionRow, members: &[String]) -> Result<bool> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             let done = sqlx::query(
                 "INSERT INTO fractions (hash, split, fraction, stratify, seed, members, record,
                  n_samples, n_patients, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
@@ -137,7 +140,7 @@ impl Fractions<'_, '_> {
                 return Ok(false);
             }
             for chunk in members.chunks(400) {
-                let mut qb = sqlx::QueryBuilder::<Sqlite>::new(
+                let mut qb = sqlx::QueryBuilder::<Db>::new(
                     "INSERT INTO fraction_members (fraction, sample_id) ",
                 );
                 qb.push_values(chunk, |mut b, sample| {
@@ -151,21 +154,24 @@ impl Fractions<'_, '_> {
 
     pub fn get(&mut self, hash: &Hash) -> Result<Option<FractionRow>> {
         let sql = format!("SELECT {FRACTION_COLUMNS} FROM fractions WHERE hash = $1");
-        self.0
-            .block(async |conn| Ok(sqlx::query_as(&sql).bind(hash).fetch_optional(conn).await?))
+        on!(self.0, |conn, Db| Ok(sqlx::query_as(&sql)
+            .bind(hash)
+            .fetch_optional(conn)
+            .await?))
     }
 
     pub fn list(&mut self) -> Result<Vec<FractionRow>> {
         let sql = format!(
             "SELECT {FRACTION_COLUMNS} FROM fractions ORDER BY split, stratify, seed, fraction"
         );
-        self.0
-            .block(async |conn| Ok(sqlx::query_as(&sql).fetch_all(conn).await?))
+        on!(self.0, |conn, Db| Ok(sqlx::query_as(&sql)
+            .fetch_all(conn)
+            .await?))
     }
 
     /// Sample ids of a fraction, sorted.
     pub fn members(&mut self, fraction: &Hash) -> Result<Vec<String>> {
-        self.0.block(async |conn| {
+        on!(self.0, |conn, Db| {
             Ok(sqlx::query_scalar(
                 "SELECT sample_id FROM fraction_members WHERE fraction = $1 ORDER BY sample_id",
             )

@@ -130,6 +130,9 @@ fn verify_finds_a_flipped_bit_a_deleted_object_and_a_dangling_row() {
 
     // One dangling index row.
     let ctx2 = TestContext::new();
+    if ctx2.sqlite_only("a row made behind the index's back") {
+        return;
+    }
     let id2 = study(&ctx2);
     let index = RawIndex::open(&ctx2.home().join("ktrack.db"));
     let ghost = ktrack::id::Hash::of(b"ghost").hex();
@@ -185,26 +188,17 @@ fn reindex_rebuilds_the_same_tables() {
     study(&ctx);
     let before = ctx.ok(["compare", "--format", "csv", "--bootstrap", "100"]);
     let status_before = ctx.ok(["status", "mini", "--format", "csv"]);
+    // file_stats is a cache of file hashes (not rebuilt); the rest is the catalogue.
     let counts = || -> BTreeMap<String, String> {
-        let index = RawIndex::open(&ctx.home().join("ktrack.db"));
-        // file_stats is a cache of file hashes (not rebuilt); the rest is the catalogue.
-        let tables = index
-            .texts("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '_sqlx%' AND name <> 'file_stats' ORDER BY name")
-            .unwrap();
-        tables
+        ctx.fingerprint()
+            .tables
             .into_iter()
-            .map(|t| {
-                let n = index
-                    .texts(&format!("SELECT CAST(count(*) AS TEXT) FROM \"{t}\""))
-                    .unwrap();
-                (t, n[0].clone())
-            })
+            .filter(|(t, _)| t != "file_stats")
+            .map(|(t, rows)| (t, rows.len().to_string()))
             .collect()
     };
     let tables_before = counts();
-    for f in ["ktrack.db", "ktrack.db-wal", "ktrack.db-shm"] {
-        let _ = std::fs::remove_file(ctx.home().join(f));
-    }
+    ctx.remove_index();
     let out = ctx.run(["reindex"]);
     let cohorts = &tables_before["cohorts"];
     assert!(out.contains(&format!(" {cohorts} cohorts")), "{out}");

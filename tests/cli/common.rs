@@ -11,17 +11,77 @@ pub const NOW: &str = "2026-01-01T00:00:00Z";
 
 pub struct TestContext {
     pub dir: tempfile::TempDir,
+    /// The PostgreSQL database this test's home keeps its index in, when the suite runs on
+    /// PostgreSQL (`KTRACK_TEST_DATABASE_URL` names a server where databases may be created).
+    pub database: Option<TestDatabase>,
 }
 
+/// The environment variable that runs the CLI suite with every home's index on PostgreSQL.
+pub const TEST_DATABASE_URL: &str = "KTRACK_TEST_DATABASE_URL";
+
 impl TestContext {
+    #[allow(clippy::disallowed_methods)] // the suite's own setting, not ktrack's
     pub fn new() -> TestContext {
-        TestContext {
-            dir: tempfile::tempdir().expect("temp dir"),
+        let dir = tempfile::tempdir().expect("temp dir");
+        let database = std::env::var(TEST_DATABASE_URL)
+            .ok()
+            .filter(|u| !u.is_empty())
+            .map(|admin| {
+                let db = TestDatabase::create(&admin);
+                let home = dir.path().join("home");
+                std::fs::create_dir(&home).expect("home");
+                std::fs::set_permissions(
+                    &home,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o700),
+                )
+                .expect("chmod home");
+                std::fs::write(
+                    home.join("config.toml"),
+                    format!("database = \"{}\"\n", db.url),
+                )
+                .expect("config.toml");
+                db
+            });
+        TestContext { dir, database }
+    }
+
+    /// True when this test's index is on PostgreSQL.
+    pub fn on_postgres(&self) -> bool {
+        self.database.is_some()
+    }
+
+    /// Skips a test about the SQLite file itself when the suite runs on PostgreSQL (it runs in
+    /// the SQLite pass of the same suite); says so on stderr.
+    pub fn sqlite_only(&self, what: &str) -> bool {
+        if self.on_postgres() {
+            eprintln!("note: `{what}` is about the SQLite file; it runs in the SQLite pass");
+        }
+        self.on_postgres()
+    }
+
+    /// Removes the home's index as a user could: the SQLite file and its side files, or the
+    /// PostgreSQL schema.
+    pub fn remove_index(&self) {
+        match &self.database {
+            Some(db) => db.exec(&format!(
+                "DROP SCHEMA IF EXISTS {} CASCADE",
+                ktrack::index::SCHEMA
+            )),
+            None => {
+                for f in ["ktrack.db", "ktrack.db-wal", "ktrack.db-shm"] {
+                    let _ = std::fs::remove_file(self.home().join(f));
+                }
+            }
         }
     }
 
     pub fn root(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The scratch directory of a running run.
+    pub fn run_dir_of(&self, id: &str) -> PathBuf {
+        self.home().join("runs").join(id)
     }
 
     pub fn home(&self) -> PathBuf {
@@ -184,7 +244,9 @@ impl TestContext {
         }
         let mut tables = BTreeMap::new();
         let db = self.home().join("ktrack.db");
-        if db.exists() {
+        if let Some(pg) = &self.database {
+            tables = pg.tables();
+        } else if db.exists() {
             let index = RawIndex::open(&db);
             let names = index
                 .texts("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '_sqlx%' ORDER BY name")
@@ -246,6 +308,116 @@ impl RawIndex {
         }
         self.rt.block_on(q.execute(&self.pool)).map(|_| ())
     }
+}
+
+/// A database of its own for one test on the PostgreSQL server of `KTRACK_TEST_DATABASE_URL`,
+/// dropped with the test.
+pub struct TestDatabase {
+    admin: String,
+    name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    fn create(admin: &str) -> TestDatabase {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("ktrack_test_{}_{n}", std::process::id());
+        let db = TestDatabase {
+            admin: admin.to_string(),
+            url: with_database(admin, &name),
+            name,
+        };
+        db.admin_exec(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", db.name));
+        db.admin_exec(&format!("CREATE DATABASE {}", db.name));
+        db
+    }
+
+    fn block<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    fn admin_exec(&self, sql: &str) {
+        Self::block(async {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&self.admin)
+                .await
+                .expect("the test PostgreSQL server");
+            sqlx::query(sql).execute(&mut c).await.expect(sql);
+        })
+    }
+
+    /// Runs a statement in this test's database.
+    pub fn exec(&self, sql: &str) {
+        Self::block(async {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&self.url)
+                .await
+                .expect("test database");
+            sqlx::query(sql).execute(&mut c).await.expect(sql);
+        })
+    }
+
+    /// Every row of every table of the home's schema, as JSON text, by table.
+    pub fn tables(&self) -> BTreeMap<String, Vec<String>> {
+        Self::block(async {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&self.url)
+                .await
+                .expect("test database");
+            let names: Vec<String> = sqlx::query_scalar(
+                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 AND table_name NOT LIKE '_sqlx%' ORDER BY 1",
+            )
+            .bind(ktrack::index::SCHEMA)
+            .fetch_all(&mut c)
+            .await
+            .expect("tables");
+            let mut out = BTreeMap::new();
+            for name in names {
+                let rows: Vec<String> = sqlx::query_scalar(&format!(
+                    "SELECT row_to_json(t)::text FROM {}.\"{name}\" t ORDER BY 1",
+                    ktrack::index::SCHEMA
+                ))
+                .fetch_all(&mut c)
+                .await
+                .unwrap_or_default();
+                out.insert(name, rows);
+            }
+            out
+        })
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let admin = self.admin.clone();
+        let _ = std::panic::catch_unwind(move || {
+            Self::block(async move {
+                use sqlx::Connection;
+                if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(&sql).execute(&mut c).await;
+                }
+            })
+        });
+    }
+}
+
+/// `url` with its database (the path) replaced by `name`, keeping any `?query`.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, ""), |(b, q)| (b, q));
+    let (scheme, rest) = base.split_once("://").expect("a postgres:// URL");
+    let authority = rest.split('/').next().unwrap_or_default();
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    format!("{scheme}://{authority}/{name}{query}")
 }
 
 #[derive(Debug, PartialEq, Eq)]

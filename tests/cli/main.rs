@@ -2,6 +2,7 @@
 
 mod audit;
 mod bench;
+mod cluster;
 mod common;
 mod data;
 mod help;

@@ -17,8 +17,15 @@ fn db(ctx: &TestContext) -> std::path::PathBuf {
 }
 
 fn remove_db(ctx: &TestContext) {
-    for f in ["ktrack.db", "ktrack.db-wal", "ktrack.db-shm"] {
-        let _ = std::fs::remove_file(ctx.home().join(f));
+    ctx.remove_index();
+}
+
+/// What a removed index reads as: a missing SQLite file, an empty PostgreSQL schema.
+fn gone(ctx: &TestContext) -> &'static str {
+    if ctx.on_postgres() {
+        "is empty"
+    } else {
+        "is missing"
     }
 }
 
@@ -31,13 +38,19 @@ fn a_missing_or_emptied_index_is_an_error_until_reindexed() {
     let out = ctx.run(["data", "ls"]);
     assert!(out.starts_with("exit_code: 1"), "{out}");
     assert!(
-        out.contains("is missing") && out.contains("hint: rebuild it"),
+        out.contains(gone(&ctx)) && out.contains("hint: rebuild it"),
         "{out}"
     );
     assert!(out.contains("ktrack reindex"), "{out}");
-    assert!(!db(&ctx).exists(), "a failed open creates no empty index");
+    let location = ktrack::index::home::location(&ctx.home(), None).unwrap();
+    assert!(
+        !ktrack::index::Index::exists(&location).unwrap(),
+        "a failed open creates no empty index"
+    );
     // A truncated file is the same.
-    std::fs::write(db(&ctx), b"").unwrap();
+    if !ctx.on_postgres() {
+        std::fs::write(db(&ctx), b"").unwrap();
+    }
     let out = ctx.run(["status"]);
     assert!(
         out.contains("is empty") && out.contains("ktrack reindex"),
@@ -55,7 +68,8 @@ fn a_lost_index_without_its_id_file_is_still_noticed() {
     std::fs::remove_file(ctx.home().join("index-id")).unwrap();
     let out = ctx.run(["data", "ls"]);
     assert!(
-        out.contains("is missing, but the store holds objects") && out.contains("ktrack reindex"),
+        out.contains(&format!("{}, but the store holds objects", gone(&ctx)))
+            && out.contains("ktrack reindex"),
         "{out}"
     );
 }
@@ -67,6 +81,14 @@ fn a_damaged_or_foreign_index_names_the_fix() {
     let other = TestContext::new();
     imported(&other);
     remove_db(&ctx);
+    if let Some(theirs) = &other.database {
+        // This home pointed at another home's database.
+        std::fs::write(
+            ctx.home().join("config.toml"),
+            format!("database = \"{}\"\n", theirs.url),
+        )
+        .unwrap();
+    }
     for f in ["ktrack.db", "ktrack.db-wal"] {
         let from = other.home().join(f);
         if from.exists() {
@@ -78,6 +100,9 @@ fn a_damaged_or_foreign_index_names_the_fix() {
         out.contains("is not this home's") && out.contains("ktrack reindex"),
         "{out}"
     );
+    if ctx.sqlite_only("a damaged index file") {
+        return;
+    }
     // Garbage where the database was.
     remove_db(&ctx);
     std::fs::write(db(&ctx), vec![0x5au8; 8192]).unwrap();
@@ -121,6 +146,20 @@ fn concurrent_first_use_of_a_home_is_safe() {
 fn reindex_leaves_the_old_index_in_place_until_the_new_one_is_whole() {
     let ctx = TestContext::new();
     imported(&ctx);
+    if let Some(pg) = &ctx.database {
+        // A reindex killed half-way on PostgreSQL leaves a partial schema beside the live one.
+        pg.exec("CREATE SCHEMA ktrack_reindex");
+        pg.exec("CREATE TABLE ktrack_reindex.objects (junk TEXT)");
+        let before = ctx.ok(["data", "ls", "--format", "csv"]);
+        let out = ctx.run(["reindex"]);
+        assert!(
+            out.starts_with("exit_code: 0") && out.contains("ktrack_before_reindex_"),
+            "{out}"
+        );
+        assert_eq!(ctx.ok(["data", "ls", "--format", "csv"]), before);
+        assert!(ctx.run(["verify"]).starts_with("exit_code: 0"));
+        return;
+    }
     // What a reindex killed half-way leaves behind: a partial build beside the index.
     let partial = ctx.home().join("ktrack.db.reindex");
     std::fs::write(&partial, vec![0x11u8; 4096]).unwrap();

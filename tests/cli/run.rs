@@ -364,10 +364,11 @@ fn slurm_dry_run_prints_the_job_arrays() {
         "{out}"
     );
     assert!(out.contains("--no-progress exec \"$RUN\""), "{out}");
-    assert!(
+    assert_eq!(
         out.contains(
             "warning: the index is SQLite: the Slurm tasks may write it only from this host"
         ),
+        !ctx.on_postgres(),
         "{out}"
     );
 }
