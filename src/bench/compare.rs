@@ -14,6 +14,8 @@ use crate::rng;
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct CompareBenchReport {
+    /// `SQLite` or `PostgreSQL`.
+    pub backend: &'static str,
     pub runs: usize,
     pub fill_seconds: f64,
     pub reference_scan_seconds: f64,
@@ -62,9 +64,31 @@ fn predictions(kind: TaskKind, quality: f64, seed: u64) -> Predictions {
     p
 }
 
-pub fn run(n_runs: usize, replicates: usize) -> anyhow::Result<CompareBenchReport> {
+/// The benchmark on SQLite and, with `postgres`, on PostgreSQL too.
+pub fn run(
+    n_runs: usize,
+    replicates: usize,
+    postgres: Option<&str>,
+) -> anyhow::Result<Vec<CompareBenchReport>> {
+    let mut out = Vec::new();
+    for at in super::backends(std::path::Path::new("home"), postgres) {
+        out.push(run_on(n_runs, replicates, at)?);
+    }
+    Ok(out)
+}
+
+fn run_on(
+    n_runs: usize,
+    replicates: usize,
+    at: crate::index::Location,
+) -> anyhow::Result<CompareBenchReport> {
     let dir = tempfile::tempdir()?;
-    let k = Arc::new(Ktrack::open(&dir.path().join("home"))?);
+    let at = match at {
+        crate::index::Location::Sqlite(db) => crate::index::Location::Sqlite(dir.path().join(db)),
+        pg => pg,
+    };
+    let scratch = super::Scratch::new(at)?;
+    let k = Arc::new(Ktrack::open_at(&dir.path().join("home"), &scratch.0)?);
     let t = Instant::now();
     fill(&k, n_runs)?;
     let fill_seconds = t.elapsed().as_secs_f64();
@@ -93,6 +117,7 @@ pub fn run(n_runs: usize, replicates: usize) -> anyhow::Result<CompareBenchRepor
     let bootstrap_seconds = t.elapsed().as_secs_f64();
     let cells = one.iter().map(|t| t.cells.len()).sum();
     Ok(CompareBenchReport {
+        backend: super::backend_name(&scratch.0),
         runs: n_runs,
         fill_seconds,
         reference_scan_seconds,

@@ -1,7 +1,8 @@
 //! `ktrack bench skip`: plan a sweep of N runs that are all finished (fake records inserted
 //! directly) and time what `ktrack run` does with it — load and validate the spec, re-check
-//! the data (stat cache), plan, look up every run and skip them all — beside a plain SQLite
-//! count of the same runs as the reference.
+//! the data (stat cache), plan, look up every run and skip them all — beside a plain listing
+//! of the same runs from the same index as the reference, on SQLite and (when given) on
+//! PostgreSQL.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -14,6 +15,8 @@ use crate::runner::{self, RunOptions, plan::PlanOptions};
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct SkipReport {
+    /// `SQLite` or `PostgreSQL`.
+    pub backend: &'static str,
     pub runs: usize,
     pub seconds: f64,
     pub micros_per_run: f64,
@@ -21,7 +24,16 @@ pub struct SkipReport {
     pub ratio_to_reference: f64,
 }
 
-pub fn run(runs_wanted: usize) -> anyhow::Result<SkipReport> {
+/// The benchmark on SQLite and, with `postgres`, on PostgreSQL too.
+pub fn run(runs_wanted: usize, postgres: Option<&str>) -> anyhow::Result<Vec<SkipReport>> {
+    let mut out = Vec::new();
+    for at in super::backends(std::path::Path::new("home"), postgres) {
+        out.push(run_on(runs_wanted, at)?);
+    }
+    Ok(out)
+}
+
+fn run_on(runs_wanted: usize, at: crate::index::Location) -> anyhow::Result<SkipReport> {
     let dir = tempfile::tempdir()?;
     let root = dir.path();
     // A tiny synthetic cohort and a spec whose grid has `runs_wanted` downstream runs.
@@ -42,7 +54,12 @@ pub fn run(runs_wanted: usize) -> anyhow::Result<SkipReport> {
             seed_list.join(", ")
         ),
     )?;
-    let k = Arc::new(Ktrack::open(&root.join("home"))?);
+    let at = match at {
+        crate::index::Location::Sqlite(db) => crate::index::Location::Sqlite(root.join(db)),
+        pg => pg,
+    };
+    let scratch = super::Scratch::new(at)?;
+    let k = Arc::new(Ktrack::open_at(&root.join("home"), &scratch.0)?);
     let opts = RunOptions {
         spec: root.join("sweep.toml"),
         plan: PlanOptions::default(),
@@ -97,6 +114,7 @@ pub fn run(runs_wanted: usize) -> anyhow::Result<SkipReport> {
     let reference = t.elapsed().as_secs_f64();
     anyhow::ensure!(counted == n);
     Ok(SkipReport {
+        backend: super::backend_name(&scratch.0),
         runs: n,
         seconds,
         micros_per_run: seconds * 1e6 / n as f64,

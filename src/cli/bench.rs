@@ -72,6 +72,9 @@ pub enum Command {
     Skip {
         #[arg(long, default_value_t = 1000)]
         runs: usize,
+        /// Measure on this PostgreSQL database too, in a scratch schema dropped afterwards.
+        #[arg(long, value_name = "URL")]
+        postgres: Option<String>,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
@@ -82,6 +85,9 @@ pub enum Command {
         /// Bootstrap replicates for the one-table timing.
         #[arg(long, default_value_t = 2000)]
         bootstrap: usize,
+        /// Measure on this PostgreSQL database too, in a scratch schema dropped afterwards.
+        #[arg(long, value_name = "URL")]
+        postgres: Option<String>,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
@@ -135,12 +141,17 @@ pub fn run(env: &Env, cmd: Command) -> Result<()> {
             };
             ssl(env, &opts, format)
         }
-        Command::Skip { runs, format } => skip(env, runs, format),
+        Command::Skip {
+            runs,
+            postgres,
+            format,
+        } => skip(env, runs, postgres.as_deref(), format),
         Command::Compare {
             runs,
             bootstrap,
+            postgres,
             format,
-        } => compare(env, runs, bootstrap, format),
+        } => compare(env, runs, bootstrap, postgres.as_deref(), format),
         Command::Ingest {
             images,
             size,
@@ -214,39 +225,73 @@ fn ssl(env: &Env, opts: &crate::bench::ssl::SslBenchOptions, format: Format) -> 
     Ok(())
 }
 
-fn skip(env: &Env, runs: usize, format: Format) -> Result<()> {
-    let r = crate::bench::skip::run(runs)?;
+fn skip(env: &Env, runs: usize, postgres: Option<&str>, format: Format) -> Result<()> {
+    let reports = crate::bench::skip::run(runs, postgres)?;
     if format == Format::Json {
-        return Ok(env.printer.data(&serde_json::to_string_pretty(&r)?)?);
+        return Ok(env.printer.data(&serde_json::to_string_pretty(&reports)?)?);
     }
-    env.printer.data(&format!(
-        "re-running a finished sweep of {} runs: {:.3} s ({:.0} µs per run; target < 1 s)\n\
-         reference: listing the same runs from SQLite {:.3} s; ratio {:.1}",
-        r.runs, r.seconds, r.micros_per_run, r.reference_count_seconds, r.ratio_to_reference
-    ))?;
+    let mut text = String::new();
+    for r in &reports {
+        text.push_str(&format!(
+            "{}: re-running a finished sweep of {} runs: {:.3} s ({:.0} µs per run; target < 1 s)\n\
+             {}: reference: listing the same runs from the index {:.3} s; ratio {:.1}\n",
+            r.backend,
+            r.runs,
+            r.seconds,
+            r.micros_per_run,
+            r.backend,
+            r.reference_count_seconds,
+            r.ratio_to_reference
+        ));
+    }
+    if let [sqlite, pg] = &reports[..] {
+        text.push_str(&format!(
+            "PostgreSQL / SQLite: {:.2}× the time\n",
+            pg.seconds / sqlite.seconds.max(1e-9)
+        ));
+    }
+    env.printer.data(text.trim_end())?;
     Ok(())
 }
 
-fn compare(env: &Env, runs: usize, bootstrap: usize, format: Format) -> Result<()> {
-    let r = crate::bench::compare::run(runs, bootstrap)?;
+fn compare(
+    env: &Env,
+    runs: usize,
+    bootstrap: usize,
+    postgres: Option<&str>,
+    format: Format,
+) -> Result<()> {
+    let reports = crate::bench::compare::run(runs, bootstrap, postgres)?;
     if format == Format::Json {
-        return Ok(env.printer.data(&serde_json::to_string_pretty(&r)?)?);
+        return Ok(env.printer.data(&serde_json::to_string_pretty(&reports)?)?);
     }
-    env.printer.data(&format!(
-        "compare over {} finished runs (index filled in {:.1} s)\n\
-         reference: scanning the metric rows in SQLite   {:.3} s\n\
-         compare without bootstrap ({} tables)       {:.3} s (target < 0.2 s; ratio to the scan {:.1})\n\
-         compare one table with bootstrap ({} cells, B = {}) {:.3} s",
-        r.runs,
-        r.fill_seconds,
-        r.reference_scan_seconds,
-        r.compare_tables,
-        r.compare_seconds,
-        r.compare_seconds / r.reference_scan_seconds.max(1e-9),
-        r.bootstrap_cells,
-        r.bootstrap_replicates,
-        r.bootstrap_seconds
-    ))?;
+    let mut text = String::new();
+    for r in &reports {
+        text.push_str(&format!(
+            "{b}: compare over {} finished runs (index filled in {:.1} s)\n\
+             {b}: reference: scanning the metric rows        {:.3} s\n\
+             {b}: compare without bootstrap ({} tables)       {:.3} s (target < {} s; ratio to the scan {:.1})\n\
+             {b}: compare one table with bootstrap ({} cells, B = {}) {:.3} s\n",
+            r.runs,
+            r.fill_seconds,
+            r.reference_scan_seconds,
+            r.compare_tables,
+            r.compare_seconds,
+            if r.backend == "SQLite" { "0.2" } else { "0.5" },
+            r.compare_seconds / r.reference_scan_seconds.max(1e-9),
+            r.bootstrap_cells,
+            r.bootstrap_replicates,
+            r.bootstrap_seconds,
+            b = r.backend,
+        ));
+    }
+    if let [sqlite, pg] = &reports[..] {
+        text.push_str(&format!(
+            "PostgreSQL / SQLite: compare {:.2}× the time\n",
+            pg.compare_seconds / sqlite.compare_seconds.max(1e-9)
+        ));
+    }
+    env.printer.data(text.trim_end())?;
     Ok(())
 }
 

@@ -838,9 +838,117 @@ pub fn is_pool_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
     )
 }
 
+/// Indexes for unit tests: a SQLite file in `dir`, and, when `KTRACK_TEST_DATABASE_URL` names
+/// a PostgreSQL server, a fresh schema there (dropped with the returned guard).
+#[cfg(test)]
+pub(crate) fn test_indexes(dir: &Path) -> Vec<(Index, TestSchema)> {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let mut out = vec![(
+        Index::open(&dir.join("k.db")).expect("a SQLite index"),
+        TestSchema(None),
+    )];
+    #[allow(clippy::disallowed_methods)] // the test suite's own setting
+    if let Some(url) = std::env::var("KTRACK_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let at = Location::postgres(&url)
+            .with_schema(&format!("ktrack_unit_{}_{n}", std::process::id()));
+        if let Location::Postgres { schema, .. } = &at {
+            Index::drop_schema(&at, schema).expect("drop an old test schema");
+        }
+        out.push((
+            Index::connect(&at).expect("a PostgreSQL index"),
+            TestSchema(Some(at)),
+        ));
+    }
+    out
+}
+
+/// Drops a unit test's PostgreSQL schema.
+#[cfg(test)]
+pub(crate) struct TestSchema(Option<Location>);
+
+#[cfg(test)]
+impl Drop for TestSchema {
+    fn drop(&mut self) {
+        if let Some(at @ Location::Postgres { schema, .. }) = &self.0 {
+            let _ = Index::drop_schema(at, schema);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_is_never_shown() {
+        assert_eq!(
+            redact_password("postgres://ann:s3cret@db.lab:5432/study?sslmode=require"),
+            "postgres://ann:***@db.lab:5432/study?sslmode=require"
+        );
+        assert_eq!(
+            redact_password("postgres://ann@db/x"),
+            "postgres://ann@db/x"
+        );
+        assert_eq!(
+            Location::postgres("postgres://a:b@h/d").to_string(),
+            "postgres://a:***@h/d"
+        );
+    }
+
+    #[test]
+    fn writes_queue_and_prefixes_resolve_on_every_backend() {
+        let dir = tempfile::tempdir().unwrap();
+        for (index, _schema) in test_indexes(dir.path()) {
+            let a = Hash::of(b"a");
+            let mut tx = index.write().unwrap();
+            tx.objects().insert_many(&[(a, 1, "test")], "now").unwrap();
+            // A dropped write session rolls back.
+            drop(tx);
+            assert!(!index.read().unwrap().has(IdKind::Object, &a).unwrap());
+            // A second writer waits for the first to commit.
+            let order = std::sync::Mutex::new(Vec::new());
+            std::thread::scope(|s| {
+                let mut first = index.write().unwrap();
+                first
+                    .objects()
+                    .insert(&Hash::of(b"z"), 1, "t", "now")
+                    .unwrap();
+                order.lock().unwrap().push("first began");
+                s.spawn(|| {
+                    let second = index.write().unwrap();
+                    order.lock().unwrap().push("second began");
+                    second.commit().unwrap();
+                });
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                order.lock().unwrap().push("first commits");
+                first.commit().unwrap();
+            });
+            assert_eq!(
+                order.into_inner().unwrap(),
+                ["first began", "first commits", "second began"],
+                "{}",
+                index.location()
+            );
+            assert!(
+                index
+                    .read()
+                    .unwrap()
+                    .has(IdKind::Object, &Hash::of(b"z"))
+                    .unwrap()
+            );
+            let p: Prefix = Hash::of(b"z").hex()[..6].parse().unwrap();
+            assert_eq!(
+                index.resolve(&p, &[IdKind::Object]).unwrap().0,
+                Hash::of(b"z"),
+                "{}",
+                index.location()
+            );
+        }
+    }
 
     #[test]
     fn opens_migrates_and_resolves_prefixes() {

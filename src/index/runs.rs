@@ -713,17 +713,23 @@ mod tests {
     #[test]
     fn the_index_clock_is_milliseconds_since_the_epoch() {
         let dir = tempfile::tempdir().unwrap();
-        let index = Index::open(&dir.path().join("k.db")).unwrap();
-        let clock = index.read().unwrap().runs().clock_ms().unwrap();
-        let here = crate::context::wall_ms();
-        assert!((clock - here).abs() < 5_000, "index {clock} vs host {here}");
+        for (index, _schema) in crate::index::test_indexes(dir.path()) {
+            let clock = index.read().unwrap().runs().clock_ms().unwrap();
+            let here = crate::context::wall_ms();
+            assert!((clock - here).abs() < 5_000, "index {clock} vs host {here}");
+        }
     }
 
     #[test]
     fn only_the_current_holder_can_finish_fail_or_release() {
         let dir = tempfile::tempdir().unwrap();
-        let index = Index::open(&dir.path().join("k.db")).unwrap();
-        let id = planned(&index);
+        for (index, _schema) in crate::index::test_indexes(dir.path()) {
+            holders_on(&index);
+        }
+    }
+
+    fn holders_on(index: &Index) {
+        let id = planned(index);
         let record = Hash::of(b"record");
         index
             .read()
