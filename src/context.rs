@@ -88,6 +88,7 @@ impl Ktrack {
         // Absolute, so that links into the store and paths handed to other processes (cluster
         // jobs) do not depend on the working directory.
         let home = &std::path::absolute(home).map_err(store::Error::io("resolve", home))?;
+        index::home::refuse_sqlite_on_a_network_filesystem(home, at)?;
         let store = Store::open(home)?;
         store::create_private_dir(&home.join("runs"))?;
         let index = index::home::open(home, at, &|| usize::from(store.has_any()))?;

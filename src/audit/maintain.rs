@@ -226,6 +226,7 @@ fn rebuild(
     clock: crate::context::Clock,
     at: &index::Location,
 ) -> Result<ReindexReport, Error> {
+    index::home::refuse_sqlite_on_a_network_filesystem(home, at)?;
     let store = crate::store::Store::open(home)?;
     store::create_private_dir(&home.join("runs"))?;
     let _lock = index::home::lock(home)?;

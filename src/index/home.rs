@@ -183,6 +183,23 @@ pub fn location(home: &Path, database: Option<&str>) -> Result<Location> {
     Ok(Location::postgres(url))
 }
 
+/// Refuses a SQLite index for a home on a network filesystem (NFS, SMB, Lustre, GPFS, CephFS,
+/// FUSE): SQLite's locks and WAL do not work across hosts. The home need not exist yet (its
+/// nearest existing parent is asked), so nothing is created before the refusal.
+pub fn refuse_sqlite_on_a_network_filesystem(home: &Path, at: &Location) -> Result<()> {
+    if at.is_postgres() {
+        return Ok(());
+    }
+    let there = home.ancestors().find(|p| p.exists()).unwrap_or(home);
+    match crate::fault::network_filesystem(there) {
+        Some(fs) => Err(Error::NetworkFilesystem {
+            home: home.to_path_buf(),
+            fs,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Opens the index of `home` at `at` (see [`location`]). `store_objects` counts (at least
 /// one of) the store's objects; it is asked only when the index is new or empty.
 pub fn open(home: &Path, at: &Location, store_objects: &dyn Fn() -> usize) -> Result<Index> {
@@ -194,13 +211,8 @@ pub fn open(home: &Path, at: &Location, store_objects: &dyn Fn() -> usize) -> Re
                 kind,
             });
         }
-        if let Some(fs) = crate::fault::network_filesystem(home) {
-            return Err(Error::NetworkFilesystem {
-                home: home.to_path_buf(),
-                fs,
-            });
-        }
     }
+    refuse_sqlite_on_a_network_filesystem(home, &at)?;
     let _lock = lock(home)?;
     let existed = Index::exists(&at)?;
     let recorded = read_id(home)?;

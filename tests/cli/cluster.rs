@@ -1,7 +1,9 @@
 //! Many workers on one index, as a cluster runs them (and as the suite's PostgreSQL pass runs
 //! them on PostgreSQL): eight `exec`s of one run train it once; a worker killed mid-epoch is
 //! reclaimed and its run finishes once, bit-identical to an uninterrupted run; a database
-//! server restarted mid-sweep costs a rerun, never a run marked done without its record.
+//! server restarted mid-sweep costs a rerun, never a run marked done without its record; a
+//! home's index moves to PostgreSQL with `index migrate`; SQLite on a network filesystem is
+//! refused.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -195,4 +197,94 @@ seeds = [0]"#;
             "a done run without its record: {r}"
         );
     }
+}
+
+/// Moves a SQLite home's index to PostgreSQL: the same tables, compare and status as before,
+/// the home's `config.toml` names the database, and a second home cannot take it over.
+#[test]
+#[ignore = "needs a PostgreSQL server; .ci/run runs it by name with KTRACK_TEST_DATABASE_URL set"]
+fn index_migrate_moves_a_home_to_postgresql() {
+    let ctx = TestContext::sqlite();
+    let grid = r#"[grid]
+inits = ["random"]
+tasks = ["kl"]
+protocols = ["linear"]
+fractions = [0.5, 1.0]
+seeds = [0, 1]"#;
+    let spec = ctx.mini_study(grid, "");
+    ctx.ok(["run", spec.to_str().unwrap(), "--no-compare"]);
+    let compare = ctx.ok(["compare", "--format", "csv", "--bootstrap", "100"]);
+    let status = ctx.ok(["status", "--format", "json"]);
+    let ls = ctx.ok(["data", "ls", "--format", "csv"]);
+    assert!(ctx.ok(["index", "where"]).trim().ends_with("ktrack.db"));
+    let db = TestContext::new_database();
+    let out = ctx.run(["index", "migrate", "--to", &db.url]);
+    assert!(
+        out.starts_with("exit_code: 0") && out.contains("Migrated") && out.contains("4 runs"),
+        "{out}"
+    );
+    let config = std::fs::read_to_string(ctx.home().join("config.toml")).unwrap();
+    assert!(config.contains(&db.url), "{config}");
+    assert_eq!(ctx.ok(["index", "where"]).trim(), db.url);
+    // Everything reads the same from PostgreSQL (the SQLite file stays, unused).
+    assert_eq!(ctx.ok(["compare", "--format", "csv", "--bootstrap", "100"]), compare);
+    assert_eq!(ctx.ok(["status", "--format", "json"]), status);
+    assert_eq!(ctx.ok(["data", "ls", "--format", "csv"]), ls);
+    assert!(ctx.run(["verify"]).starts_with("exit_code: 0"));
+    let again = ctx.run(["run", spec.to_str().unwrap(), "--no-compare"]);
+    assert!(again.starts_with("exit_code: 0") && !again.contains("Finished"), "{again}");
+    // Another home may not migrate into a database that holds this one's index.
+    let other = TestContext::sqlite();
+    other.ok(["init"]);
+    let refused = other.run(["index", "migrate", "--to", &db.url]);
+    assert!(
+        refused.starts_with("exit_code: 1") && refused.contains("already holds another home's index"),
+        "{refused}"
+    );
+    // A second migrate of the same home rebuilds in place, keeping the old schema aside.
+    let out = ctx.run(["index", "migrate", "--to", &db.url]);
+    assert!(out.starts_with("exit_code: 0"), "{out}");
+    assert_eq!(ctx.ok(["status", "--format", "json"]), status);
+}
+
+/// A home on a FUSE mount (bindfs over a temp dir, as a network filesystem looks to statfs)
+/// with a SQLite index is refused before anything is written, with the PostgreSQL hint.
+#[test]
+#[ignore = "mounts a FUSE filesystem (needs bindfs and /dev/fuse); .ci/run runs it by name"]
+fn a_sqlite_index_on_a_network_filesystem_is_refused() {
+    let ctx = TestContext::sqlite();
+    let (under, mnt) = (ctx.root().join("under"), ctx.root().join("mnt"));
+    std::fs::create_dir_all(&under).unwrap();
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mounted = std::process::Command::new("bindfs")
+        .args([&under, &mnt])
+        .status()
+        .expect("bindfs");
+    assert!(mounted.success(), "bindfs could not mount");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("fusermount")
+                .arg("-u")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    let home = mnt.join("home");
+    let out = ctx.render(
+        &ctx.ktrack(["init"])
+            .env("KTRACK_HOME", &home)
+            .env_remove("KTRACK_DATABASE_URL")
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        out.starts_with("exit_code: 1")
+            && out.contains("is on FUSE, where a SQLite index is not safe")
+            && out.contains("KTRACK_DATABASE_URL")
+            && out.contains("ktrack index migrate"),
+        "{out}"
+    );
+    assert!(!home.exists(), "nothing is created before the refusal");
 }

@@ -45,6 +45,25 @@ impl TestContext {
         TestContext { dir, database }
     }
 
+    /// A context whose home keeps its index in SQLite, whatever the suite runs on.
+    pub fn sqlite() -> TestContext {
+        TestContext {
+            dir: tempfile::tempdir().expect("temp dir"),
+            database: None,
+        }
+    }
+
+    /// A fresh, empty database on the suite's PostgreSQL server (dropped with the value);
+    /// panics naming `KTRACK_TEST_DATABASE_URL` when none is configured.
+    #[allow(clippy::disallowed_methods)] // the suite's own setting, not ktrack's
+    pub fn new_database() -> TestDatabase {
+        let admin = std::env::var(TEST_DATABASE_URL)
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| panic!("set {TEST_DATABASE_URL} to a PostgreSQL server where databases may be created"));
+        TestDatabase::create(&admin)
+    }
+
     /// True when this test's index is on PostgreSQL.
     pub fn on_postgres(&self) -> bool {
         self.database.is_some()
