@@ -42,7 +42,7 @@ pub fn transient(err: &(dyn Error + 'static)) -> bool {
         if text.contains("database is locked") || text.contains("database is busy") {
             return true;
         }
-        if crate::index::is_pool_timeout(e) {
+        if crate::index::is_pool_timeout(e) || crate::index::is_contention(e) {
             return true;
         }
         cur = e.source();

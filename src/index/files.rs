@@ -32,8 +32,19 @@ impl Files<'_, '_> {
         })
     }
 
-    /// Remembers file hashes (replacing what was known of the same paths).
+    /// Remembers file hashes (replacing what was known of the same paths; of one path given
+    /// twice, the last row counts — PostgreSQL refuses a statement that upserts a row twice).
     pub fn remember(&mut self, rows: &[FileStat]) -> Result<()> {
+        let mut last: HashMap<&str, usize> = HashMap::with_capacity(rows.len());
+        for (i, f) in rows.iter().enumerate() {
+            last.insert(&f.path, i);
+        }
+        let rows: Vec<&FileStat> = rows
+            .iter()
+            .enumerate()
+            .filter(|(i, f)| last[f.path.as_str()] == *i)
+            .map(|(_, f)| f)
+            .collect();
         on!(self.0, |conn, Db| {
             for chunk in rows.chunks(150) {
                 let mut qb = sqlx::QueryBuilder::<Db>::new(
@@ -51,5 +62,29 @@ impl Files<'_, '_> {
             }
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_given_twice_keeps_its_last_row_on_every_backend() {
+        let dir = tempfile::tempdir().unwrap();
+        for (index, _schema) in crate::index::test_indexes(dir.path()) {
+            let stat = |size| FileStat {
+                path: "a.png".into(),
+                size,
+                mtime_ns: 1,
+                inode: 2,
+                hash: Hash::of(b"a"),
+            };
+            let mut tx = index.write().unwrap();
+            tx.files().remember(&[stat(1), stat(2)]).unwrap();
+            tx.commit().unwrap();
+            let all = index.read().unwrap().files().all().unwrap();
+            assert_eq!(all["a.png"].size, 2, "{}", index.location());
+        }
     }
 }

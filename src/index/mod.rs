@@ -1,12 +1,20 @@
-//! The SQLite index (sqlx): a queryable catalogue of what the store holds and how it relates.
+//! The index (sqlx): a queryable catalogue of what the store holds and how it relates, in a
+//! SQLite file in the home (the default) or in a PostgreSQL database (for many nodes).
 //!
-//! Opening applies the embedded `migrations/` (never edited once shipped), and sets WAL, foreign
-//! keys and a busy timeout. Everything here can be rebuilt from record objects in the store.
+//! Opening applies the embedded migrations (never edited once shipped): `migrations/` on
+//! SQLite, with WAL, foreign keys and a busy timeout; `migrations/postgres/` on PostgreSQL, in
+//! the schema `ktrack`, under an advisory lock. Everything here can be rebuilt from record
+//! objects in the store.
+//!
+//! Each query is one SQL text that both backends read (`$N` placeholders, `ON CONFLICT`),
+//! written once and compiled for each by `on!`; the few statements the dialects spell apart
+//! (the clock, `group_concat`/`string_agg`) ask [`Session::dialect`]. `sqlx::Any` is not used:
+//! its query builder emits `?` placeholders, which PostgreSQL does not read.
 //!
 //! All SQL of ktrack lives in this module, behind a synchronous facade: [`Index::read`] lends a
-//! pooled connection and [`Index::write`] opens a write transaction (`BEGIN IMMEDIATE`, so
-//! concurrent processes queue on the busy timeout instead of failing with "database is
-//! locked"); either is a [`Session`], whose tables are reached by name —
+//! pooled connection and [`Index::write`] opens a write transaction (`BEGIN IMMEDIATE`, or on
+//! PostgreSQL `BEGIN` and an advisory lock, so concurrent processes queue instead of failing
+//! with "database is locked"); either is a [`Session`], whose tables are reached by name —
 //! `k.index.read()?.runs().get(&id)?`, `tx.objects().insert_many(..)?; tx.commit()?`. Rows come
 //! back as plain structs (`sqlx::FromRow`), never tuples. A write session dropped without
 //! `commit` rolls back. The index owns a small tokio runtime that sqlx runs on; nothing outside
@@ -722,13 +730,13 @@ enum Conn {
     PostgresTx(Transaction<'static, Postgres>),
 }
 
-/// A session's connection, by backend (what [`on!`] matches on).
+/// A session's connection, by backend (what `on!` matches on).
 pub(crate) enum Connection<'c> {
     Sqlite(&'c mut SqliteConnection),
     Postgres(&'c mut PgConnection),
 }
 
-/// Runs a future on the index's runtime (the async half of [`on!`]); the bound gives the
+/// Runs a future on the index's runtime (the async half of `on!`); the bound gives the
 /// block its `Result` type, so `?` works inside it.
 pub(crate) fn block_on<T>(
     rt: &tokio::runtime::Runtime,
@@ -840,6 +848,19 @@ pub fn is_pool_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
 
 /// Indexes for unit tests: a SQLite file in `dir`, and, when `KTRACK_TEST_DATABASE_URL` names
 /// a PostgreSQL server, a fresh schema there (dropped with the returned guard).
+/// True when `e` is another transaction getting in the way on PostgreSQL (a lock wait past
+/// `lock_timeout`, a deadlock, a serialisation failure): worth retrying, as SQLite's "database
+/// is locked" is.
+pub fn is_contention(e: &(dyn std::error::Error + 'static)) -> bool {
+    let db = match (e.downcast_ref::<sqlx::Error>(), e.downcast_ref::<Error>()) {
+        (Some(sqlx::Error::Database(d)), _) | (_, Some(Error::Query(sqlx::Error::Database(d)))) => {
+            d
+        }
+        _ => return false,
+    };
+    matches!(db.code().as_deref(), Some("55P03" | "40P01" | "40001"))
+}
+
 #[cfg(test)]
 pub(crate) fn test_indexes(dir: &Path) -> Vec<(Index, TestSchema)> {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

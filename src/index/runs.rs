@@ -2,7 +2,8 @@
 //!
 //! A claim is one conditional UPDATE: it succeeds for a planned or failed run, or a running
 //! run whose heartbeat is older than the stale limit (its claimer died). SQLite serialises
-//! writers, so two processes can never both claim a run.
+//! writers, and PostgreSQL re-checks the condition on the row it locked, so two processes can
+//! never both claim a run.
 
 use std::collections::HashMap;
 

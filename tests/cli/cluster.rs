@@ -225,20 +225,31 @@ seeds = [0, 1]"#;
     );
     let config = std::fs::read_to_string(ctx.home().join("config.toml")).unwrap();
     assert!(config.contains(&db.url), "{config}");
-    assert_eq!(ctx.ok(["index", "where"]).trim(), db.url);
+    // The password (if the URL has one) is never shown.
+    assert_eq!(
+        ctx.ok(["index", "where"]).trim(),
+        ktrack::index::redact_password(&db.url)
+    );
     // Everything reads the same from PostgreSQL (the SQLite file stays, unused).
-    assert_eq!(ctx.ok(["compare", "--format", "csv", "--bootstrap", "100"]), compare);
+    assert_eq!(
+        ctx.ok(["compare", "--format", "csv", "--bootstrap", "100"]),
+        compare
+    );
     assert_eq!(ctx.ok(["status", "--format", "json"]), status);
     assert_eq!(ctx.ok(["data", "ls", "--format", "csv"]), ls);
     assert!(ctx.run(["verify"]).starts_with("exit_code: 0"));
     let again = ctx.run(["run", spec.to_str().unwrap(), "--no-compare"]);
-    assert!(again.starts_with("exit_code: 0") && !again.contains("Finished"), "{again}");
+    assert!(
+        again.starts_with("exit_code: 0") && !again.contains("Finished"),
+        "{again}"
+    );
     // Another home may not migrate into a database that holds this one's index.
     let other = TestContext::sqlite();
     other.ok(["init"]);
     let refused = other.run(["index", "migrate", "--to", &db.url]);
     assert!(
-        refused.starts_with("exit_code: 1") && refused.contains("already holds another home's index"),
+        refused.starts_with("exit_code: 1")
+            && refused.contains("already holds another home's index"),
         "{refused}"
     );
     // A second migrate of the same home rebuilds in place, keeping the old schema aside.

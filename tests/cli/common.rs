@@ -60,7 +60,11 @@ impl TestContext {
         let admin = std::env::var(TEST_DATABASE_URL)
             .ok()
             .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| panic!("set {TEST_DATABASE_URL} to a PostgreSQL server where databases may be created"));
+            .unwrap_or_else(|| {
+                panic!(
+                    "set {TEST_DATABASE_URL} to a PostgreSQL server where databases may be created"
+                )
+            });
         TestDatabase::create(&admin)
     }
 
