@@ -231,22 +231,24 @@ pub fn reindex(env: &Env, _args: ReindexArgs) -> Result<()> {
         env.printer
             .status("Moved", format!("the previous index to `{p}`"));
     }
-    let i = &r.ingested;
-    env.printer.status(
-        "Reindexed",
-        format!(
-            "{} objects, {} records: {} cohorts, {} splits, {} fractions, {} runs, {} sweeps, {} reproductions",
-            thousands(r.objects as u64),
-            r.records,
-            i.cohorts,
-            i.splits,
-            i.fractions,
-            i.runs,
-            i.sweeps,
-            i.reproductions
-        ),
-    );
+    env.printer.status("Reindexed", rebuilt(&r));
     Ok(())
+}
+
+/// What a reindex (or an index migration) rebuilt, in one line.
+pub fn rebuilt(r: &maintain::ReindexReport) -> String {
+    let i = &r.ingested;
+    format!(
+        "{} objects, {} records: {} cohorts, {} splits, {} fractions, {} runs, {} sweeps, {} reproductions",
+        thousands(r.objects as u64),
+        r.records,
+        i.cohorts,
+        i.splits,
+        i.fractions,
+        i.runs,
+        i.sweeps,
+        i.reproductions
+    )
 }
 
 #[derive(Debug, clap::Subcommand)]

@@ -46,19 +46,11 @@ fn migrate(env: &Env, to: &str) -> Result<()> {
             index::redact_password(to)
         )
     })?;
-    let i = &r.ingested;
     env.printer.status(
         "Migrated",
         format!(
-            "{} objects, {} records: {} cohorts, {} splits, {} fractions, {} runs, {} sweeps, {} reproductions into `{}`",
-            r.objects,
-            r.records,
-            i.cohorts,
-            i.splits,
-            i.fractions,
-            i.runs,
-            i.sweeps,
-            i.reproductions,
+            "{} into `{}`",
+            super::audit::rebuilt(&r),
             index::redact_password(to)
         ),
     );

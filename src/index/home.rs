@@ -204,13 +204,13 @@ pub fn refuse_sqlite_on_a_network_filesystem(home: &Path, at: &Location) -> Resu
 /// one of) the store's objects; it is asked only when the index is new or empty.
 pub fn open(home: &Path, at: &Location, store_objects: &dyn Fn() -> usize) -> Result<Index> {
     let at = at.clone();
-    if let Location::Sqlite(path) = &at {
-        if let Some(kind) = crate::fault::file_kind(path) {
-            return Err(Error::NotAFile {
-                path: path.clone(),
-                kind,
-            });
-        }
+    if let Location::Sqlite(path) = &at
+        && let Some(kind) = crate::fault::file_kind(path)
+    {
+        return Err(Error::NotAFile {
+            path: path.clone(),
+            kind,
+        });
     }
     refuse_sqlite_on_a_network_filesystem(home, &at)?;
     let _lock = lock(home)?;

@@ -590,22 +590,19 @@ impl Index {
             .bind(schema)
             .fetch_optional(&mut *tx)
             .await?;
-            if live.is_some() {
+            let renames = live
+                .map(|_| (schema.as_str(), aside))
+                .into_iter()
+                .chain([(building, schema.as_str())]);
+            for (from, to) in renames {
                 sqlx::query(&format!(
                     "ALTER SCHEMA {} RENAME TO {}",
-                    ident(schema),
-                    ident(aside)
+                    ident(from),
+                    ident(to)
                 ))
                 .execute(&mut *tx)
                 .await?;
             }
-            sqlx::query(&format!(
-                "ALTER SCHEMA {} RENAME TO {}",
-                ident(building),
-                ident(schema)
-            ))
-            .execute(&mut *tx)
-            .await?;
             tx.commit().await?;
             Ok(live.is_some())
         })
