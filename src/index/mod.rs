@@ -421,10 +421,7 @@ impl Index {
             .thread_name("ktrack-index")
             .enable_all()
             .build()
-            .map_err(|e| Error::Open {
-                at: at.to_string(),
-                source: sqlx::Error::Io(e),
-            })?;
+            .map_err(no_runtime(at))?;
         let pool = match at {
             Location::Sqlite(path) => Pool::Sqlite(rt.block_on(open_sqlite(path))?),
             Location::Postgres { url, schema } => {
@@ -654,6 +651,14 @@ fn ident(schema: &str) -> String {
     format!("\"{schema}\"")
 }
 
+/// The error for a runtime the index could not start (threads refused).
+fn no_runtime(at: &Location) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |e| Error::Open {
+        at: at.to_string(),
+        source: sqlx::Error::Io(e),
+    }
+}
+
 /// Runs `f` on one plain PostgreSQL connection to `url` (no pool, no search path).
 fn on_postgres<T>(
     at: &Location,
@@ -663,10 +668,7 @@ fn on_postgres<T>(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Open {
-            at: at.to_string(),
-            source: sqlx::Error::Io(e),
-        })?;
+        .map_err(no_runtime(at))?;
     rt.block_on(async {
         let mut conn = postgres_options(url)
             .map_err(|source| open_error(at, source))?
