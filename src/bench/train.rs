@@ -34,6 +34,64 @@ pub struct TrainBenchRow {
     pub ratio: f64,
 }
 
+/// PyTorch eager on the same model, batch, loss, optimiser and threads, measured by
+/// `benches/eager_train.py` through a Python that has torch and torchvision.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct EagerRow {
+    pub torch: String,
+    pub device: String,
+    pub threads: usize,
+    pub images_per_second: f64,
+    pub forward_images_per_second: f64,
+}
+
+const EAGER_SCRIPT: &str = include_str!("../../benches/eager_train.py");
+
+/// Runs the eager reference on `device` (`cpu` or `cuda:N`) with `python`.
+pub fn eager(
+    python: &std::path::Path,
+    opts: &TrainBenchOptions,
+    device: &str,
+) -> anyhow::Result<EagerRow> {
+    let arch = match opts.arch {
+        Arch::Resnet18 => "resnet18",
+        Arch::Resnet34 => "resnet34",
+        Arch::Resnet50 => "resnet50",
+        other => anyhow::bail!("torchvision has no model for `{other}`; compare resnet18/34/50"),
+    };
+    let dir = tempfile::tempdir()?;
+    let script = dir.path().join("eager_train.py");
+    std::fs::write(&script, EAGER_SCRIPT)?;
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .args(["--arch", arch, "--device", device])
+        .args([
+            "--size",
+            &opts.size.to_string(),
+            "--batch",
+            &opts.batch.to_string(),
+        ])
+        .args([
+            "--steps",
+            &opts.steps.to_string(),
+            "--warmup",
+            &opts.warmup.to_string(),
+        ])
+        .args(["--threads", &opts.threads.to_string()])
+        .output()
+        .map_err(|e| anyhow::anyhow!("could not run `{}`: {e}", python.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "the PyTorch eager reference failed ({}):\n{}",
+        python.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or_default();
+    serde_json::from_str(line)
+        .map_err(|e| anyhow::anyhow!("the eager reference printed `{line}`: {e}"))
+}
+
 /// The devices this build can use (CUDA only when asked for).
 pub fn available() -> Vec<DeviceKind> {
     let mut v = vec![DeviceKind::Cpu];

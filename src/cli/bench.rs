@@ -43,6 +43,10 @@ pub enum Command {
         devices: Vec<crate::train::DeviceKind>,
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// A Python with torch and torchvision: PyTorch eager is measured beside ktrack on the
+        /// same model, batch, loss, optimiser and threads, and each row gets its ratio to it.
+        #[arg(long, value_name = "PYTHON")]
+        eager: Option<std::path::PathBuf>,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
@@ -102,6 +106,7 @@ pub fn run(env: &Env, cmd: Command) -> Result<()> {
             steps,
             devices,
             threads,
+            eager,
             format,
         } => {
             let devices = if devices.is_empty() {
@@ -118,7 +123,7 @@ pub fn run(env: &Env, cmd: Command) -> Result<()> {
                 devices,
                 threads,
             };
-            train(env, &opts, format)
+            train(env, &opts, eager.as_deref(), format)
         }
         Command::Ssl {
             patients,
@@ -162,16 +167,46 @@ pub fn run(env: &Env, cmd: Command) -> Result<()> {
     }
 }
 
-fn train(env: &Env, opts: &crate::bench::train::TrainBenchOptions, format: Format) -> Result<()> {
+fn train(
+    env: &Env,
+    opts: &crate::bench::train::TrainBenchOptions,
+    eager: Option<&std::path::Path>,
+    format: Format,
+) -> Result<()> {
     let rows = crate::bench::train::run(opts)?;
+    // PyTorch eager once per piece of hardware the rows ran on.
+    let mut references: Vec<(String, crate::bench::train::EagerRow)> = Vec::new();
+    if let Some(python) = eager {
+        for r in &rows {
+            let hw = if r.device.starts_with("cuda") {
+                r.device.clone()
+            } else {
+                "cpu".into()
+            };
+            if !references.iter().any(|(d, _)| *d == hw) {
+                let e = crate::bench::train::eager(python, opts, &hw)?;
+                references.push((hw, e));
+            }
+        }
+    }
+    let eager_of = |device: &str| {
+        let hw = if device.starts_with("cuda") {
+            device
+        } else {
+            "cpu"
+        };
+        references.iter().find(|(d, _)| d == hw).map(|(_, e)| e)
+    };
     if format == Format::Json {
-        return Ok(env.printer.data(&serde_json::to_string_pretty(&rows)?)?);
+        let json = serde_json::json!({ "ktrack": rows, "eager": references.iter().map(|(_, e)| e).collect::<Vec<_>>() });
+        return Ok(env.printer.data(&serde_json::to_string_pretty(&json)?)?);
     }
     let mut t = crate::output::Table::new([
         "device",
         "images/s",
         "s/step",
         "ratio",
+        "÷ PyTorch eager",
         "forward only, images/s",
     ]);
     for r in &rows {
@@ -180,15 +215,29 @@ fn train(env: &Env, opts: &crate::bench::train::TrainBenchOptions, format: Forma
             format!("{:.1}", r.images_per_second),
             format!("{:.3}", r.seconds_per_step),
             format!("{:.2}", r.ratio),
+            eager_of(&r.device).map_or("-".into(), |e| {
+                format!("{:.2}", r.images_per_second / e.images_per_second)
+            }),
             format!("{:.1}", r.forward_images_per_second),
         ]);
     }
+    for (_, e) in &references {
+        t.row([
+            format!("PyTorch {} eager ({})", e.torch, e.device),
+            format!("{:.1}", e.images_per_second),
+            format!("{:.3}", opts.batch as f64 / e.images_per_second),
+            "-".into(),
+            "1.00".into(),
+            format!("{:.1}", e.forward_images_per_second),
+        ]);
+    }
     env.printer.data(&format!(
-        "forward + backward + AdamW step, {} at {} px, batch {}, {} CPU threads\n{}",
+        "forward + backward + AdamW step, {} at {} px, batch {}, {} CPU threads; native LibTorch backward: {}\n{}",
         opts.arch,
         opts.size,
         opts.batch,
         opts.threads,
+        if crate::train::backend::native_libtorch_backward() { "yes" } else { "no" },
         super::data::render(&t, format)
     ))?;
     Ok(())

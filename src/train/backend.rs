@@ -113,6 +113,21 @@ impl crate::hint::Hint for Error {
     }
 }
 
+/// True when this build trains on LibTorch with its native backward passes (convolution
+/// through `convolution_backward`, ReLU through `threshold_backward`: `vendor/burn-tch`),
+/// which needs LibTorch's headers at build time.
+#[allow(deprecated)]
+pub fn native_libtorch_backward() -> bool {
+    #[cfg(feature = "tch")]
+    {
+        burn::backend::libtorch::native_backward()
+    }
+    #[cfg(not(feature = "tch"))]
+    {
+        false
+    }
+}
+
 /// Sets the CPU thread pool size once per process; returns the size in effect.
 pub fn pin_threads(threads: usize) -> usize {
     let _ = rayon::ThreadPoolBuilder::new()

@@ -1,0 +1,73 @@
+"""PyTorch eager reference for `ktrack bench train`: the same model (torchvision ResNet with a
+5-class head, as ktrack's `Classifier`), batch, image size, loss (cross-entropy) and optimiser
+(AdamW, lr 1e-4), forward + backward + step, timed after warm-up steps; and the forward pass
+alone. Prints one JSON object. `ktrack bench train --eager PYTHON` runs it beside ktrack."""
+import argparse
+import json
+import time
+
+import torch
+import torchvision
+
+p = argparse.ArgumentParser()
+p.add_argument("--arch", default="resnet18")
+p.add_argument("--size", type=int, default=128)
+p.add_argument("--batch", type=int, default=32)
+p.add_argument("--steps", type=int, default=10)
+p.add_argument("--warmup", type=int, default=2)
+p.add_argument("--device", default="cpu")
+p.add_argument("--threads", type=int, default=2)
+a = p.parse_args()
+
+torch.set_num_threads(a.threads)
+dev = torch.device(a.device)
+cuda = dev.type == "cuda"
+if cuda:
+    torch.backends.cudnn.benchmark = True
+model = getattr(torchvision.models, a.arch)(num_classes=5).to(dev).train()
+opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+loss_fn = torch.nn.CrossEntropyLoss()
+g = torch.Generator().manual_seed(0)
+x = torch.randn(a.batch, 3, a.size, a.size, generator=g)
+y = torch.arange(a.batch) % 5
+
+
+def sync():
+    if cuda:
+        torch.cuda.synchronize()
+
+
+def step():
+    xb, yb = x.to(dev), y.to(dev)
+    opt.zero_grad(set_to_none=True)
+    loss = loss_fn(model(xb), yb)
+    loss.backward()
+    opt.step()
+
+
+def forward():
+    with torch.no_grad():
+        model(x.to(dev))
+
+
+def timed(fn):
+    for _ in range(a.warmup):
+        fn()
+    sync()
+    t = time.perf_counter()
+    for _ in range(a.steps):
+        fn()
+    sync()
+    return (time.perf_counter() - t) / a.steps
+
+
+train = timed(step)
+model.eval()
+fwd = timed(forward)
+print(json.dumps({
+    "torch": torch.__version__,
+    "device": a.device,
+    "threads": torch.get_num_threads(),
+    "images_per_second": a.batch / train,
+    "forward_images_per_second": a.batch / fwd,
+}))

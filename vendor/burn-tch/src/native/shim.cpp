@@ -1,0 +1,41 @@
+// LibTorch operations tch 0.22 does not expose, for the native backward passes of this
+// patched burn-tch. Tensors cross as `at::Tensor*` (what tch's `C_tensor` points to); results
+// are new heap tensors the Rust side owns. Exceptions become an error message (malloc'd, freed
+// by the caller with `free`), never an unwind across the C boundary.
+#include <ATen/ATen.h>
+
+#include <array>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+
+extern "C" {
+
+static char* ktrack_error(const std::exception& e) { return strdup(e.what()); }
+
+// at::convolution_backward for an N-d convolution (not transposed). `mask` picks which of
+// (input, weight, bias) gradients to compute; the ones not asked for come back null.
+char* ktrack_convolution_backward(at::Tensor* grad_output, at::Tensor* input, at::Tensor* weight,
+                                  int64_t bias_size, const int64_t* stride,
+                                  const int64_t* padding, const int64_t* dilation, int64_t dims,
+                                  int64_t groups, int mask_input, int mask_weight, int mask_bias,
+                                  at::Tensor** out) {
+  try {
+    std::array<bool, 3> mask = {mask_input != 0, mask_weight != 0, mask_bias != 0};
+    std::vector<int64_t> zeros(dims, 0);
+    std::vector<int64_t> bias_sizes = {bias_size};
+    auto grads = at::convolution_backward(
+        *grad_output, *input, *weight,
+        bias_size >= 0 ? at::OptionalIntArrayRef(bias_sizes) : at::OptionalIntArrayRef(),
+        at::IntArrayRef(stride, dims), at::IntArrayRef(padding, dims),
+        at::IntArrayRef(dilation, dims), false, at::IntArrayRef(zeros), groups, mask);
+    out[0] = mask[0] ? new at::Tensor(std::get<0>(grads)) : nullptr;
+    out[1] = mask[1] ? new at::Tensor(std::get<1>(grads)) : nullptr;
+    out[2] = mask[2] ? new at::Tensor(std::get<2>(grads)) : nullptr;
+    return nullptr;
+  } catch (const std::exception& e) {
+    return ktrack_error(e);
+  }
+}
+
+}  // extern "C"
