@@ -114,7 +114,8 @@ fn native_libtorch_backward_matches_the_default_ops() {
         "this build has the native LibTorch backward"
     );
     ktrack::train::backend::pin_threads(2);
-    let (batch, size) = (4, 32);
+    // Large enough that every BatchNorm normalises over 32 or more values per channel.
+    let (batch, size) = (8, 64);
     let mut r = ktrack::rng::stream("native-backward", &[], 0);
     let pixels: Vec<f32> = (0..batch * 3 * size * size)
         .map(|_| ktrack::rng::normal(&mut r) as f32)

@@ -38,4 +38,22 @@ char* ktrack_convolution_backward(at::Tensor* grad_output, at::Tensor* input, at
   }
 }
 
+// at::native_batch_norm_backward in training mode: gradients of input, weight (gamma) and bias
+// (beta), from the batch's mean and inverse standard deviation.
+char* ktrack_batch_norm_backward(at::Tensor* grad_output, at::Tensor* input, at::Tensor* weight,
+                                 at::Tensor* save_mean, at::Tensor* save_invstd, double eps,
+                                 at::Tensor** out) {
+  try {
+    auto grads = at::native_batch_norm_backward(*grad_output, *input, *weight, std::nullopt,
+                                                std::nullopt, *save_mean, *save_invstd, true, eps,
+                                                {true, true, true});
+    out[0] = new at::Tensor(std::get<0>(grads));
+    out[1] = new at::Tensor(std::get<1>(grads));
+    out[2] = new at::Tensor(std::get<2>(grads));
+    return nullptr;
+  } catch (const std::exception& e) {
+    return ktrack_error(e);
+  }
+}
+
 }  // extern "C"

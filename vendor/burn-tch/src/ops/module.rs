@@ -102,6 +102,80 @@ impl ModuleOps<Self> for LibTorch {
     }
 
     #[cfg(native_ops)]
+    fn batch_norm(
+        x: TchTensor,
+        gamma: TchTensor,
+        beta: TchTensor,
+        mean: TchTensor,
+        variance: TchTensor,
+        epsilon: f64,
+    ) -> TchTensor {
+        // One LibTorch batch norm with the given statistics (cuDNN's on CUDA).
+        let out = x.tensor.batch_norm(
+            Some(&gamma.tensor),
+            Some(&beta.tensor),
+            Some(&mean.tensor),
+            Some(&variance.tensor),
+            false,
+            0.0,
+            epsilon,
+            true,
+        );
+        TchTensor::new(out)
+    }
+
+    #[cfg(native_ops)]
+    fn batch_norm_train(
+        x: TchTensor,
+        gamma: TchTensor,
+        beta: TchTensor,
+        epsilon: f64,
+    ) -> burn_backend::ops::BatchNormTrain<Self> {
+        // LibTorch's own kernel: the output and the batch's mean and 1/sqrt(var + eps); the
+        // biased variance burn's running statistics expect is recovered from the latter.
+        let (out, mean, invstd) = x.tensor.native_batch_norm(
+            Some(&gamma.tensor),
+            Some(&beta.tensor),
+            None::<&tch::Tensor>,
+            None::<&tch::Tensor>,
+            true,
+            0.0,
+            epsilon,
+        );
+        let variance = invstd.pow_tensor_scalar(-2.0) - epsilon;
+        burn_backend::ops::BatchNormTrain::new(
+            TchTensor::new(out),
+            TchTensor::new(mean),
+            TchTensor::new(variance),
+        )
+    }
+
+    #[cfg(native_ops)]
+    fn batch_norm_train_backward(
+        x: TchTensor,
+        gamma: TchTensor,
+        mean: TchTensor,
+        variance: TchTensor,
+        epsilon: f64,
+        output_grad: TchTensor,
+    ) -> burn_backend::ops::BatchNormTrainBackward<Self> {
+        let invstd = (variance.tensor + epsilon).rsqrt();
+        let [x_grad, gamma_grad, beta_grad] = crate::native::batch_norm_backward(
+            &output_grad.tensor,
+            &x.tensor,
+            &gamma.tensor,
+            &mean.tensor,
+            &invstd,
+            epsilon,
+        );
+        burn_backend::ops::BatchNormTrainBackward::new(
+            TchTensor::new(x_grad),
+            TchTensor::new(gamma_grad),
+            TchTensor::new(beta_grad),
+        )
+    }
+
+    #[cfg(native_ops)]
     fn conv2d_x_backward(
         x: TchTensor,
         weight: TchTensor,
