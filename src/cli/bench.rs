@@ -198,7 +198,18 @@ fn train(
         references.iter().find(|(d, _)| d == hw).map(|(_, e)| e)
     };
     if format == Format::Json {
-        let json = serde_json::json!({ "ktrack": rows, "eager": references.iter().map(|(_, e)| e).collect::<Vec<_>>() });
+        let ktrack: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(r).unwrap_or_default();
+                v["vs_eager"] = eager_of(&r.device)
+                    .map(|e| serde_json::json!(r.images_per_second / e.images_per_second))
+                    .unwrap_or(serde_json::Value::Null);
+                v
+            })
+            .collect();
+        let eager: Vec<_> = references.iter().map(|(_, e)| e).collect();
+        let json = serde_json::json!({ "ktrack": ktrack, "eager": eager });
         return Ok(env.printer.data(&serde_json::to_string_pretty(&json)?)?);
     }
     let mut t = crate::output::Table::new([

@@ -64,7 +64,7 @@ fn train_bench_prints_every_backend_with_its_ratio() {
         "json",
     ]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let rows = v.as_array().unwrap();
+    let rows = v["ktrack"].as_array().unwrap();
     assert_eq!(rows[0]["device"], "cpu");
     assert_eq!(rows[0]["ratio"], 1.0);
     for r in rows {
@@ -74,4 +74,78 @@ fn train_bench_prints_every_backend_with_its_ratio() {
             "{out}"
         );
     }
+    assert_eq!(v["eager"].as_array().unwrap().len(), 0, "{out}");
+}
+
+/// `--eager PYTHON` runs the eager reference script with the bench's settings and divides by
+/// it. A stand-in "Python" records its arguments and reports a fixed rate, so the plumbing is
+/// checked here; `benches/eager_train.py` itself needs torch and torchvision.
+#[test]
+fn train_bench_divides_by_the_eager_reference_it_runs() {
+    use std::os::unix::fs::PermissionsExt;
+    let ctx = TestContext::new();
+    let python = ctx.write(
+        "fake-python",
+        format!(
+            "#!/bin/sh\necho \"$@\" > {}/eager-args\necho '{{\"torch\": \"9.9\", \"device\": \"cpu\", \"threads\": 2, \"images_per_second\": 1000.0, \"forward_images_per_second\": 3000.0}}'\n",
+            ctx.root().display()
+        ),
+    );
+    std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let args = [
+        "bench",
+        "train",
+        "--arch",
+        "resnet18",
+        "--size",
+        "32",
+        "--batch",
+        "2",
+        "--steps",
+        "1",
+        "--devices",
+        "cpu",
+        "--eager",
+    ];
+    let out = ctx.ok(args.iter().copied().chain([python.to_str().unwrap()]));
+    assert!(out.contains("PyTorch 9.9 eager (cpu)"), "{out}");
+    let called = std::fs::read_to_string(ctx.root().join("eager-args")).unwrap();
+    for want in [
+        "--arch resnet18",
+        "--device cpu",
+        "--size 32",
+        "--batch 2",
+        "--threads 2",
+    ] {
+        assert!(called.contains(want), "{called}");
+    }
+    let json = ctx.ok(args
+        .iter()
+        .copied()
+        .chain([python.to_str().unwrap(), "--format", "json"]));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let ours = v["ktrack"][0]["images_per_second"].as_f64().unwrap();
+    assert_eq!(v["eager"][0]["images_per_second"], 1000.0);
+    assert_eq!(
+        v["ktrack"][0]["vs_eager"].as_f64().unwrap(),
+        ours / 1000.0,
+        "{json}"
+    );
+    // A model torchvision does not have is refused by name.
+    let bad = ctx.run([
+        "bench",
+        "train",
+        "--arch",
+        "resnet-tiny",
+        "--devices",
+        "cpu",
+        "--steps",
+        "1",
+        "--eager",
+        python.to_str().unwrap(),
+    ]);
+    assert!(
+        bad.starts_with("exit_code: 1") && bad.contains("torchvision has no model"),
+        "{bad}"
+    );
 }
