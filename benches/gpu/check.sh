@@ -18,7 +18,9 @@ DEVICE=${DEVICE:-cuda:0}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())' | tee -a "$OUT/gpu.txt"
 
-echo "== ktrack bench train (burn on LibTorch CUDA)"
+echo "== ktrack bench train (burn on LibTorch CUDA, native conv/BatchNorm/ReLU), beside eager in the same run"
+"$KTRACK" --no-progress bench train --arch resnet50 --size 224 --batch 64 --steps 20 \
+  --devices "$DEVICE" --threads "${THREADS:-8}" --eager "$PY" | tee "$OUT/ktrack-bench-vs-eager.txt"
 "$KTRACK" --no-progress bench train --arch resnet50 --size 224 --batch 64 --steps 20 \
   --devices "$DEVICE" --threads "${THREADS:-8}" --format json | tee "$OUT/ktrack-bench.json"
 echo "== PyTorch eager, same model and batch"
@@ -32,7 +34,7 @@ echo "== self-supervised pretraining, one epoch each (SimCLR, CLIP), ResNet-50 a
 "$PY" - "$OUT" <<'PYEOF'
 import json, sys
 out = sys.argv[1]
-k = json.load(open(f"{out}/ktrack-bench.json"))[0]
+k = json.load(open(f"{out}/ktrack-bench.json"))["ktrack"][0]
 e = json.load(open(f"{out}/eager.json"))
 print("ResNet-50, 224 px, batch 64, fp32, forward+backward+AdamW (forward alone in brackets):")
 print(f"  ktrack (burn-tch, {k['device']}, cudnn benchmark on): {k['images_per_second']:.1f} images/s [{k['forward_images_per_second']:.1f}]")
