@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::data::{
     Augment, BaseImages, Example, ImageSource, Loader, Pass, Preprocess, epoch_order,
 };
-use super::epochs::{Epochs, Plan, Step, Trainer, scalar};
+use super::epochs::{Epochs, Plan, Step, Trainer};
 use super::{DeviceKind, Error, checkpoint};
 use crate::data::Label;
 use crate::metrics::{binary, kl};
@@ -363,7 +363,7 @@ impl Trainer for Downstream<'_> {
                     .map(|&r| i64::from(self.train_labels[r]))
                     .collect();
                 let loss = self.loss(self.model.head.forward(x), &labels);
-                let value = scalar(&loss);
+                let value = loss.clone().detach();
                 let grads = GradientsParams::from_grads(loss.backward(), &self.model.head);
                 self.model.head = self.optim.step(lr, self.model.head.clone(), grads);
                 (value, labels.len())
@@ -375,7 +375,7 @@ impl Trainer for Downstream<'_> {
                     &self.device,
                 );
                 let loss = self.loss(self.model.forward(x), &batch.labels);
-                let value = scalar(&loss);
+                let value = loss.clone().detach();
                 let grads = GradientsParams::from_grads(loss.backward(), &self.model);
                 self.model = self.optim.step(lr, self.model.clone(), grads);
                 (value, n)

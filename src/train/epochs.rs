@@ -81,10 +81,11 @@ impl LoopState {
     }
 }
 
-/// What one optimisation step reports: its loss, the weight the epoch's mean gives it (the
-/// batch's images, or 1 for a mean over batches) and the images it trained on.
+/// What one optimisation step reports: its loss (still on the device: the loop reads the
+/// losses of many steps in one transfer, never one per step), the weight the epoch's mean
+/// gives it (the batch's images, or 1 for a mean over batches) and the images it trained on.
 pub struct Step {
-    pub loss: f64,
+    pub loss: Tensor<1>,
     pub weight: f64,
     pub images: usize,
 }
@@ -188,21 +189,23 @@ impl Epochs {
             let epoch = self.state.epoch;
             let started = Instant::now();
             let mut lr = plan.lr;
+            let mut losses = DeviceLosses::default();
             for batch in t.batches(epoch, self.state.batch)? {
                 if interrupt.load(Ordering::Relaxed) {
+                    losses.flush(&mut self.state);
                     self.checkpoint(t)?;
                     return Err(Error::Interrupted { epoch });
                 }
                 let s = &mut self.state;
                 lr = schedule::warmup_cosine(plan.lr, s.step, plan.warmup_steps, total_steps);
                 let step = t.step(batch, lr)?;
-                s.loss_sum += step.loss * step.weight;
-                s.loss_weight += step.weight;
+                losses.push(step.loss, step.weight);
                 s.train_images += step.images;
                 s.step += 1;
                 s.batch += 1;
                 progress.step();
             }
+            losses.flush(&mut self.state);
             self.state.train_seconds += started.elapsed().as_secs_f64();
             let val_metric = t.validate()?;
             self.end_epoch(t, plan, lr, val_metric, started, progress)?;
@@ -275,11 +278,33 @@ impl Epochs {
     }
 }
 
-/// A one-element tensor's value (a host read).
-pub fn scalar(t: &Tensor<1>) -> f64 {
-    t.clone()
-        .into_data()
-        .try_to_vec::<f32>()
-        .map(|v| f64::from(v[0]))
-        .unwrap_or(f64::NAN)
+/// The losses of an epoch's steps, kept on the device until the loop needs them (a
+/// checkpoint, the epoch's end): then one transfer reads them all, and they are added to the
+/// loop state in step order, in f64, exactly as a read after every step would.
+#[derive(Default)]
+struct DeviceLosses {
+    pending: Vec<Tensor<1>>,
+    weights: Vec<f64>,
+}
+
+impl DeviceLosses {
+    fn push(&mut self, loss: Tensor<1>, weight: f64) {
+        self.pending.push(loss);
+        self.weights.push(weight);
+    }
+
+    fn flush(&mut self, s: &mut LoopState) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let values = Tensor::cat(std::mem::take(&mut self.pending), 0)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap_or_default();
+        for (i, w) in std::mem::take(&mut self.weights).into_iter().enumerate() {
+            let v = values.get(i).map_or(f64::NAN, |v| f64::from(*v));
+            s.loss_sum += v * w;
+            s.loss_weight += w;
+        }
+    }
 }

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::data::{
     Augment, BaseImages, Example, ImageSource, Loader, Pass, Preprocess, epoch_order,
 };
-use super::epochs::{Epochs, Plan, Step, Trainer, scalar};
+use super::epochs::{Epochs, Plan, Step, Trainer};
 use super::{DeviceKind, Error, checkpoint, text};
 use crate::model::import;
 use crate::model::init::Seeder;
@@ -315,7 +315,7 @@ impl<'a> Pretrainer<'a> {
     }
 
     /// SimCLR: NT-Xent over the 2B projected views (view i's positive is view i ± B).
-    fn simclr(&mut self, x: Tensor<4>, b: usize, lr: f64) -> f64 {
+    fn simclr(&mut self, x: Tensor<4>, b: usize, lr: f64) -> Tensor<1> {
         let Nets::Image(model) = &mut self.nets else {
             unreachable!("SimCLR trains an image network")
         };
@@ -339,11 +339,11 @@ impl<'a> Pretrainer<'a> {
         let loss = self.ce.forward(logits, targets);
         let grads = GradientsParams::from_grads(loss.backward(), &*model);
         *model = self.optim.step(lr, model.clone(), grads);
-        scalar(&loss)
+        loss.detach()
     }
 
     /// MoCo v2: InfoNCE of the queries against their momentum keys (first) and the queue.
-    fn moco(&mut self, x: Tensor<4>, b: usize, lr: f64) -> f64 {
+    fn moco(&mut self, x: Tensor<4>, b: usize, lr: f64) -> Tensor<1> {
         let cfg = self.cfg;
         let targets = self.targets(b, |_| 0);
         let Nets::Moco { query, key, queue } = &mut self.nets else {
@@ -370,11 +370,11 @@ impl<'a> Pretrainer<'a> {
             ],
             0,
         );
-        scalar(&loss)
+        loss.detach()
     }
 
     /// CLIP / ConVIRT: symmetric (or λ-weighted) InfoNCE over the batch's image-report pairs.
-    fn image_text(&mut self, x: Tensor<4>, rows: &[usize], lr: f64) -> Result<f64, Error> {
+    fn image_text(&mut self, x: Tensor<4>, rows: &[usize], lr: f64) -> Result<Tensor<1>, Error> {
         let cfg = self.cfg;
         let b = rows.len();
         let reports = self.reports.expect("checked before training");
@@ -401,7 +401,7 @@ impl<'a> Pretrainer<'a> {
         let loss = i2t.mul_scalar(lambda) + t2i.mul_scalar(1.0 - lambda);
         let grads = GradientsParams::from_grads(loss.backward(), &*model);
         *model = self.optim.step(lr, model.clone(), grads);
-        Ok(scalar(&loss))
+        Ok(loss.detach())
     }
 }
 
