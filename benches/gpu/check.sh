@@ -3,7 +3,7 @@
 # against that machine's torch version, side by side with PyTorch eager.
 #   benches/gpu/check.sh path/to/ktrack [out-dir]
 # 1. `ktrack bench train` ResNet-50, 224 px, batch 64 on cuda:0 (and tch-cpu for scale);
-# 2. the same model and batch in PyTorch eager (eager.py);
+# 2. the same model and batch in PyTorch eager (benches/eager_train.py, run by `bench train --eager`);
 # 3. one real fine-tune epoch through `ktrack run` (synthetic 224 px cohort → store → loader →
 #    burn on LibTorch CUDA → predictions), which prints the epoch's images/s;
 # 4. one epoch each of SimCLR and CLIP pretraining (resnet50-pretrain.toml), with images/s.
@@ -18,13 +18,9 @@ DEVICE=${DEVICE:-cuda:0}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())' | tee -a "$OUT/gpu.txt"
 
-echo "== ktrack bench train (burn on LibTorch CUDA, native conv/BatchNorm/ReLU), beside eager in the same run"
+echo "== ktrack bench train (burn on LibTorch CUDA, native conv/BatchNorm/ReLU), beside PyTorch eager in the same run"
 "$KTRACK" --no-progress bench train --arch resnet50 --size 224 --batch 64 --steps 20 \
-  --devices "$DEVICE" --threads "${THREADS:-8}" --eager "$PY" | tee "$OUT/ktrack-bench-vs-eager.txt"
-"$KTRACK" --no-progress bench train --arch resnet50 --size 224 --batch 64 --steps 20 \
-  --devices "$DEVICE" --threads "${THREADS:-8}" --format json | tee "$OUT/ktrack-bench.json"
-echo "== PyTorch eager, same model and batch"
-"$PY" "$HERE/eager.py" --size 224 --batch 64 --steps 20 | tee "$OUT/eager.json"
+  --devices "$DEVICE" --threads "${THREADS:-8}" --eager "$PY" --format json | tee "$OUT/ktrack-bench.json"
 echo "== one fine-tune epoch through ktrack run"
 "$KTRACK" init >/dev/null
 "$KTRACK" --no-progress run "$HERE/resnet50-epoch.toml" --device "$DEVICE" 2>&1 | tee "$OUT/epoch.log"
@@ -34,13 +30,10 @@ echo "== self-supervised pretraining, one epoch each (SimCLR, CLIP), ResNet-50 a
 "$PY" - "$OUT" <<'PYEOF'
 import json, sys
 out = sys.argv[1]
-k = json.load(open(f"{out}/ktrack-bench.json"))["ktrack"][0]
-e = json.load(open(f"{out}/eager.json"))
+bench = json.load(open(f"{out}/ktrack-bench.json"))
+k, e = bench["ktrack"][0], bench["eager"][0]
 print("ResNet-50, 224 px, batch 64, fp32, forward+backward+AdamW (forward alone in brackets):")
 print(f"  ktrack (burn-tch, {k['device']}, cudnn benchmark on): {k['images_per_second']:.1f} images/s [{k['forward_images_per_second']:.1f}]")
-for key in ("default", "cudnn_benchmark"):
-    v = e[key]
-    print(f"  {e['device']} ({key}): {v['images_per_second']:.1f} images/s [{v['forward_images_per_second']:.1f}]")
-ratio = k['images_per_second'] / e['images_per_second']
-print(f"  ratio ktrack / eager (both with cudnn benchmark): {ratio:.2f}")
+print(f"  PyTorch {e['torch']} eager ({e['device']}, cudnn benchmark on): {e['images_per_second']:.1f} images/s [{e['forward_images_per_second']:.1f}]")
+print(f"  ratio ktrack / eager: {k['vs_eager']:.2f}")
 PYEOF
