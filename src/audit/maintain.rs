@@ -205,7 +205,7 @@ pub fn migrate(
     to: &str,
 ) -> Result<ReindexReport, Error> {
     let home = &std::path::absolute(home).map_err(store::Error::io("resolve", home))?;
-    let at = index::Location::postgres(to);
+    let at = index::Location::parse_postgres(to, "--to")?;
     if index::Index::exists(&at)? {
         let there = index::Index::connect(&at)?.meta("index_id")?;
         let ours = index::home::read_id(home)?;

@@ -32,13 +32,6 @@ pub fn run(env: &Env, cmd: Command) -> Result<()> {
 }
 
 fn migrate(env: &Env, to: &str) -> Result<()> {
-    if !(to.starts_with("postgres://") || to.starts_with("postgresql://")) {
-        return Err(index::Error::BadUrl {
-            source_of: "--to".into(),
-            url: index::redact_password(to),
-        }
-        .into());
-    }
     let r = maintain::migrate(env.home(), env.clock.clone(), to).with_context(|| {
         format!(
             "could not move the index of `{}` to `{}`",

@@ -173,14 +173,7 @@ pub fn location(home: &Path, database: Option<&str>) -> Result<Location> {
             None => return Ok(Location::Sqlite(home.join(DB))),
         },
     };
-    let url = url.trim();
-    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        return Err(Error::BadUrl {
-            source_of: source,
-            url: super::redact_password(url),
-        });
-    }
-    Ok(Location::postgres(url))
+    Location::parse_postgres(&url, &source)
 }
 
 /// Refuses a SQLite index for a home on a network filesystem (NFS, SMB, Lustre, GPFS, CephFS,

@@ -338,6 +338,19 @@ impl Location {
         }
     }
 
+    /// A PostgreSQL location from a URL the user gave (`source_of` names where: a flag, a
+    /// variable, a file); anything but `postgres://` or `postgresql://` is refused.
+    pub fn parse_postgres(url: &str, source_of: &str) -> Result<Location> {
+        let url = url.trim();
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(Error::BadUrl {
+                source_of: source_of.to_string(),
+                url: redact_password(url),
+            });
+        }
+        Ok(Location::postgres(url))
+    }
+
     /// The same database, another schema (a reindex builds into one beside the live one).
     pub fn with_schema(&self, schema: &str) -> Location {
         match self {

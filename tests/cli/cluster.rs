@@ -299,3 +299,34 @@ fn a_sqlite_index_on_a_network_filesystem_is_refused() {
     );
     assert!(!home.exists(), "nothing is created before the refusal");
 }
+
+/// A database URL that is not PostgreSQL's is refused by name, wherever it comes from, and
+/// nothing is created.
+#[test]
+fn a_database_url_that_is_not_postgresql_is_refused() {
+    let ctx = TestContext::sqlite();
+    let out = ctx.run(["--database", "mysql://ann:pw@db/x", "init"]);
+    assert!(
+        out.starts_with("exit_code: 1")
+            && out.contains("--database (or KTRACK_DATABASE_URL) names `mysql://ann:***@db/x`, which is not a PostgreSQL URL")
+            && !out.contains("pw@"),
+        "{out}"
+    );
+    let out = ctx.run(["index", "migrate", "--to", "sqlite:///tmp/x.db"]);
+    assert!(
+        out.starts_with("exit_code: 1") && out.contains("--to names `sqlite:///tmp/x.db`"),
+        "{out}"
+    );
+    std::fs::create_dir_all(ctx.home()).unwrap();
+    std::fs::write(
+        ctx.home().join("config.toml"),
+        "databse = \"postgres://x/y\"\n",
+    )
+    .unwrap();
+    let out = ctx.run(["status"]);
+    assert!(
+        out.starts_with("exit_code: 1") && out.contains("config.toml") && out.contains("databse"),
+        "{out}"
+    );
+    assert!(!ctx.home().join("ktrack.db").exists());
+}
