@@ -469,7 +469,9 @@ mod tests {
         // A constant stays constant, a ramp stays in [0, 1] and increasing.
         let flat = resize(&vec![0.25; 100 * 80], 100, 80, 32);
         assert!(flat.iter().all(|v| (v - 0.25).abs() < 1e-6));
-        let ramp: Vec<f32> = (0..n * n).map(|i| (i % n) as f32 / (n - 1) as f32).collect();
+        let ramp: Vec<f32> = (0..n * n)
+            .map(|i| (i % n) as f32 / (n - 1) as f32)
+            .collect();
         let r = resize(&ramp, n, n, 24);
         assert!(r.iter().all(|v| (0.0..=1.0).contains(v)));
         assert!(r[..24].windows(2).all(|w| w[0] <= w[1]));
