@@ -231,12 +231,11 @@ fn rebuild(
     store::create_private_dir(&home.join("runs"))?;
     let _lock = index::home::lock(home)?;
     let building = match at {
-        index::Location::Sqlite(db) => {
+        index::Location::Sqlite(_) => {
             let building = home.join(format!("{}.reindex", index::home::DB));
             for f in index::home::with_side_files(&building) {
                 remove_if_there(&f)?;
             }
-            let _ = db;
             index::Location::Sqlite(building)
         }
         index::Location::Postgres { .. } => {

@@ -71,7 +71,7 @@ pub fn run(
     postgres: Option<&str>,
 ) -> anyhow::Result<Vec<CompareBenchReport>> {
     let mut out = Vec::new();
-    for at in super::backends(std::path::Path::new("home"), postgres) {
+    for at in super::backends(postgres) {
         out.push(run_on(n_runs, replicates, at)?);
     }
     Ok(out)
@@ -80,14 +80,10 @@ pub fn run(
 fn run_on(
     n_runs: usize,
     replicates: usize,
-    at: crate::index::Location,
+    at: Option<crate::index::Location>,
 ) -> anyhow::Result<CompareBenchReport> {
     let dir = tempfile::tempdir()?;
-    let at = match at {
-        crate::index::Location::Sqlite(db) => crate::index::Location::Sqlite(dir.path().join(db)),
-        pg => pg,
-    };
-    let scratch = super::Scratch::new(at)?;
+    let scratch = super::Scratch::new(&dir.path().join("home"), at)?;
     let k = Arc::new(Ktrack::open_at(&dir.path().join("home"), &scratch.0)?);
     let t = Instant::now();
     fill(&k, n_runs)?;

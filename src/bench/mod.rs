@@ -7,18 +7,16 @@ pub mod skip;
 pub mod ssl;
 pub mod train;
 
-/// The index backends a benchmark measures side by side: SQLite in its scratch home always,
-/// and PostgreSQL (a scratch schema of the database `postgres`, dropped afterwards) when one is
+/// The indexes a benchmark measures side by side: SQLite in its scratch home (`None`) always,
+/// and a scratch schema of the PostgreSQL database `postgres`, dropped afterwards, when one is
 /// given.
-pub fn backends(home: &std::path::Path, postgres: Option<&str>) -> Vec<crate::index::Location> {
-    let mut out = vec![crate::index::Location::Sqlite(
-        home.join(crate::index::home::DB),
-    )];
+pub fn backends(postgres: Option<&str>) -> Vec<Option<crate::index::Location>> {
+    let mut out = vec![None];
     if let Some(url) = postgres {
-        out.push(
+        out.push(Some(
             crate::index::Location::postgres(url)
                 .with_schema(&format!("ktrack_bench_{}", std::process::id())),
-        );
+        ));
     }
     out
 }
@@ -32,12 +30,17 @@ pub fn backend_name(at: &crate::index::Location) -> &'static str {
     }
 }
 
-/// Drops a scratch PostgreSQL schema when dropped (a no-op on SQLite).
+/// A benchmark's scratch index: `ktrack.db` in its home, or a PostgreSQL schema that is
+/// dropped before use and when this is dropped.
 pub struct Scratch(pub crate::index::Location);
 
 impl Scratch {
-    /// A fresh scratch index location (an old schema of the same name is dropped first).
-    pub fn new(at: crate::index::Location) -> crate::index::Result<Scratch> {
+    pub fn new(
+        home: &std::path::Path,
+        at: Option<crate::index::Location>,
+    ) -> crate::index::Result<Scratch> {
+        let at =
+            at.unwrap_or_else(|| crate::index::Location::Sqlite(home.join(crate::index::home::DB)));
         if let crate::index::Location::Postgres { schema, .. } = &at {
             crate::index::Index::drop_schema(&at, schema)?;
         }

@@ -27,13 +27,13 @@ pub struct SkipReport {
 /// The benchmark on SQLite and, with `postgres`, on PostgreSQL too.
 pub fn run(runs_wanted: usize, postgres: Option<&str>) -> anyhow::Result<Vec<SkipReport>> {
     let mut out = Vec::new();
-    for at in super::backends(std::path::Path::new("home"), postgres) {
+    for at in super::backends(postgres) {
         out.push(run_on(runs_wanted, at)?);
     }
     Ok(out)
 }
 
-fn run_on(runs_wanted: usize, at: crate::index::Location) -> anyhow::Result<SkipReport> {
+fn run_on(runs_wanted: usize, at: Option<crate::index::Location>) -> anyhow::Result<SkipReport> {
     let dir = tempfile::tempdir()?;
     let root = dir.path();
     // A tiny synthetic cohort and a spec whose grid has `runs_wanted` downstream runs.
@@ -54,11 +54,7 @@ fn run_on(runs_wanted: usize, at: crate::index::Location) -> anyhow::Result<Skip
             seed_list.join(", ")
         ),
     )?;
-    let at = match at {
-        crate::index::Location::Sqlite(db) => crate::index::Location::Sqlite(root.join(db)),
-        pg => pg,
-    };
-    let scratch = super::Scratch::new(at)?;
+    let scratch = super::Scratch::new(&root.join("home"), at)?;
     let k = Arc::new(Ktrack::open_at(&root.join("home"), &scratch.0)?);
     let opts = RunOptions {
         spec: root.join("sweep.toml"),

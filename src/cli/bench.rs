@@ -178,23 +178,15 @@ fn train(
     let mut references: Vec<(String, crate::bench::train::EagerRow)> = Vec::new();
     if let Some(python) = eager {
         for r in &rows {
-            let hw = if r.device.starts_with("cuda") {
-                r.device.clone()
-            } else {
-                "cpu".into()
-            };
-            if !references.iter().any(|(d, _)| *d == hw) {
-                let e = crate::bench::train::eager(python, opts, &hw)?;
-                references.push((hw, e));
+            let hw = hardware(&r.device);
+            if !references.iter().any(|(d, _)| d == hw) {
+                let e = crate::bench::train::eager(python, opts, hw)?;
+                references.push((hw.to_string(), e));
             }
         }
     }
     let eager_of = |device: &str| {
-        let hw = if device.starts_with("cuda") {
-            device
-        } else {
-            "cpu"
-        };
+        let hw = hardware(device);
         references.iter().find(|(d, _)| d == hw).map(|(_, e)| e)
     };
     if format == Format::Json {
@@ -252,6 +244,15 @@ fn train(
         super::data::render(&t, format)
     ))?;
     Ok(())
+}
+
+/// The PyTorch device a ktrack device runs on: `cuda:N` itself, else the CPU.
+fn hardware(device: &str) -> &str {
+    if device.starts_with("cuda") {
+        device
+    } else {
+        "cpu"
+    }
 }
 
 fn ssl(env: &Env, opts: &crate::bench::ssl::SslBenchOptions, format: Format) -> Result<()> {

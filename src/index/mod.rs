@@ -471,14 +471,6 @@ impl Index {
         &self.at
     }
 
-    /// The SQLite file, or `None` on PostgreSQL.
-    pub fn path(&self) -> Option<&Path> {
-        match &self.at {
-            Location::Sqlite(p) => Some(p),
-            Location::Postgres { .. } => None,
-        }
-    }
-
     /// A value of `home_meta`.
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
         on!(&mut self.read()?, |c, _Db| {

@@ -111,11 +111,6 @@ impl Store {
         })
     }
 
-    /// The network filesystem the store is on, if any.
-    pub fn network_filesystem(&self) -> Option<&'static str> {
-        self.network
-    }
-
     /// Runs `attempt` again while it reports the object missing, on a network filesystem only.
     fn patiently<T>(&self, mut attempt: impl FnMut() -> Result<T>) -> Result<T> {
         let mut waits = NETWORK_RETRIES_MS.iter();
