@@ -66,7 +66,12 @@ pub struct Ktrack {
     pub store: Store,
     pub index: Index,
     pub clock: Clock,
+    /// The preprocessed-image cache (`pixel_cache` in `config.toml`, default `cache/pixels`).
+    pub pixel_cache: PathBuf,
 }
+
+/// The default preprocessed-image cache, relative to the home.
+pub const PIXEL_CACHE: &str = "cache/pixels";
 
 impl Ktrack {
     /// Opens the home, creating the store and index if they do not exist yet; the index is
@@ -92,17 +97,31 @@ impl Ktrack {
         let store = Store::open(home)?;
         store::create_private_dir(&home.join("runs"))?;
         let index = index::home::open(home, at, &|| usize::from(store.has_any()))?;
+        let pixel_cache = home.join(
+            index::home::read_config(home)?
+                .pixel_cache
+                .unwrap_or_else(|| PIXEL_CACHE.into()),
+        );
         Ok(Ktrack {
             home: home.to_path_buf(),
             store,
             index,
             clock: Clock::System,
+            pixel_cache,
         })
     }
 
     pub fn with_clock(mut self, clock: Clock) -> Ktrack {
         self.clock = clock;
         self
+    }
+
+    /// The store's images with the home's pixel cache, for training.
+    pub fn images(&self) -> std::sync::Arc<dyn crate::train::data::ImageSource> {
+        std::sync::Arc::new(crate::runner::exec::StoreImages {
+            store: self.store.clone(),
+            cache: crate::train::cache::PixelCache::at(&self.pixel_cache),
+        })
     }
 
     /// Scratch directory of a running run.

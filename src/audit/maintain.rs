@@ -252,6 +252,7 @@ fn rebuild(
         store,
         index: fresh,
         clock,
+        pixel_cache: home.join(crate::context::PIXEL_CACHE),
     };
     let hashes = k.store.list()?;
     let records = ingest::find_records(&k, &hashes)?;

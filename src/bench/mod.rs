@@ -3,6 +3,7 @@
 
 pub mod compare;
 pub mod ingest;
+pub mod loader;
 pub mod skip;
 pub mod ssl;
 pub mod train;

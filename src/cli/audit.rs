@@ -183,12 +183,64 @@ pub struct GcArgs {
     /// Keep unreachable objects younger than this many seconds (an import may be writing them).
     #[arg(long, default_value_t = 3600)]
     pub min_age: u64,
+    /// Also the preprocessed-image cache (runs make the entries they need again, even one
+    /// that is running now).
+    #[arg(long)]
+    pub pixel_cache: bool,
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
 }
 
+/// Files and bytes under `dir` (none if it does not exist).
+fn tree_size(dir: &std::path::Path) -> std::io::Result<(u64, u64)> {
+    let mut total = (0, 0);
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(total),
+        Err(e) => return Err(e),
+    };
+    for e in entries {
+        let e = e?;
+        let meta = e.metadata()?;
+        let (files, size) = if meta.is_dir() {
+            tree_size(&e.path())?
+        } else {
+            (1, meta.len())
+        };
+        total = (total.0 + files, total.1 + size);
+    }
+    Ok(total)
+}
+
+fn gc_pixel_cache(env: &Env, k: &crate::context::Ktrack, apply: bool) -> Result<()> {
+    let dir = &k.pixel_cache;
+    let (files, size) =
+        tree_size(dir).with_context(|| format!("could not read `{}`", dir.display()))?;
+    if apply && files > 0 {
+        std::fs::remove_dir_all(dir)
+            .with_context(|| format!("could not delete `{}`", dir.display()))?;
+    }
+    env.printer.status(
+        if apply { "Deleted" } else { "Pixel cache" },
+        format!(
+            "{files} cached images ({}) in {}{}",
+            bytes(size),
+            dir.display(),
+            if !apply && files > 0 {
+                "; run with --apply to delete them"
+            } else {
+                ""
+            }
+        ),
+    );
+    Ok(())
+}
+
 pub fn gc(env: &Env, args: GcArgs) -> Result<()> {
     let k = env.open()?;
+    if args.pixel_cache {
+        gc_pixel_cache(env, &k, args.apply)?;
+    }
     let r = maintain::gc(&k, args.apply, Duration::from_secs(args.min_age))
         .context("could not collect garbage")?;
     if args.format == Format::Json {

@@ -72,6 +72,44 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
+    /// The loader at real resolution (16-bit images to the input size) per core, without and
+    /// with the preprocessed-image cache, and peak resident memory at two cohort sizes.
+    Loader {
+        /// Images timed.
+        #[arg(long, default_value_t = 64)]
+        images: usize,
+        /// Their side in pixels (16-bit grayscale PNG).
+        #[arg(long, default_value_t = 1024)]
+        source: u32,
+        /// The input size.
+        #[arg(long, default_value_t = 224)]
+        size: u32,
+        /// Threads of the timed stages (per core by default).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Cohort sizes whose peak resident memory is measured (empty: none).
+        #[arg(long, value_delimiter = ',', default_value = "250,1000")]
+        rss_images: Vec<usize>,
+        /// Side of the images of the memory cohorts.
+        #[arg(long, default_value_t = 256)]
+        rss_source: u32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// The memory probe `bench loader` runs in a fresh process: prints peak RSS in KiB.
+    #[command(hide = true)]
+    LoaderRss {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        images: usize,
+        #[arg(long)]
+        size: u32,
+        #[arg(long)]
+        cached: bool,
+    },
     /// Re-running a finished sweep of N runs: every run skipped.
     Skip {
         #[arg(long, default_value_t = 1000)]
@@ -164,7 +202,84 @@ pub fn run(env: &Env, cmd: Command) -> Result<()> {
             seed,
             format,
         } => ingest(env, images, size, dir, seed, format),
+        Command::Loader {
+            images,
+            source,
+            size,
+            threads,
+            rss_images,
+            rss_source,
+            seed,
+            format,
+        } => {
+            crate::train::backend::pin_threads(threads);
+            let opts = crate::bench::loader::LoaderBenchOptions {
+                images,
+                source,
+                size,
+                rss_images,
+                rss_source,
+                seed,
+            };
+            loader(env, &opts, format)
+        }
+        Command::LoaderRss {
+            dir,
+            images,
+            size,
+            cached,
+        } => {
+            let kib = crate::bench::loader::probe(&dir, images, size, cached)?;
+            Ok(env.printer.data(&kib.to_string())?)
+        }
     }
+}
+
+fn loader(
+    env: &Env,
+    opts: &crate::bench::loader::LoaderBenchOptions,
+    format: Format,
+) -> Result<()> {
+    anyhow::ensure!(opts.images > 0, "--images must be at least 1");
+    let r = crate::bench::loader::run(opts)?;
+    if format == Format::Json {
+        return Ok(env.printer.data(&serde_json::to_string_pretty(&r)?)?);
+    }
+    let mut t = crate::output::Table::new(["stage", "images/s", "per core", "× uncached"]);
+    for row in &r.rows {
+        t.row([
+            row.stage.to_string(),
+            format!("{:.1}", row.images_per_second),
+            format!("{:.1}", row.per_core),
+            format!("{:.2}", row.vs_uncached),
+        ]);
+    }
+    let mut text = format!(
+        "{} images {}² 16-bit → {} px on {} thread(s); a cache entry is {}\n{}",
+        r.images,
+        r.source,
+        r.size,
+        r.threads,
+        bytes(r.cache_entry_bytes),
+        super::data::render(&t, format)
+    );
+    if !r.rss.is_empty() {
+        let mut m = crate::output::Table::new(["cohort", "pixels", "peak RSS"]);
+        for row in &r.rss {
+            m.row([
+                format!("{} images", row.images),
+                row.pixels.to_string(),
+                format!("{:.0} MiB", row.peak_rss_mib),
+            ]);
+        }
+        text.push_str(&format!(
+            "\npeak resident memory of loading and one epoch ({} px):\n{}",
+            r.size,
+            super::data::render(&m, format)
+        ));
+    }
+    env.printer.data(&text)?;
+    Ok(())
 }
 
 fn train(

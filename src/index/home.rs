@@ -133,6 +133,11 @@ pub struct Config {
     /// A `postgres://` URL: the index lives there instead of in `ktrack.db`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
+    /// The preprocessed-image cache's directory (relative to the home; default
+    /// `cache/pixels`). On a cluster whose home is on shared storage, node-local scratch
+    /// makes each node decode the images once and read them locally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pixel_cache: Option<PathBuf>,
 }
 
 /// Reads the home's `config.toml` (an absent file is the default).

@@ -24,6 +24,7 @@ use crate::progress::Task;
 use crate::record::{RunAxes, RunRecord, Tolerance};
 use crate::store::Store;
 use crate::table;
+use crate::train::cache::PixelCache;
 use crate::train::data::{Example, ImageSource};
 use crate::train::downstream::{self, DownstreamData, Init};
 use crate::train::pretrain::{self, PretrainData};
@@ -74,12 +75,19 @@ impl crate::hint::Hint for Error {
     }
 }
 
-/// Images read from the store.
-pub struct StoreImages<'a>(pub &'a Store);
+/// Images read from the store, their pixels cached in the home's pixel cache.
+pub struct StoreImages {
+    pub store: Store,
+    pub cache: PixelCache,
+}
 
-impl ImageSource for StoreImages<'_> {
+impl ImageSource for StoreImages {
     fn bytes(&self, image: &Hash) -> Result<Vec<u8>, String> {
-        self.0.read(image).map_err(|e| e.to_string())
+        self.store.read(image).map_err(|e| e.to_string())
+    }
+
+    fn pixel_cache(&self) -> Option<&PixelCache> {
+        Some(&self.cache)
     }
 }
 
@@ -503,12 +511,11 @@ fn run_downstream(
             )?)
         }
     };
-    let images = StoreImages(&k.store);
     let data = DownstreamData {
         train,
         val,
         evals,
-        images: &images,
+        images: k.images(),
     };
     let report = downstream::run(&d.config, &init, &data, run_dir, observer, interrupt)?;
     let mut outputs = vec![("checkpoint".to_string(), report.checkpoint.clone())];
@@ -570,11 +577,10 @@ fn run_pretrain(
         Some(h) => Some(link_object(&k.store, h, run_dir, "user-tokenizer.json")?),
         None => None,
     };
-    let images = StoreImages(&k.store);
     let data = PretrainData {
         examples,
         reports: text.then_some(reports),
-        images: &images,
+        images: k.images(),
         tokenizer,
     };
     let report = pretrain::run(&p.config, &data, run_dir, observer, interrupt)?;

@@ -7,6 +7,7 @@
 //! Grayscale is tiled to 3 channels so ImageNet-shaped encoders apply unchanged.
 
 use std::f64::consts::PI;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, sync_channel};
@@ -15,18 +16,30 @@ use std::thread::JoinHandle;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::cache::{self, PixelCache};
 use crate::data::{Side, image};
 use crate::id::Hash;
 use crate::rng;
 
-/// Where image bytes come from (the runner reads them from the store).
+/// Where image bytes come from (the runner reads them from the store), and where their
+/// preprocessed pixels are cached (the runner's: `<home>/cache/pixels`).
 pub trait ImageSource: Send + Sync {
     fn bytes(&self, image: &Hash) -> Result<Vec<u8>, String>;
+
+    /// The preprocessed-image cache, if the source has one; without one every run keeps its
+    /// images' (quantised) pixels in memory.
+    fn pixel_cache(&self) -> Option<&PixelCache> {
+        None
+    }
 }
 
-/// Image files held in memory by their hash (for images rendered in-process, e.g. in tests).
+/// Image files held in memory by their hash (for images rendered in-process, e.g. in tests),
+/// optionally with a pixel cache.
 #[derive(Clone, Debug, Default)]
-pub struct MemoryImages(pub std::collections::BTreeMap<Hash, Vec<u8>>);
+pub struct MemoryImages(
+    pub std::collections::BTreeMap<Hash, Vec<u8>>,
+    pub Option<PixelCache>,
+);
 
 impl ImageSource for MemoryImages {
     fn bytes(&self, image: &Hash) -> Result<Vec<u8>, String> {
@@ -34,6 +47,10 @@ impl ImageSource for MemoryImages {
             .get(image)
             .cloned()
             .ok_or_else(|| format!("no image {image}"))
+    }
+
+    fn pixel_cache(&self) -> Option<&PixelCache> {
+        self.1.as_ref()
     }
 }
 
@@ -112,57 +129,168 @@ pub struct Preprocess {
     pub flip_left: bool,
 }
 
-/// Decoded, oriented images resized to the input size, in [0, 1].
+/// Decoded images resized to the input size and quantised to 16 bits: in memory, or as entries
+/// of the source's pixel cache read when a batch needs them (then a run's memory does not grow
+/// with its cohort). Left knees are mirrored when a sample is read.
 pub struct BaseImages {
     size: usize,
-    images: Vec<Arc<Vec<f32>>>,
+    source: Arc<dyn ImageSource>,
+    examples: Vec<(Hash, String)>,
+    flip: Vec<bool>,
+    pixels: Pixels,
+}
+
+enum Pixels {
+    Memory(Vec<Vec<u16>>),
+    Cached(Vec<PathBuf>),
 }
 
 impl BaseImages {
-    /// Decodes every example's image once (in parallel).
+    /// Makes every example's pixels once (in parallel): from the cache when it holds them,
+    /// otherwise decoded and resized (and written to the cache, when there is one).
     pub fn load(
         examples: &[Example],
-        source: &dyn ImageSource,
+        source: Arc<dyn ImageSource>,
         pre: &Preprocess,
         interrupt: &AtomicBool,
     ) -> Result<BaseImages, String> {
         let size = pre.image_size as usize;
-        let images = examples
-            .par_iter()
-            .map(|ex| {
-                if interrupt.load(Ordering::Relaxed) {
-                    return Err("interrupted".to_string());
-                }
-                let bytes = source.bytes(&ex.image)?;
-                let img = image::decode(&bytes)
-                    .map_err(|e| format!("image {} ({}): {e}", ex.image, ex.sample_id))?;
-                let mut px = resize(&img.pixels, img.width as usize, img.height as usize, size);
-                if pre.flip_left && ex.side == Side::L {
-                    for row in px.chunks_mut(size) {
-                        row.reverse();
-                    }
-                }
-                Ok(Arc::new(px))
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        Ok(BaseImages { size, images })
+        fn check<'e>(ex: &'e Example, interrupt: &AtomicBool) -> Result<&'e Example, String> {
+            if interrupt.load(Ordering::Relaxed) {
+                Err("interrupted".to_string())
+            } else {
+                Ok(ex)
+            }
+        }
+        let pixels = match source.pixel_cache() {
+            Some(cache) => Pixels::Cached(
+                examples
+                    .par_iter()
+                    .map(|ex| {
+                        let ex = check(ex, interrupt)?;
+                        let key = PixelCache::key(&ex.image, size);
+                        let path = cache.path(&key);
+                        // A whole entry has the right length; its checksum is checked on reading.
+                        let whole = std::fs::metadata(&path)
+                            .is_ok_and(|m| m.len() == cache::entry_len(size));
+                        if whole {
+                            Ok(path)
+                        } else {
+                            let px = make_pixels(source.as_ref(), &ex.image, &ex.sample_id, size)?;
+                            cache
+                                .write(&key, size, &px)
+                                .map_err(|e| cache_error(cache, &e))
+                        }
+                    })
+                    .collect::<Result<Vec<_>, String>>()?,
+            ),
+            None => Pixels::Memory(
+                examples
+                    .par_iter()
+                    .map(|ex| {
+                        make_pixels(
+                            source.as_ref(),
+                            &check(ex, interrupt)?.image,
+                            &ex.sample_id,
+                            size,
+                        )
+                    })
+                    .collect::<Result<Vec<_>, String>>()?,
+            ),
+        };
+        Ok(BaseImages {
+            size,
+            examples: examples
+                .iter()
+                .map(|e| (e.image, e.sample_id.clone()))
+                .collect(),
+            flip: examples
+                .iter()
+                .map(|e| pre.flip_left && e.side == Side::L)
+                .collect(),
+            source,
+            pixels,
+        })
     }
 
     pub fn len(&self) -> usize {
-        self.images.len()
+        self.flip.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.images.is_empty()
+        self.flip.is_empty()
     }
 
     pub fn size(&self) -> usize {
         self.size
     }
 
-    pub fn get(&self, i: usize) -> &[f32] {
-        &self.images[i]
+    /// Whether the pixels are read from the cache (rather than held in memory).
+    pub fn cached(&self) -> bool {
+        matches!(self.pixels, Pixels::Cached(_))
     }
+
+    /// Sample `i`'s oriented pixels in [0, 1]. A cache entry that was removed or damaged since
+    /// the run loaded is made again from the image.
+    pub fn get(&self, i: usize) -> Result<Vec<f32>, String> {
+        let size = self.size;
+        let px = match &self.pixels {
+            Pixels::Memory(all) => all[i].iter().map(|&v| cache::dequantise(v)).collect(),
+            Pixels::Cached(paths) => {
+                let read = PixelCache::read(&paths[i], size).map_err(|e| {
+                    format!(
+                        "could not read pixel cache entry `{}`: {e}",
+                        paths[i].display()
+                    )
+                })?;
+                let q = match read {
+                    Some(q) => q,
+                    None => {
+                        let (image, sample) = &self.examples[i];
+                        let q = make_pixels(self.source.as_ref(), image, sample, size)?;
+                        if let Some(cache) = self.source.pixel_cache() {
+                            cache
+                                .write(&PixelCache::key(image, size), size, &q)
+                                .map_err(|e| cache_error(cache, &e))?;
+                        }
+                        q
+                    }
+                };
+                q.into_iter().map(cache::dequantise).collect::<Vec<f32>>()
+            }
+        };
+        let mut px = px;
+        if self.flip[i] {
+            for row in px.chunks_mut(size) {
+                row.reverse();
+            }
+        }
+        Ok(px)
+    }
+}
+
+fn cache_error(cache: &PixelCache, e: &std::io::Error) -> String {
+    format!(
+        "could not write to the pixel cache `{}`: {e}",
+        cache.dir().display()
+    )
+}
+
+/// Decodes one image and resizes it to `size` x `size`, quantised.
+fn make_pixels(
+    source: &dyn ImageSource,
+    image: &Hash,
+    sample: &str,
+    size: usize,
+) -> Result<Vec<u16>, String> {
+    let bytes = source.bytes(image)?;
+    let img = image::decode(&bytes).map_err(|e| format!("image {image} ({sample}): {e}"))?;
+    Ok(cache::quantise(&resize(
+        &img.pixels,
+        img.width as usize,
+        img.height as usize,
+        size,
+    )))
 }
 
 /// Resizes a `w` x `h` image to `size` x `size` (aspect not kept: knee crops are square) with
@@ -352,8 +480,9 @@ fn prepare(
 }
 
 /// Batches prepared on a worker thread (samples in parallel), `prefetch` ahead of the model.
+/// A sample that cannot be read ends the pass with its error as the last item.
 pub struct Loader {
-    rx: Receiver<Batch>,
+    rx: Receiver<Result<Batch, String>>,
     handle: Option<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
 }
@@ -399,26 +528,27 @@ impl Loader {
                     let jobs: Vec<(usize, usize, usize)> = (0..pass.views.max(1))
                         .flat_map(|v| chunk.iter().enumerate().map(move |(k, &row)| (v, k, row)))
                         .collect();
-                    let per: Vec<Vec<f32>> = jobs
+                    let per: Result<Vec<Vec<f32>>, String> = jobs
                         .par_iter()
                         .map(|&(v, k, row)| {
-                            prepare(
-                                images.get(row),
+                            Ok(prepare(
+                                &images.get(row)?,
                                 size,
                                 pass.augment.as_ref(),
                                 pass.normalize,
                                 (pass.seed, pass.epoch, start + k, v),
-                            )
+                            ))
                         })
                         .collect();
-                    let batch = Batch {
+                    let failed = per.is_err();
+                    let batch = per.map(|per| Batch {
                         index: bi,
                         pixels: per.concat(),
                         labels: chunk.iter().map(|&r| i64::from(labels[r])).collect(),
                         rows: chunk.to_vec(),
                         size,
-                    };
-                    if tx.send(batch).is_err() {
+                    });
+                    if tx.send(batch).is_err() || failed {
                         break;
                     }
                 }
@@ -433,8 +563,8 @@ impl Loader {
 }
 
 impl Iterator for Loader {
-    type Item = Batch;
-    fn next(&mut self) -> Option<Batch> {
+    type Item = Result<Batch, String>;
+    fn next(&mut self) -> Option<Result<Batch, String>> {
         self.rx.recv().ok()
     }
 }
@@ -524,6 +654,7 @@ mod tests {
             views: 1,
         };
         Loader::spawn(images.clone(), labels.clone(), pass)
+            .map(|b| b.unwrap())
             .map(|b| (b.index, b.pixels, b.labels))
             .collect()
     }
@@ -536,8 +667,9 @@ mod tests {
             normalize: Normalize::Zscore,
             flip_left: true,
         };
-        let images =
-            Arc::new(BaseImages::load(&ex, &Synthetic, &pre, &AtomicBool::new(false)).unwrap());
+        let images = Arc::new(
+            BaseImages::load(&ex, Arc::new(Synthetic), &pre, &AtomicBool::new(false)).unwrap(),
+        );
         let labels = Arc::new(ex.iter().map(|e| e.label).collect::<Vec<_>>());
         let a = collect(&images, &labels, 0);
         let b = collect(&images, &labels, 0);
@@ -547,8 +679,117 @@ mod tests {
         // Skipping the first batch yields exactly the remaining ones.
         assert_eq!(collect(&images, &labels, 1), a[1..].to_vec());
         // Left knees are mirrored.
-        let (l, r) = (images.get(0), images.get(1));
+        let (l, r) = (images.get(0).unwrap(), images.get(1).unwrap());
         assert!(l[0] > l[15] && r[0] < r[15]);
+    }
+
+    /// A source that counts how often it is asked for an image's bytes.
+    struct Counting(MemoryImages, std::sync::atomic::AtomicUsize);
+    impl ImageSource for Counting {
+        fn bytes(&self, image: &Hash) -> Result<Vec<u8>, String> {
+            self.1.fetch_add(1, Ordering::Relaxed);
+            self.0.bytes(image)
+        }
+        fn pixel_cache(&self) -> Option<&PixelCache> {
+            self.0.pixel_cache()
+        }
+    }
+
+    #[test]
+    fn the_pixel_cache_gives_the_uncached_pixels_and_batches() {
+        let ex = examples(10);
+        let files: std::collections::BTreeMap<Hash, Vec<u8>> = ex
+            .iter()
+            .map(|e| (e.image, Synthetic.bytes(&e.image).unwrap()))
+            .collect();
+        let pre = Preprocess {
+            image_size: 6,
+            normalize: Normalize::Zscore,
+            flip_left: true,
+        };
+        let no = AtomicBool::new(false);
+        let plain = Arc::new(
+            BaseImages::load(&ex, Arc::new(MemoryImages(files.clone(), None)), &pre, &no).unwrap(),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let cache = PixelCache::at(dir.path().join("pixels"));
+        let source = Arc::new(Counting(
+            MemoryImages(files, Some(cache.clone())),
+            Default::default(),
+        ));
+        let cached = Arc::new(BaseImages::load(&ex, source.clone(), &pre, &no).unwrap());
+        assert!(cached.cached() && !plain.cached());
+        assert_eq!(source.1.load(Ordering::Relaxed), 10);
+        for i in 0..10 {
+            assert_eq!(cached.get(i).unwrap(), plain.get(i).unwrap(), "image {i}");
+        }
+        let labels = Arc::new(ex.iter().map(|e| e.label).collect::<Vec<_>>());
+        assert_eq!(collect(&cached, &labels, 0), collect(&plain, &labels, 0));
+        // A second run decodes nothing; left and right knees of one image share an entry.
+        let again = BaseImages::load(&ex, source.clone(), &pre, &no).unwrap();
+        assert_eq!(source.1.load(Ordering::Relaxed), 10);
+        assert_eq!(again.get(3).unwrap(), plain.get(3).unwrap());
+        // A damaged entry is made again when read, and when the next run loads.
+        let entry = cache.path(&PixelCache::key(&ex[4].image, 6));
+        std::fs::write(&entry, b"garbage").unwrap();
+        assert_eq!(again.get(4).unwrap(), plain.get(4).unwrap());
+        assert_eq!(source.1.load(Ordering::Relaxed), 11);
+        std::fs::remove_file(&entry).unwrap();
+        BaseImages::load(&ex, source.clone(), &pre, &no).unwrap();
+        assert_eq!(source.1.load(Ordering::Relaxed), 12);
+        assert!(PixelCache::read(&entry, 6).unwrap().is_some());
+        // Another size is another entry.
+        let bigger = Preprocess {
+            image_size: 8,
+            ..pre
+        };
+        BaseImages::load(&ex, source.clone(), &bigger, &no).unwrap();
+        assert_eq!(source.1.load(Ordering::Relaxed), 22);
+    }
+
+    #[test]
+    fn an_unreadable_image_ends_the_pass_with_its_error() {
+        let ex = examples(4);
+        let dir = tempfile::tempdir().unwrap();
+        let files = ex
+            .iter()
+            .map(|e| (e.image, Synthetic.bytes(&e.image).unwrap()))
+            .collect();
+        let cache = PixelCache::at(dir.path());
+        let source = Arc::new(MemoryImages(files, Some(cache.clone())));
+        let pre = Preprocess {
+            image_size: 4,
+            normalize: Normalize::None,
+            flip_left: false,
+        };
+        let images =
+            Arc::new(BaseImages::load(&ex, source, &pre, &AtomicBool::new(false)).unwrap());
+        // The entry is damaged and its image is gone from the source.
+        std::fs::write(cache.path(&PixelCache::key(&ex[2].image, 4)), b"x").unwrap();
+        let broken = Arc::new(BaseImages {
+            source: Arc::new(MemoryImages::default()),
+            ..Arc::into_inner(images).unwrap()
+        });
+        let pass = Pass {
+            order: (0..4).collect(),
+            batch_size: 1,
+            augment: None,
+            normalize: Normalize::None,
+            seed: 1,
+            epoch: 0,
+            skip: 0,
+            prefetch: 1,
+            min_batch: 1,
+            views: 1,
+        };
+        let items: Vec<_> = Loader::spawn(broken, Arc::new(vec![0; 4]), pass).collect();
+        assert_eq!(items.len(), 3);
+        assert!(items[0].is_ok() && items[1].is_ok());
+        let err = items[2]
+            .as_ref()
+            .err()
+            .expect("the third item is the error");
+        assert!(err.contains("no image"), "{err}");
     }
 
     #[test]

@@ -105,11 +105,11 @@ pub enum Init {
 
 /// The examples of a run. `evals` are the sets predictions are written for (val, test,
 /// external cohorts), by name.
-pub struct DownstreamData<'a> {
+pub struct DownstreamData {
     pub train: Vec<Example>,
     pub val: Vec<Example>,
     pub evals: Vec<(String, Vec<Example>)>,
-    pub images: &'a dyn ImageSource,
+    pub images: Arc<dyn ImageSource>,
 }
 
 pub use super::epochs::EpochCurve;
@@ -135,7 +135,7 @@ const BEST: &str = "best.safetensors";
 pub fn run(
     cfg: &DownstreamConfig,
     init: &Init,
-    data: &DownstreamData<'_>,
+    data: &DownstreamData,
     run_dir: &Path,
     progress: &dyn Task,
     interrupt: &AtomicBool,
@@ -155,7 +155,7 @@ pub fn run(
     // An interrupt while images load (before training, or before the final evaluation) is an
     // interrupt like any other: the run resumes from its last checkpoint.
     let load = |set: &[Example], epoch: usize| -> Result<Arc<BaseImages>, Error> {
-        BaseImages::load(set, data.images, &cfg.preprocess, interrupt)
+        BaseImages::load(set, data.images.clone(), &cfg.preprocess, interrupt)
             .map(Arc::new)
             .map_err(|e| {
                 if interrupt.load(Ordering::Relaxed) {
@@ -240,14 +240,14 @@ struct Downstream<'a> {
 /// A downstream batch: rows of the cached features, or augmented images.
 enum Batch {
     Rows(Vec<usize>),
-    Images(super::data::Batch),
+    Images(Result<super::data::Batch, String>),
 }
 
 impl<'a> Downstream<'a> {
     fn new(
         cfg: &'a DownstreamConfig,
         init: &Init,
-        data: &'a DownstreamData<'_>,
+        data: &'a DownstreamData,
         train: Arc<BaseImages>,
         val: Arc<BaseImages>,
         best: &Path,
@@ -369,6 +369,7 @@ impl Trainer for Downstream<'_> {
                 (value, labels.len())
             }
             Batch::Images(batch) => {
+                let batch = batch.map_err(Error::Data)?;
                 let n = batch.len();
                 let x = Tensor::<4>::from_data(
                     TensorData::new(batch.pixels, [n, 3, batch.size, batch.size]),
@@ -481,6 +482,7 @@ fn features(
     let dim = cfg.arch.feature_dim();
     let mut out = Vec::with_capacity(images.len() * dim);
     for batch in eval_batches(images, cfg) {
+        let batch = batch.map_err(Error::Data)?;
         let n = batch.len();
         let x = Tensor::<4>::from_data(
             TensorData::new(batch.pixels, [n, 3, batch.size, batch.size]),
@@ -548,6 +550,7 @@ fn probabilities(
 ) -> Result<Vec<Vec<f64>>, Error> {
     let mut out = Vec::with_capacity(images.len());
     for batch in eval_batches(images, cfg) {
+        let batch = batch.map_err(Error::Data)?;
         let n = batch.len();
         let x = Tensor::<4>::from_data(
             TensorData::new(batch.pixels, [n, 3, batch.size, batch.size]),

@@ -4,6 +4,7 @@
 //! runner, which hash its outputs into the store afterwards.
 
 pub mod backend;
+pub mod cache;
 pub mod checkpoint;
 pub mod data;
 pub mod downstream;

@@ -98,10 +98,10 @@ pub struct PretrainConfig {
 }
 
 /// The images (and, for image-text methods, one report per image) to pretrain on.
-pub struct PretrainData<'a> {
+pub struct PretrainData {
     pub examples: Vec<Example>,
     pub reports: Option<Vec<String>>,
-    pub images: &'a dyn ImageSource,
+    pub images: Arc<dyn ImageSource>,
     /// A user's tokenizer (else one is trained on the reports).
     pub tokenizer: Option<PathBuf>,
 }
@@ -143,7 +143,7 @@ enum Nets {
 /// Runs (or resumes) a pretraining in `run_dir`.
 pub fn run(
     cfg: &PretrainConfig,
-    data: &PretrainData<'_>,
+    data: &PretrainData,
     run_dir: &Path,
     progress: &dyn Task,
     interrupt: &AtomicBool,
@@ -178,7 +178,13 @@ pub fn run(
 
     let tokenizer = tokenizer_for(cfg, data, run_dir)?;
     let images = Arc::new(
-        BaseImages::load(&data.examples, data.images, &cfg.preprocess, interrupt).map_err(|e| {
+        BaseImages::load(
+            &data.examples,
+            data.images.clone(),
+            &cfg.preprocess,
+            interrupt,
+        )
+        .map_err(|e| {
             if interrupt.load(Ordering::Relaxed) {
                 Error::Interrupted {
                     epoch: epochs.epoch(),
@@ -231,7 +237,7 @@ pub fn run(
 /// one trained on the reports); none for an image-only method.
 fn tokenizer_for(
     cfg: &PretrainConfig,
-    data: &PretrainData<'_>,
+    data: &PretrainData,
     run_dir: &Path,
 ) -> Result<Option<tokenizers::Tokenizer>, Error> {
     Ok(if cfg.method.uses_text() {
@@ -284,7 +290,7 @@ struct Pretrainer<'a> {
 impl<'a> Pretrainer<'a> {
     fn new(
         cfg: &'a PretrainConfig,
-        data: &'a PretrainData<'_>,
+        data: &'a PretrainData,
         images: Arc<BaseImages>,
         tokenizer: Option<tokenizers::Tokenizer>,
     ) -> Result<Pretrainer<'a>, Error> {
@@ -406,7 +412,7 @@ impl<'a> Pretrainer<'a> {
 }
 
 impl Trainer for Pretrainer<'_> {
-    type Batch = super::data::Batch;
+    type Batch = Result<super::data::Batch, String>;
 
     fn batches(
         &mut self,
@@ -435,6 +441,7 @@ impl Trainer for Pretrainer<'_> {
     }
 
     fn step(&mut self, batch: Self::Batch, lr: f64) -> Result<Step, Error> {
+        let batch = batch.map_err(Error::Data)?;
         let b = batch.len();
         let s = batch.size;
         let views = batch.pixels.len() / (b * 3 * s * s);

@@ -149,3 +149,47 @@ fn train_bench_divides_by_the_eager_reference_it_runs() {
         "{bad}"
     );
 }
+
+/// The loader benchmark times every stage and measures peak memory in fresh processes: a
+/// cohort's pixels in memory grow a run's resident memory with the cohort, cached ones do not.
+#[test]
+fn loader_bench_times_every_stage_and_memory_stays_flat_with_the_cache() {
+    let ctx = TestContext::new();
+    let out = ctx.ok([
+        "bench",
+        "loader",
+        "--images",
+        "4",
+        "--source",
+        "256",
+        "--size",
+        "128",
+        "--rss-images",
+        "50,400",
+        "--rss-source",
+        "64",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 5, "{out}");
+    for r in rows {
+        assert!(r["images_per_second"].as_f64().unwrap() > 0.0, "{out}");
+    }
+    assert_eq!(v["cache_entry_bytes"], 48 + 128 * 128 * 2);
+    let rss = |n: u64, pixels: &str| {
+        v["rss"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["images"] == n && r["pixels"] == pixels)
+            .and_then(|r| r["peak_rss_mib"].as_f64())
+            .unwrap_or_else(|| panic!("no {n} {pixels} row in {out}"))
+    };
+    // 350 more images of 32 KiB each held in memory: about 11 MiB more.
+    let memory_growth = rss(400, "in memory") - rss(50, "in memory");
+    let cached_growth = rss(400, "cached") - rss(50, "cached");
+    assert!(memory_growth > 8.0, "{out}");
+    assert!(cached_growth < memory_growth / 2.0, "{out}");
+}

@@ -222,9 +222,28 @@ fn exec_runs_exactly_one_planned_run() {
         blocked.starts_with("exit_code: 1") && blocked.contains("which is planned"),
         "{blocked}"
     );
+    // The home's config puts the pixel cache elsewhere (node-local scratch on a cluster).
+    let scratch = ctx.dir.path().join("scratch-pixels");
+    let config = ctx.home().join("config.toml");
+    let before = std::fs::read_to_string(&config).unwrap_or_default();
+    std::fs::write(
+        &config,
+        format!("{before}pixel_cache = {:?}\n", scratch.to_str().unwrap()),
+    )
+    .unwrap();
     let pretrain = find("pretrain img (simclr)");
     ctx.ok(["exec", &pretrain[..10]]);
+    let pretrained = entries(&scratch);
+    assert!(pretrained > 0);
+    assert!(!ctx.home().join("cache/pixels").exists());
     ctx.ok(["exec", &probe[..10]]);
+    assert!(entries(&scratch) > pretrained);
+    // gc lists the cache, and deletes it with --apply.
+    let listed = ctx.run(["gc", "--pixel-cache"]);
+    assert!(listed.contains("cached images"), "{listed}");
+    assert!(entries(&scratch) > pretrained);
+    ctx.ok(["gc", "--pixel-cache", "--apply"]);
+    assert_eq!(entries(&scratch), 0);
     let again = ctx.run(["exec", &probe[..10]]);
     assert!(again.contains("had already finished"), "{again}");
     let runs = ctx.runs();
@@ -234,6 +253,15 @@ fn exec_runs_exactly_one_planned_run() {
         .map(|r| &r.0)
         .collect();
     assert_eq!(done.len(), 2, "{runs:?}");
+}
+
+/// Files under `dir`, recursively.
+fn entries(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |it| {
+        it.map(|e| e.unwrap().path())
+            .map(|p| if p.is_dir() { entries(&p) } else { 1 })
+            .sum()
+    })
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! bit-identical, and an interrupted run resumes to exactly the uninterrupted result.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use super::*;
@@ -44,7 +45,7 @@ fn cohort(task: Label) -> (Images, Vec<Example>, Vec<Example>, Vec<Example>) {
     let n = examples.len();
     let test = examples.split_off(n * 8 / 10);
     let val = examples.split_off(n * 6 / 10);
-    (Images(images), examples, val, test)
+    (Images(images, None), examples, val, test)
 }
 
 fn config(protocol: Protocol, augment: bool) -> DownstreamConfig {
@@ -101,7 +102,7 @@ fn train(
         train,
         val: val.clone(),
         evals: vec![("val".into(), val), ("test".into(), test)],
-        images: &images,
+        images: Arc::new(images.clone()),
     };
     run(cfg, &Init::Random, &data, dir, observer, interrupt)
 }
@@ -204,12 +205,12 @@ fn an_interrupted_run_resumes_to_the_same_result() {
 #[test]
 fn empty_sets_are_errors() {
     let cfg = config(Protocol::Linear, false);
-    let images = Images(BTreeMap::new());
+    let images = Images(BTreeMap::new(), None);
     let data = DownstreamData {
         train: vec![],
         val: vec![],
         evals: vec![],
-        images: &images,
+        images: Arc::new(images.clone()),
     };
     let dir = tempfile::tempdir().unwrap();
     let err = run(
@@ -256,7 +257,7 @@ fn train_with_stops(
         train,
         val: val.clone(),
         evals: vec![("val".into(), val), ("test".into(), test)],
-        images: &images,
+        images: Arc::new(images.clone()),
     };
     for &at in stops {
         let flag = Arc::new(AtomicBool::new(false));

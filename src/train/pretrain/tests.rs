@@ -2,6 +2,7 @@
 //! the same encoder bytes, and an interrupted run resumes to the same encoder.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use super::*;
@@ -35,7 +36,7 @@ fn data(kind: Kind) -> (Images, Vec<Example>, Vec<String>) {
         });
         reports.push(s.report.clone().unwrap_or_default());
     }
-    (Images(images), examples, reports)
+    (Images(images, None), examples, reports)
 }
 
 fn config(method: Method) -> PretrainConfig {
@@ -86,7 +87,7 @@ fn pretrain(
     let d = PretrainData {
         examples,
         reports: cfg.method.uses_text().then_some(reports),
-        images: &images,
+        images: Arc::new(images.clone()),
         tokenizer: None,
     };
     run(cfg, &d, dir, observer, interrupt)
@@ -191,7 +192,7 @@ fn image_text_without_reports_is_refused() {
     let d = PretrainData {
         examples,
         reports: None,
-        images: &images,
+        images: Arc::new(images.clone()),
         tokenizer: None,
     };
     let dir = tempfile::tempdir().unwrap();

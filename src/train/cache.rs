@@ -1,0 +1,160 @@
+//! The preprocessed-image cache: each image decoded, resized and quantised to 16 bits once per
+//! study, in one file per (image, preprocessing), shared by every run (and every process) that
+//! asks for the same pixels. A run then reads a sample's file when its batch is prepared, so
+//! its resident memory does not grow with the cohort.
+//!
+//! An entry is `<dir>/<key[..2]>/<key[2..]>`, key = blake3 of the image's hash and the
+//! preprocessing that made the pixels (size, resize algorithm, bit depth). The file is a
+//! 48-byte header (magic, format version, side, blake3 of the payload) and the pixels as
+//! little-endian u16. It is written to a temporary file and renamed, so a kill leaves either
+//! the whole entry or none; an entry whose header, length or checksum does not match is made
+//! again. Mirroring left knees is applied on reading, so both sides share entries.
+//!
+//! The quantisation (round(v × 65535) of the resized [0, 1] intensity) is part of the
+//! preprocessing on every path: the loader without a cache keeps the same u16 pixels in memory,
+//! so a run reads identical pixels with or without one.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crate::id::Hash;
+
+const MAGIC: &[u8; 4] = b"KTPX";
+const FORMAT: u32 = 1;
+const HEADER: usize = 48;
+/// What made the pixels; a change to the resize or the quantisation changes every key.
+const RESIZE: &str = "fast_image_resize-5 bilinear convolution, no SIMD; u16 = round(v*65535)";
+
+/// A cache directory (normally `<home>/cache/pixels`).
+#[derive(Clone, Debug)]
+pub struct PixelCache {
+    dir: PathBuf,
+}
+
+/// One image's pixels at one size, quantised.
+pub fn quantise(px: &[f32]) -> Vec<u16> {
+    px.iter()
+        .map(|&v| (f64::from(v).clamp(0.0, 1.0) * 65535.0).round() as u16)
+        .collect()
+}
+
+/// The length of a whole entry of `size` x `size` pixels.
+pub fn entry_len(size: usize) -> u64 {
+    (HEADER + size * size * 2) as u64
+}
+
+/// The [0, 1] intensity of a quantised pixel.
+pub fn dequantise(v: u16) -> f32 {
+    (f64::from(v) / 65535.0) as f32
+}
+
+impl PixelCache {
+    pub fn at(dir: impl Into<PathBuf>) -> PixelCache {
+        PixelCache { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The key of an image's pixels at `size` x `size`.
+    pub fn key(image: &Hash, size: usize) -> Hash {
+        Hash::of_json(&serde_json::json!({
+            "image": image.hex(),
+            "size": size,
+            "resize": RESIZE,
+        }))
+    }
+
+    /// Where an entry lives.
+    pub fn path(&self, key: &Hash) -> PathBuf {
+        let hex = key.hex();
+        self.dir.join(&hex[..2]).join(&hex[2..])
+    }
+
+    /// Reads an entry; `Ok(None)` when it is absent or not a whole, intact entry of `size`.
+    pub fn read(path: &Path, size: usize) -> io::Result<Option<Vec<u16>>> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if bytes.len() as u64 != entry_len(size)
+            || &bytes[..4] != MAGIC
+            || bytes[4..8] != FORMAT.to_le_bytes()
+            || bytes[8..16] != (size as u64).to_le_bytes()
+            || bytes[16..48] != *blake3::hash(&bytes[HEADER..]).as_bytes()
+        {
+            return Ok(None);
+        }
+        Ok(Some(
+            bytes[HEADER..]
+                .chunks_exact(2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                .collect(),
+        ))
+    }
+
+    /// Writes an entry atomically (a temporary file in the same directory, then a rename).
+    pub fn write(&self, key: &Hash, size: usize, px: &[u16]) -> io::Result<PathBuf> {
+        let path = self.path(key);
+        let dir = path.parent().expect("entries live in a fan-out directory");
+        std::fs::create_dir_all(dir)?;
+        let mut bytes = Vec::with_capacity(HEADER + px.len() * 2);
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&FORMAT.to_le_bytes());
+        bytes.extend_from_slice(&(size as u64).to_le_bytes());
+        bytes.extend_from_slice(&[0; 32]);
+        for v in px {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        let sum = blake3::hash(&bytes[HEADER..]);
+        bytes[16..48].copy_from_slice(sum.as_bytes());
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        tmp.write_all(&bytes)?;
+        tmp.persist(&path).map_err(|e| e.error)?;
+        Ok(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_damage_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = PixelCache::at(dir.path());
+        let key = PixelCache::key(&Hash::of(b"image"), 4);
+        assert_ne!(key, PixelCache::key(&Hash::of(b"image"), 8));
+        let px: Vec<u16> = (0..16).map(|i| i * 4000).collect();
+        let path = cache.write(&key, 4, &px).unwrap();
+        assert_eq!(PixelCache::read(&path, 4).unwrap(), Some(px.clone()));
+        // Wrong size, truncated, flipped bit, missing: not an entry.
+        assert_eq!(PixelCache::read(&path, 8).unwrap(), None);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+        assert_eq!(PixelCache::read(&path, 4).unwrap(), None);
+        let mut flipped = bytes.clone();
+        flipped[HEADER + 3] ^= 1;
+        std::fs::write(&path, &flipped).unwrap();
+        assert_eq!(PixelCache::read(&path, 4).unwrap(), None);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(PixelCache::read(&path, 4).unwrap(), None);
+        // No temporary file is left beside the entries.
+        cache.write(&key, 4, &px).unwrap();
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn quantisation_is_exact_for_eight_and_sixteen_bit_sources() {
+        for k in [0u16, 1, 255, 257, 32768, 65535] {
+            assert_eq!(quantise(&[dequantise(k)]), vec![k]);
+        }
+        assert_eq!(quantise(&[-0.1, 1.2]), vec![0, 65535]);
+    }
+}
