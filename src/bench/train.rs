@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 
 use crate::model::{Arch, Classifier};
@@ -21,6 +21,8 @@ pub struct TrainBenchOptions {
     pub warmup: usize,
     pub devices: Vec<DeviceKind>,
     pub threads: usize,
+    /// bf16: ktrack's `precision = "bf16"`, against PyTorch's bf16 autocast.
+    pub precision: crate::train::Precision,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -78,6 +80,7 @@ pub fn eager(
             &opts.warmup.to_string(),
         ])
         .args(["--threads", &opts.threads.to_string()])
+        .args((opts.precision == crate::train::Precision::Bf16).then_some("--bf16"))
         .output()
         .map_err(|e| anyhow::anyhow!("could not run `{}`: {e}", python.display()))?;
     anyhow::ensure!(
@@ -105,9 +108,11 @@ pub fn run(opts: &TrainBenchOptions) -> anyhow::Result<Vec<TrainBenchRow>> {
     crate::train::backend::pin_threads(opts.threads);
     let mut rows = Vec::new();
     for &kind in &opts.devices {
+        opts.precision.check(kind)?;
+        let _precision = opts.precision.enter();
         let device = kind.device()?.autodiff();
         let mut model = Classifier::new(opts.arch, 5, 0, &device);
-        let mut optim = AdamWConfig::new().init();
+        let mut optim = crate::train::optim::adamw(1e-4);
         let ce = CrossEntropyLossConfig::new().init(&device);
         let mut r = rng::stream("bench-train", &[], 0);
         let n = opts.batch * 3 * opts.size * opts.size;

@@ -47,6 +47,10 @@ pub enum Command {
         /// same model, batch, loss, optimiser and threads, and each row gets its ratio to it.
         #[arg(long, value_name = "PYTHON")]
         eager: Option<std::path::PathBuf>,
+        /// `bf16`: bfloat16 convolutions and matrix products (LibTorch devices only), against
+        /// PyTorch's bf16 autocast.
+        #[arg(long, default_value = "fp32", value_parser = parse_precision)]
+        precision: crate::train::Precision,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
@@ -135,6 +139,11 @@ pub enum Command {
     },
 }
 
+fn parse_precision(s: &str) -> std::result::Result<crate::train::Precision, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("`{s}` is not a precision: expected fp32 or bf16"))
+}
+
 pub fn run(env: &Env, cmd: Command) -> Result<()> {
     match cmd {
         Command::Train {
@@ -145,6 +154,7 @@ pub fn run(env: &Env, cmd: Command) -> Result<()> {
             devices,
             threads,
             eager,
+            precision,
             format,
         } => {
             let devices = if devices.is_empty() {
@@ -160,6 +170,7 @@ pub fn run(env: &Env, cmd: Command) -> Result<()> {
                 warmup: 2,
                 devices,
                 threads,
+                precision,
             };
             train(env, &opts, eager.as_deref(), format)
         }

@@ -54,6 +54,11 @@ pub enum Error {
     StaleTooShort { given: u64 },
     #[error("the sweep stopped: the index cannot be written")]
     IndexFailed(#[source] index::Error),
+    #[error("{section}: {reason}")]
+    Precision {
+        section: String,
+        reason: crate::train::backend::Error,
+    },
 }
 
 impl crate::hint::Hint for Error {
@@ -63,6 +68,7 @@ impl crate::hint::Hint for Error {
             Error::Exec(e) => e.hint(),
             Error::Index(e) | Error::IndexFailed(e) => e.hint(),
             Error::Plan(e) => e.hint(),
+            Error::Precision { reason, .. } => reason.hint(),
             Error::Held { .. } => Some(
                 "wait for it; a holder on this host whose process died is reclaimed at once, one elsewhere once its heartbeat is older than --stale-after".into(),
             ),
@@ -151,6 +157,19 @@ pub fn plan_sweep(
     interrupt: &AtomicBool,
 ) -> Result<(spec::LoadedSpec, Plan), Error> {
     let spec = spec::LoadedSpec::load(&opts.spec)?;
+    // A precision the device cannot do fails the sweep before any data is prepared.
+    let device = opts.plan.device.unwrap_or(spec.spec.run.device);
+    let precisions = std::iter::once(("[train]".to_string(), spec.spec.train.precision)).chain(
+        spec.spec
+            .pretrain
+            .iter()
+            .map(|(name, p)| (format!("[pretrain.{name}]"), p.precision)),
+    );
+    for (section, precision) in precisions {
+        precision
+            .check(device)
+            .map_err(|reason| Error::Precision { section, reason })?;
+    }
     let status = |verb: &str, msg: String| ui.status(verb, msg);
     let prepared = plan::prepare(k, &spec, &opts.plan, &status, interrupt)?;
     let plan = plan::plan(&spec, &prepared, &opts.plan);

@@ -435,6 +435,7 @@ fn pretrain_runs<'s>(
                 seed: p.seed,
                 device,
                 threads,
+                precision: p.precision,
             },
             sources,
             tokenizer: p
@@ -538,6 +539,7 @@ pub fn plan(spec: &LoadedSpec, prepared: &Prepared, opts: &PlanOptions) -> Plan 
                                 seed,
                                 device,
                                 threads,
+                                precision: s.train.precision,
                             },
                             cohort: prepared.cohort,
                             split: prepared.split,

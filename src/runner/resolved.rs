@@ -140,6 +140,7 @@ mod tests {
                 seed,
                 device,
                 threads,
+                precision: Default::default(),
             },
             cohort: Hash::of(b"c"),
             split: Hash::of(b"s"),
@@ -162,5 +163,21 @@ mod tests {
         );
         let back = ResolvedRun::from_json(&a.to_json().to_string()).unwrap();
         assert_eq!(back, a);
+    }
+
+    #[test]
+    fn fp32_identities_are_unchanged_and_bf16_is_part_of_the_identity() {
+        let a = run(DeviceKind::TchCpu, 2, 0);
+        // fp32 is not written, so runs planned before `precision` existed keep their ids.
+        assert!(a.to_json()["config"].get("precision").is_none());
+        let mut b = a.clone();
+        if let ResolvedRun::Downstream(d) = &mut b {
+            d.config.precision = crate::train::Precision::Bf16;
+        }
+        assert_eq!(b.to_json()["config"]["precision"], "bf16");
+        assert_ne!(a.id(), b.id());
+        assert_eq!(ResolvedRun::from_json(&b.to_json().to_string()).unwrap(), b);
+        assert_eq!(crate::runner::exec::tolerance(&a), (0.0, 0.0));
+        assert_eq!(crate::runner::exec::tolerance(&b), (1e-2, 2e-2));
     }
 }

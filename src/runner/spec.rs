@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 use crate::data::Label;
 use crate::model::Arch;
 use crate::model::ssl::TextConfig;
-use crate::train::DeviceKind;
 use crate::train::data::{Augment, Normalize};
 use crate::train::downstream::Protocol;
 use crate::train::pretrain::Method;
+use crate::train::{DeviceKind, Precision};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -164,6 +164,9 @@ pub struct PretrainSpec {
     pub augment: Option<Augment>,
     #[serde(default)]
     pub seed: u64,
+    /// `fp32` or `bf16` (bfloat16 convolutions and matrix products; LibTorch only).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 fn d_pre_epochs() -> usize {
@@ -274,6 +277,9 @@ pub struct TrainSpec {
     pub normalize: Normalize,
     #[serde(default = "yes")]
     pub flip_left: bool,
+    /// `fp32` or `bf16` (bfloat16 convolutions and matrix products; LibTorch only).
+    #[serde(default)]
+    pub precision: Precision,
     #[serde(flatten)]
     pub defaults: Hyper,
     #[serde(default)]
@@ -299,6 +305,7 @@ impl Default for TrainSpec {
             image_size: d_size(),
             normalize: d_normalize(),
             flip_left: true,
+            precision: Precision::Fp32,
             defaults: Hyper::default(),
             linear: Hyper::default(),
             finetune: Hyper::default(),

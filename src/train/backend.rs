@@ -93,8 +93,73 @@ impl TryFrom<String> for DeviceKind {
     }
 }
 
+/// The arithmetic of a run's convolutions and matrix products (`precision` in `[train]` and
+/// `[pretrain]`). `bf16`: bfloat16 compute for those, float32 weights, optimizer state,
+/// BatchNorm and everything else (LibTorch only). Part of a run's identity when not `fp32`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Bf16,
+}
+
+impl Precision {
+    pub fn is_fp32(&self) -> bool {
+        *self == Precision::Fp32
+    }
+
+    /// Refuses what a device cannot do: bf16 needs LibTorch.
+    pub fn check(self, device: DeviceKind) -> Result<(), Error> {
+        match (self, device.backend()) {
+            (Precision::Bf16, "flex") => Err(Error::Bf16OnFlex),
+            _ => Ok(()),
+        }
+    }
+
+    /// Computes in this precision on the current thread until the guard is dropped.
+    pub fn enter(self) -> PrecisionGuard {
+        #[cfg(feature = "tch")]
+        #[allow(deprecated)]
+        {
+            let previous =
+                burn::backend::libtorch::native_ops::set_bf16_compute(self == Precision::Bf16);
+            PrecisionGuard { previous }
+        }
+        #[cfg(not(feature = "tch"))]
+        PrecisionGuard { previous: false }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+        })
+    }
+}
+
+/// Restores the thread's previous precision when dropped.
+pub struct PrecisionGuard {
+    #[cfg_attr(not(feature = "tch"), allow(dead_code))]
+    previous: bool,
+}
+
+impl Drop for PrecisionGuard {
+    fn drop(&mut self) {
+        #[cfg(feature = "tch")]
+        #[allow(deprecated)]
+        burn::backend::libtorch::native_ops::set_bf16_compute(self.previous);
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error(
+        "precision `bf16` needs LibTorch, but the run's device is `cpu` (the pure-Rust backend)"
+    )]
+    Bf16OnFlex,
     #[error("unknown device `{0}`: expected cpu, tch-cpu or cuda:N")]
     Unknown(String),
     #[error("device `{0}` needs LibTorch, but this ktrack was built without the `tch` feature")]
@@ -109,6 +174,10 @@ impl crate::hint::Hint for Error {
                     .into(),
             ),
             Error::Unknown(_) => None,
+            Error::Bf16OnFlex => Some(
+                "set `[run] device = \"tch-cpu\"` or `\"cuda:0\"` (a build with `--features tch`), or `precision = \"fp32\"`"
+                    .into(),
+            ),
         }
     }
 }

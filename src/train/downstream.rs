@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::module::Module;
 use burn::nn::loss::{BinaryCrossEntropyLossConfig, CrossEntropyLossConfig};
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::activation::{sigmoid, softmax};
 use serde::{Deserialize, Serialize};
@@ -22,7 +22,7 @@ use super::data::{
     Augment, BaseImages, Example, ImageSource, Loader, Pass, Preprocess, epoch_order,
 };
 use super::epochs::{Epochs, Plan, Step, Trainer};
-use super::{DeviceKind, Error, checkpoint};
+use super::{DeviceKind, Error, Precision, checkpoint};
 use crate::data::Label;
 use crate::metrics::{binary, kl};
 use crate::model::{Arch, Classifier, ResNet, import};
@@ -67,6 +67,10 @@ pub struct DownstreamConfig {
     pub device: DeviceKind,
     /// CPU threads (parallel reductions depend on it, so it is recorded).
     pub threads: usize,
+    /// bf16 compute for convolutions and matrix products (LibTorch); absent when fp32, so the
+    /// identities of fp32 runs are what they were.
+    #[serde(default, skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
 }
 
 impl DownstreamConfig {
@@ -149,6 +153,8 @@ pub fn run(
         return Err(Error::EmptySet { set: "val".into() });
     }
     super::backend::pin_threads(cfg.threads);
+    cfg.precision.check(cfg.device)?;
+    let _precision = cfg.precision.enter();
     let base = cfg.device.device()?;
     std::fs::create_dir_all(run_dir).map_err(|e| Error::file("create", run_dir)(e.to_string()))?;
     let mut epochs = Epochs::open(&run_dir.join("checkpoints"))?;
@@ -271,9 +277,7 @@ impl<'a> Downstream<'a> {
         };
         Ok(Downstream {
             cfg,
-            optim: AdamWConfig::new()
-                .with_weight_decay(cfg.weight_decay as f32)
-                .init(),
+            optim: super::optim::adamw(cfg.weight_decay as f32),
             train_labels: Arc::new(data.train.iter().map(|e| e.label).collect()),
             ce: CrossEntropyLossConfig::new().init(&device),
             bce: BinaryCrossEntropyLossConfig::new()
@@ -425,7 +429,7 @@ impl Trainer for Downstream<'_> {
         }
         let optim_path = folder.join("optim.bpk");
         if optim_path.is_file() {
-            self.optim = std::mem::replace(&mut self.optim, AdamWConfig::new().init())
+            self.optim = std::mem::replace(&mut self.optim, super::optim::adamw(0.0))
                 .load(&optim_path)
                 .map_err(|e| Error::file("load optimizer state", &optim_path)(e.to_string()))?;
         }

@@ -9,13 +9,14 @@ pub mod checkpoint;
 pub mod data;
 pub mod downstream;
 pub mod epochs;
+pub mod optim;
 pub mod pretrain;
 pub mod schedule;
 pub mod text;
 
 use std::path::PathBuf;
 
-pub use backend::DeviceKind;
+pub use backend::{DeviceKind, Precision};
 
 /// A training error.
 #[derive(Debug, thiserror::Error)]

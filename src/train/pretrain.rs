@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -26,7 +26,7 @@ use super::data::{
     Augment, BaseImages, Example, ImageSource, Loader, Pass, Preprocess, epoch_order,
 };
 use super::epochs::{Epochs, Plan, Step, Trainer};
-use super::{DeviceKind, Error, checkpoint, text};
+use super::{DeviceKind, Error, Precision, checkpoint, text};
 use crate::model::import;
 use crate::model::init::Seeder;
 use crate::model::ssl::{self, ImageSsl, ImageText, Projection, TextConfig, TextEncoder};
@@ -95,6 +95,10 @@ pub struct PretrainConfig {
     pub seed: u64,
     pub device: DeviceKind,
     pub threads: usize,
+    /// bf16 compute for convolutions and matrix products (LibTorch); absent when fp32, so the
+    /// identities of fp32 runs are what they were.
+    #[serde(default, skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
 }
 
 /// The images (and, for image-text methods, one report per image) to pretrain on.
@@ -173,6 +177,8 @@ pub fn run(
         )));
     }
     super::backend::pin_threads(cfg.threads);
+    cfg.precision.check(cfg.device)?;
+    let _precision = cfg.precision.enter();
     std::fs::create_dir_all(run_dir).map_err(|e| Error::file("create", run_dir)(e.to_string()))?;
     let mut epochs = Epochs::open(&run_dir.join("checkpoints"))?;
 
@@ -299,9 +305,7 @@ impl<'a> Pretrainer<'a> {
         let vocab = tokenizer.as_ref().map_or(2, |t| t.get_vocab_size(true));
         Ok(Pretrainer {
             nets: Nets::new(cfg, vocab, &device, &base),
-            optim: AdamWConfig::new()
-                .with_weight_decay(cfg.weight_decay as f32)
-                .init(),
+            optim: super::optim::adamw(cfg.weight_decay as f32),
             labels: Arc::new(vec![0u8; data.examples.len()]),
             reports: data.reports.as_deref(),
             ce: CrossEntropyLossConfig::new().init(&device),
@@ -479,7 +483,7 @@ impl Trainer for Pretrainer<'_> {
         // Module clones share their tensors; the loaded copy replaces them.
         self.nets = load_nets(self.nets.clone(), folder, &self.device, &self.base)?;
         let path = folder.join("optim.bpk");
-        let optim = std::mem::replace(&mut self.optim, AdamWConfig::new().init());
+        let optim = std::mem::replace(&mut self.optim, super::optim::adamw(0.0));
         self.optim = optim
             .load(&path)
             .map_err(|e| Error::file("load optimizer state", &path)(e.to_string()))?;

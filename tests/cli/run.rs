@@ -338,6 +338,14 @@ fn bad_specs_fail_before_anything_runs() {
             text.replace("../datasets/most-like.toml", "../datasets/most.toml"),
         ),
         (
+            "bf16_on_the_cpu_backend",
+            text.replace("[train]\n", "[train]\nprecision = \"bf16\"\n"),
+        ),
+        (
+            "bad_precision",
+            text.replace("[train]\n", "[train]\nprecision = \"fp8\"\n"),
+        ),
+        (
             "bad_task",
             text.replace(
                 r#"tasks = ["kl", "progression_4y"]"#,

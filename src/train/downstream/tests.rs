@@ -72,6 +72,7 @@ fn config(protocol: Protocol, augment: bool) -> DownstreamConfig {
         seed: 9,
         device: DeviceKind::Cpu,
         threads: 2,
+        precision: Default::default(),
     }
 }
 

@@ -69,6 +69,7 @@ fn config(method: Method) -> PretrainConfig {
         seed: 5,
         device: DeviceKind::Cpu,
         threads: 2,
+        precision: Default::default(),
     }
 }
 

@@ -23,4 +23,8 @@ mod tensor;
 pub use backend::*;
 pub use element::*;
 pub use native::native_backward;
+/// The native operations ktrack calls directly (the fused AdamW step).
+pub mod native_ops {
+    pub use crate::native::{AdamW, bf16_compute, fused_adamw, native_backward, set_bf16_compute};
+}
 pub use tensor::*;

@@ -2,10 +2,42 @@
 //! vendor folder): convolution gradients through `at::convolution_backward` (cuDNN's
 //! backward-data and backward-filter on CUDA, oneDNN on the CPU) instead of burn's default of a
 //! transposed convolution for the input and a forward convolution for the weight; training-mode
-//! BatchNorm's through `at::native_batch_norm_backward`; ReLU's through `threshold_backward`.
+//! BatchNorm's through `at::native_batch_norm_backward`; ReLU's through `threshold_backward`;
+//! and AdamW's step through the fused `_fused_adamw_`.
 //!
 //! The shim is compiled when LibTorch's headers are found at build time (the `native_ops`
 //! cfg); without them the convolution gradients fall back to burn's defaults, as upstream.
+
+thread_local! {
+    static BF16: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Sets whether this thread computes convolutions (forward and backward) and matrix products
+/// in bfloat16, with float32 inputs and outputs: weights, optimizer state, BatchNorm and every
+/// other op stay in float32. Returns the previous setting. Like PyTorch's autocast, the
+/// setting is per thread.
+pub fn set_bf16_compute(on: bool) -> bool {
+    BF16.with(|c| c.replace(on))
+}
+
+/// Whether this thread computes convolutions and matrix products in bfloat16.
+pub fn bf16_compute() -> bool {
+    BF16.with(|c| c.get())
+}
+
+/// `t` in bfloat16 when this thread computes in bfloat16 and `t` is float32; else `t`.
+pub(crate) fn lower(t: &tch::Tensor) -> tch::Tensor {
+    if bf16_compute() && t.kind() == tch::Kind::Float {
+        t.to_kind(tch::Kind::BFloat16)
+    } else {
+        t.shallow_clone()
+    }
+}
+
+/// `t` back in `kind` (the kind of the operation's float32 input).
+pub(crate) fn raise(t: tch::Tensor, kind: tch::Kind) -> tch::Tensor {
+    if t.kind() == kind { t } else { t.to_kind(kind) }
+}
 
 /// True when the native convolution backward is compiled in.
 pub fn native_backward() -> bool {
@@ -42,7 +74,84 @@ mod ffi {
             eps: f64,
             out: *mut *mut c_void,
         ) -> *mut c_char;
+
+        #[allow(clippy::too_many_arguments)]
+        pub fn ktrack_fused_adamw(
+            param: *mut c_void,
+            grad: *mut c_void,
+            exp_avg: *mut c_void,
+            exp_avg_sq: *mut c_void,
+            step: i64,
+            lr: f64,
+            beta1: f64,
+            beta2: f64,
+            weight_decay: f64,
+            eps: f64,
+            out: *mut *mut c_void,
+        ) -> *mut c_char;
     }
+}
+
+/// AdamW's hyper-parameters (decoupled weight decay; `eps` added to the bias-corrected
+/// second moment's square root).
+#[derive(Clone, Copy, Debug)]
+pub struct AdamW {
+    /// Learning rate.
+    pub lr: f64,
+    /// Decay of the first moment.
+    pub beta1: f64,
+    /// Decay of the second moment.
+    pub beta2: f64,
+    /// Decoupled weight decay (the parameter is multiplied by `1 - lr * weight_decay`).
+    pub weight_decay: f64,
+    /// Added to the square root of the bias-corrected second moment.
+    pub eps: f64,
+}
+
+/// One AdamW step of one parameter through LibTorch's fused kernel: returns the new
+/// parameter (a new tensor) and updates the moments `exp_avg`, `exp_avg_sq` in place. `step`
+/// counts this step (1 for the first). `None` when the shim is not compiled in.
+#[cfg(not(native_ops))]
+pub fn fused_adamw(
+    _param: &tch::Tensor,
+    _grad: &tch::Tensor,
+    _exp_avg: &tch::Tensor,
+    _exp_avg_sq: &tch::Tensor,
+    _step: i64,
+    _h: AdamW,
+) -> Option<tch::Tensor> {
+    None
+}
+
+/// One AdamW step of one parameter through LibTorch's fused kernel (see above).
+#[cfg(native_ops)]
+pub fn fused_adamw(
+    param: &tch::Tensor,
+    grad: &tch::Tensor,
+    exp_avg: &tch::Tensor,
+    exp_avg_sq: &tch::Tensor,
+    step: i64,
+    h: AdamW,
+) -> Option<tch::Tensor> {
+    let mut out: [*mut std::ffi::c_void; 3] = [std::ptr::null_mut(); 3];
+    // SAFETY: as for `convolution_backward`; the shim writes one owned result into `out[0]`.
+    let err = unsafe {
+        ffi::ktrack_fused_adamw(
+            param.as_ptr() as *mut _,
+            grad.as_ptr() as *mut _,
+            exp_avg.as_ptr() as *mut _,
+            exp_avg_sq.as_ptr() as *mut _,
+            step,
+            h.lr,
+            h.beta1,
+            h.beta2,
+            h.weight_decay,
+            h.eps,
+            out.as_mut_ptr(),
+        )
+    };
+    let [param, _, _] = owned("_fused_adamw_", err, out);
+    Some(param.expect("the fused step returns the parameter"))
 }
 
 /// The geometry of a (non-transposed) convolution.

@@ -56,4 +56,27 @@ char* ktrack_batch_norm_backward(at::Tensor* grad_output, at::Tensor* input, at:
   }
 }
 
+// One AdamW step of one parameter with LibTorch's fused kernel (`_fused_adamw_`: a single
+// pass over parameter, gradient and both moments, on the CPU and on CUDA). The moments are
+// updated in place; the parameter is updated in a copy returned in `out`, so tensors that
+// share the old parameter's storage keep their values. `step` is the step number after this
+// one (1 for the first).
+char* ktrack_fused_adamw(at::Tensor* param, at::Tensor* grad, at::Tensor* exp_avg,
+                         at::Tensor* exp_avg_sq, int64_t step, double lr, double beta1,
+                         double beta2, double weight_decay, double eps, at::Tensor** out) {
+  try {
+    auto p = param->clone(at::MemoryFormat::Contiguous);
+    auto g = grad->contiguous();
+    auto steps = at::full({}, static_cast<double>(step),
+                          at::TensorOptions().dtype(at::kFloat).device(p.device()));
+    std::vector<at::Tensor> ps = {p}, gs = {g}, ms = {*exp_avg}, vs = {*exp_avg_sq},
+                            ss = {steps};
+    at::_fused_adamw_(ps, gs, ms, vs, {}, ss, lr, beta1, beta2, weight_decay, eps, false, false);
+    out[0] = new at::Tensor(p);
+    return nullptr;
+  } catch (const std::exception& e) {
+    return ktrack_error(e);
+  }
+}
+
 }  // extern "C"

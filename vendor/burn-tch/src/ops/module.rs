@@ -88,17 +88,19 @@ impl ModuleOps<Self> for LibTorch {
         options: ConvOptions<2>,
     ) -> TchTensor {
         let (x, options) = pad_asymmetric_conv_input::<LibTorch, 2>(x, options);
+        let kind = x.tensor.kind();
+        let lower = crate::native::lower;
         let tensor = tch::Tensor::conv2d(
-            &x.tensor,
-            &weight.tensor,
-            bias.map(|t| t.tensor),
+            &lower(&x.tensor),
+            &lower(&weight.tensor),
+            bias.map(|t| lower(&t.tensor)),
             options.stride.map(|i| i as i64),
             options.padding_begin().map(|i| i as i64),
             options.dilation.map(|i| i as i64),
             options.groups as i64,
         );
 
-        TchTensor::new(tensor)
+        TchTensor::new(crate::native::raise(tensor, kind))
     }
 
     #[cfg(native_ops)]
@@ -764,14 +766,17 @@ fn conv2d_native_backward(
     };
     let mut mask = [false; 3];
     mask[which] = true;
+    let kind = x.tensor.kind();
+    let lower = crate::native::lower;
     let [grad_x, grad_w, _] = crate::native::convolution_backward(
-        &output_grad.tensor,
-        &x.tensor,
-        &weight.tensor,
+        &lower(&output_grad.tensor),
+        &lower(&x.tensor),
+        &lower(&weight.tensor),
         None,
         &conv,
         mask,
-    );
+    )
+    .map(|g| g.map(|g| crate::native::raise(g, kind)));
     let grad = if which == 0 {
         let grad = grad_x.expect("the input gradient was asked for");
         if asymmetric {

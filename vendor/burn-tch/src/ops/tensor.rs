@@ -169,8 +169,10 @@ impl FloatTensorOps<Self> for LibTorch {
     }
 
     fn float_matmul(lhs: TchTensor, rhs: TchTensor) -> TchTensor {
-        let tensor = lhs.tensor.matmul(&rhs.tensor);
-        TchTensor::new(tensor)
+        let kind = lhs.tensor.kind();
+        let lower = crate::native::lower;
+        let tensor = lower(&lhs.tensor).matmul(&lower(&rhs.tensor));
+        TchTensor::new(crate::native::raise(tensor, kind))
     }
 
     fn float_cross(lhs: TchTensor, rhs: TchTensor, dim: usize) -> TchTensor {
