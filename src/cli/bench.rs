@@ -327,7 +327,8 @@ fn train(
             })
             .collect();
         let eager: Vec<_> = references.iter().map(|(_, e)| e).collect();
-        let json = serde_json::json!({ "ktrack": ktrack, "eager": eager });
+        let json =
+            serde_json::json!({ "precision": opts.precision, "ktrack": ktrack, "eager": eager });
         return Ok(env.printer.data(&serde_json::to_string_pretty(&json)?)?);
     }
     let mut t = crate::output::Table::new([
@@ -361,11 +362,17 @@ fn train(
         ]);
     }
     env.printer.data(&format!(
-        "forward + backward + AdamW step, {} at {} px, batch {}, {} CPU threads; native LibTorch backward: {}\n{}",
+        "forward + backward + AdamW step, {} at {} px, batch {}, {} CPU threads, {}{}; native LibTorch backward: {}\n{}",
         opts.arch,
         opts.size,
         opts.batch,
         opts.threads,
+        opts.precision,
+        if opts.precision == crate::train::Precision::Bf16 && eager.is_some() {
+            " (eager: bf16 autocast, channels-last on CUDA)"
+        } else {
+            ""
+        },
         if crate::train::backend::native_libtorch_backward() { "yes" } else { "no" },
         super::data::render(&t, format)
     ))?;

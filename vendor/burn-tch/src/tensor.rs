@@ -359,8 +359,17 @@ impl TchTensor {
     /// A new tensor.
     pub fn from_data<E: TchElement>(data: TensorData, device: tch::Device) -> Self {
         let shape_tch = TchShape::from(data.shape().as_slice());
-        let tensor =
-            tch::Tensor::from_data_size(data.as_bytes(), &shape_tch.dims, E::kind()).to(device);
+        let host = tch::Tensor::from_data_size(data.as_bytes(), &shape_tch.dims, E::kind());
+        let tensor = if device.is_cuda() {
+            // Page-locked staging and a non-blocking copy: the host thread goes on (the caching
+            // host allocator keeps the staging buffer until the copy is done). Where pinning is
+            // not possible, the plain blocking copy.
+            host.f_pin_memory(device)
+                .and_then(|pinned| pinned.f_to_device_(device, E::kind(), true, false))
+                .unwrap_or_else(|_| host.to(device))
+        } else {
+            host.to(device)
+        };
 
         Self::new(tensor)
     }
