@@ -204,7 +204,6 @@ fn params<M: burn::module::Module>(m: &M) -> Vec<Vec<f32>> {
 /// bit.
 #[test]
 fn fused_adamw_follows_burns_adamw_and_resumes_exactly() {
-    use burn::module::Module;
     use burn::nn::{Linear, LinearConfig};
     use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
     use burn::tensor::{Tensor, TensorData};

@@ -52,10 +52,9 @@ impl burn::optim::Optimizer for AdamW {
         state: Option<AdamWState<D>>,
     ) -> (Tensor<D>, Option<AdamWState<D>>) {
         #[cfg(feature = "tch")]
-        let (tensor, grad, state) = match fused::step(self, lr, tensor, grad, state) {
-            Ok(done) => return done,
-            Err(args) => args,
-        };
+        if fused::applies(&tensor) {
+            return fused::step(self, lr, tensor, grad, state);
+        }
         self.burn.step(lr, tensor, grad, state)
     }
 
@@ -80,27 +79,23 @@ mod fused {
     use burn::optim::{AdamWState, AdaptiveMomentumState};
     use burn::tensor::Tensor;
 
-    type Args<const D: usize> = (Tensor<D>, Tensor<D>, Option<AdamWState<D>>);
     type Done<const D: usize> = (Tensor<D>, Option<AdamWState<D>>);
 
-    /// The fused step when the tensors live on LibTorch and the shim is compiled in; otherwise
-    /// the arguments back, for burn's step.
+    /// Whether the fused step applies: the shim is compiled in and the parameter lives on
+    /// LibTorch (a clone is a new handle on the same storage, so trying it costs nothing).
+    pub fn applies<const D: usize>(tensor: &Tensor<D>) -> bool {
+        native_ops::native_backward() && tensor.clone().try_into_primitive::<LibTorch>().is_ok()
+    }
+
+    /// The fused step (see [`applies`]).
     pub fn step<const D: usize>(
         o: &super::AdamW,
         lr: f64,
         tensor: Tensor<D>,
         grad: Tensor<D>,
         state: Option<AdamWState<D>>,
-    ) -> Result<Done<D>, Args<D>> {
-        if !native_ops::native_backward() {
-            return Err((tensor, grad, state));
-        }
-        // A clone is a new handle on the same storage: trying it leaves `tensor` for burn's
-        // step when it lives on another backend.
-        let param = match tensor.clone().try_into_primitive::<LibTorch>() {
-            Ok(p) => p,
-            Err(_) => return Err((tensor, grad, state)),
-        };
+    ) -> Done<D> {
+        let param = primitive(tensor);
         let grad = primitive(grad);
         let (time, m, v) = match state {
             Some(s) => (
@@ -108,11 +103,17 @@ mod fused {
                 primitive(s.momentum.moment_1),
                 primitive(s.momentum.moment_2),
             ),
-            None => (
-                0,
-                TchTensor::new(param.tensor.zeros_like()),
-                TchTensor::new(param.tensor.zeros_like()),
-            ),
+            None => {
+                // Contiguous moments, whatever the parameter's strides (the kernel walks all four
+                // tensors in one order).
+                let zeros = || {
+                    TchTensor::new(tch::Tensor::zeros(
+                        param.tensor.size(),
+                        (param.tensor.kind(), param.tensor.device()),
+                    ))
+                };
+                (0, zeros(), zeros())
+            }
         };
         let h = native_ops::AdamW {
             lr,
@@ -139,10 +140,10 @@ mod fused {
                 max_moment_2: None,
             },
         };
-        Ok((
+        (
             Tensor::from_primitive::<LibTorch>(TchTensor::new(new)),
             Some(state),
-        ))
+        )
     }
 
     fn primitive<const D: usize>(t: Tensor<D>) -> TchTensor {

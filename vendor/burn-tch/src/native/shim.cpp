@@ -69,9 +69,13 @@ char* ktrack_fused_adamw(at::Tensor* param, at::Tensor* grad, at::Tensor* exp_av
     auto g = grad->contiguous();
     auto steps = at::full({}, static_cast<double>(step),
                           at::TensorOptions().dtype(at::kFloat).device(p.device()));
-    std::vector<at::Tensor> ps = {p}, gs = {g}, ms = {*exp_avg}, vs = {*exp_avg_sq},
-                            ss = {steps};
+    // The kernel walks the four tensors in one order: all contiguous. Moments that are not
+    // (none ktrack makes) are updated in contiguous copies and copied back.
+    auto m = exp_avg->contiguous(), v = exp_avg_sq->contiguous();
+    std::vector<at::Tensor> ps = {p}, gs = {g}, ms = {m}, vs = {v}, ss = {steps};
     at::_fused_adamw_(ps, gs, ms, vs, {}, ss, lr, beta1, beta2, weight_decay, eps, false, false);
+    if (!m.is_same(*exp_avg)) exp_avg->copy_(m);
+    if (!v.is_same(*exp_avg_sq)) exp_avg_sq->copy_(v);
     out[0] = new at::Tensor(p);
     return nullptr;
   } catch (const std::exception& e) {
