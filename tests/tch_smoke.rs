@@ -102,47 +102,62 @@ impl burn::module::ModuleVisitor for Grads<'_> {
     }
 }
 
-/// One training step's loss and gradients of ResNet-18 on LibTorch (native convolution and
-/// ReLU backward) equal those of burn's default ops on the pure-Rust CPU backend, from the
-/// same seeded weights and batch, within 1e-4.
-#[test]
-fn native_libtorch_backward_matches_the_default_ops() {
+/// One ResNet-18 training step (8 noise images of 64 px, seeded weights) on `kind`: the loss
+/// and every parameter's gradient. Large enough that every BatchNorm normalises over 32 or
+/// more values per channel.
+fn resnet18_step(kind: DeviceKind) -> (f32, Vec<Vec<f32>>) {
     use burn::module::Module;
     use burn::nn::loss::CrossEntropyLossConfig;
     use burn::tensor::{Int, Tensor, TensorData};
-    assert!(
-        ktrack::train::backend::native_libtorch_backward(),
-        "this build has the native LibTorch backward"
-    );
-    ktrack::train::backend::pin_threads(2);
-    // Large enough that every BatchNorm normalises over 32 or more values per channel.
     let (batch, size) = (8, 64);
     let mut r = ktrack::rng::stream("native-backward", &[], 0);
     let pixels: Vec<f32> = (0..batch * 3 * size * size)
         .map(|_| ktrack::rng::normal(&mut r) as f32)
         .collect();
     let labels: Vec<i64> = (0..batch as i64).map(|i| i % 5).collect();
-    let mut steps = Vec::new();
-    for kind in [DeviceKind::Cpu, DeviceKind::TchCpu] {
-        let device = kind.device().unwrap().autodiff();
-        let model = ktrack::model::Classifier::new(Arch::Resnet18, 5, 0, &device);
-        let x = Tensor::<4>::from_data(
-            TensorData::new(pixels.clone(), [batch, 3, size, size]),
-            &device,
-        );
-        let y = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [batch]), &device);
-        let loss = CrossEntropyLossConfig::new()
-            .init(&device)
-            .forward(model.forward(x), y);
-        let value = loss.clone().into_data().try_to_vec::<f32>().unwrap()[0];
-        let grads = loss.backward();
-        let mut visit = Grads {
-            grads: &grads,
-            out: Vec::new(),
-        };
-        model.visit(&mut visit);
-        steps.push((value, visit.out));
-    }
+    let device = kind.device().unwrap().autodiff();
+    let model = ktrack::model::Classifier::new(Arch::Resnet18, 5, 0, &device);
+    let x = Tensor::<4>::from_data(TensorData::new(pixels, [batch, 3, size, size]), &device);
+    let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [batch]), &device);
+    let loss = CrossEntropyLossConfig::new()
+        .init(&device)
+        .forward(model.forward(x), y);
+    let value = loss.clone().into_data().try_to_vec::<f32>().unwrap()[0];
+    let grads = loss.backward();
+    let mut visit = Grads {
+        grads: &grads,
+        out: Vec::new(),
+    };
+    model.visit(&mut visit);
+    (value, visit.out)
+}
+
+/// The relative L2 error of `b` against `a`.
+fn relative_l2(a: &[f32], b: &[f32]) -> f64 {
+    let norm = a.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
+    let diff = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(x - y).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    diff / norm.max(1e-12)
+}
+
+/// One training step's loss and gradients of ResNet-18 on LibTorch (native convolution and
+/// ReLU backward) equal those of burn's default ops on the pure-Rust CPU backend, from the
+/// same seeded weights and batch, within 1e-4.
+#[test]
+fn native_libtorch_backward_matches_the_default_ops() {
+    assert!(
+        ktrack::train::backend::native_libtorch_backward(),
+        "this build has the native LibTorch backward"
+    );
+    ktrack::train::backend::pin_threads(2);
+    let steps = [
+        resnet18_step(DeviceKind::Cpu),
+        resnet18_step(DeviceKind::TchCpu),
+    ];
     let (default, native) = (&steps[0], &steps[1]);
     assert!(
         (default.0 - native.0).abs() <= 1e-4,
@@ -157,14 +172,7 @@ fn native_libtorch_backward_matches_the_default_ops() {
     let mut worst_relative = 0f64;
     for (i, (a, b)) in default.1.iter().zip(&native.1).enumerate() {
         assert_eq!(a.len(), b.len());
-        let norm = a.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
-        let diff = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| f64::from(x - y).powi(2))
-            .sum::<f64>()
-            .sqrt();
-        let relative = diff / norm.max(1e-12);
+        let relative = relative_l2(a, b);
         worst_relative = worst_relative.max(relative);
         let scale = a.iter().fold(1f32, |m, v| m.max(v.abs()));
         let worst = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
@@ -325,39 +333,15 @@ fn fused_adamw_follows_burns_adamw_and_resumes_exactly() {
 #[test]
 #[allow(deprecated)] // burn 0.22 marks burn-tch deprecated; it is its LibTorch backend
 fn bf16_compute_follows_the_fp32_step_within_bf16_rounding() {
-    use burn::module::Module;
-    use burn::nn::loss::CrossEntropyLossConfig;
-    use burn::tensor::{Int, Tensor, TensorData};
     use ktrack::train::Precision;
     ktrack::train::backend::pin_threads(2);
-    let (batch, size) = (8, 64);
-    let mut r = ktrack::rng::stream("bf16-step", &[], 0);
-    let pixels: Vec<f32> = (0..batch * 3 * size * size)
-        .map(|_| ktrack::rng::normal(&mut r) as f32)
+    let steps: Vec<_> = [Precision::Fp32, Precision::Bf16]
+        .into_iter()
+        .map(|precision| {
+            let _guard = precision.enter();
+            resnet18_step(DeviceKind::TchCpu)
+        })
         .collect();
-    let labels: Vec<i64> = (0..batch as i64).map(|i| i % 5).collect();
-    let mut steps = Vec::new();
-    for precision in [Precision::Fp32, Precision::Bf16] {
-        let _guard = precision.enter();
-        let device = DeviceKind::TchCpu.device().unwrap().autodiff();
-        let model = ktrack::model::Classifier::new(Arch::Resnet18, 5, 0, &device);
-        let x = Tensor::<4>::from_data(
-            TensorData::new(pixels.clone(), [batch, 3, size, size]),
-            &device,
-        );
-        let y = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [batch]), &device);
-        let loss = CrossEntropyLossConfig::new()
-            .init(&device)
-            .forward(model.forward(x), y);
-        let value = loss.clone().into_data().try_to_vec::<f32>().unwrap()[0];
-        let grads = loss.backward();
-        let mut visit = Grads {
-            grads: &grads,
-            out: Vec::new(),
-        };
-        model.visit(&mut visit);
-        steps.push((value, visit.out));
-    }
     assert!(
         !burn::backend::libtorch::native_ops::bf16_compute(),
         "the guard restored fp32"
@@ -374,16 +358,7 @@ fn bf16_compute_follows_the_fp32_step_within_bf16_rounding() {
         .1
         .iter()
         .zip(&bf16.1)
-        .map(|(a, b)| {
-            let norm = a.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
-            let diff = a
-                .iter()
-                .zip(b)
-                .map(|(x, y)| f64::from(x - y).powi(2))
-                .sum::<f64>()
-                .sqrt();
-            diff / norm.max(1e-12)
-        })
+        .map(|(a, b)| relative_l2(a, b))
         .collect();
     let worst = rel.iter().fold(0f64, |m, v| m.max(*v));
     let head = rel[rel.len() - 2..].iter().fold(0f64, |m, v| m.max(*v));
