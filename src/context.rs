@@ -120,7 +120,7 @@ impl Ktrack {
     pub fn images(&self) -> std::sync::Arc<dyn crate::train::data::ImageSource> {
         std::sync::Arc::new(crate::runner::exec::StoreImages {
             store: self.store.clone(),
-            cache: crate::train::cache::PixelCache::at(&self.pixel_cache),
+            cache: Some(crate::train::cache::PixelCache::at(&self.pixel_cache)),
         })
     }
 

@@ -21,11 +21,11 @@ use rayon::prelude::*;
 use crate::data::Side;
 use crate::data::image;
 use crate::id::Hash;
+use crate::runner::exec::StoreImages;
 use crate::store::Store;
 use crate::train::cache::PixelCache;
 use crate::train::data::{
-    Augment, BaseImages, Example, ImageSource, Loader, MemoryImages, Normalize, Pass, Preprocess,
-    epoch_order,
+    Augment, BaseImages, Example, Loader, MemoryImages, Normalize, Pass, Preprocess, epoch_order,
 };
 
 #[derive(Clone, Debug)]
@@ -251,18 +251,6 @@ fn rss(o: &LoaderBenchOptions) -> anyhow::Result<Vec<RssRow>> {
     Ok(out)
 }
 
-/// The store's images (a probe's source).
-struct Stored(Store, Option<PixelCache>);
-
-impl ImageSource for Stored {
-    fn bytes(&self, image: &Hash) -> Result<Vec<u8>, String> {
-        self.0.read(image).map_err(|e| e.to_string())
-    }
-    fn pixel_cache(&self) -> Option<&PixelCache> {
-        self.1.as_ref()
-    }
-}
-
 /// The memory probe (a child process of [`run`]): loads the first `images` of `dir`'s store,
 /// runs one epoch, and returns its peak resident memory in KiB.
 pub fn probe(dir: &Path, images: usize, size: u32, cached: bool) -> anyhow::Result<u64> {
@@ -274,7 +262,7 @@ pub fn probe(dir: &Path, images: usize, size: u32, cached: bool) -> anyhow::Resu
         .map(|l| l.parse().map_err(|e| anyhow::anyhow!("{l}: {e}")))
         .collect::<anyhow::Result<_>>()?;
     let cache = cached.then(|| PixelCache::at(dir.join(format!("pixels-{images}"))));
-    let source = Arc::new(Stored(store, cache));
+    let source = Arc::new(StoreImages { store, cache });
     let base = BaseImages::load(
         &examples(&hashes),
         source,

@@ -75,10 +75,10 @@ impl crate::hint::Hint for Error {
     }
 }
 
-/// Images read from the store, their pixels cached in the home's pixel cache.
+/// Images read from the store, their pixels cached in a pixel cache (the home's, for runs).
 pub struct StoreImages {
     pub store: Store,
-    pub cache: PixelCache,
+    pub cache: Option<PixelCache>,
 }
 
 impl ImageSource for StoreImages {
@@ -87,7 +87,7 @@ impl ImageSource for StoreImages {
     }
 
     fn pixel_cache(&self) -> Option<&PixelCache> {
-        Some(&self.cache)
+        self.cache.as_ref()
     }
 }
 
