@@ -168,18 +168,15 @@ impl BaseImages {
                     .par_iter()
                     .map(|ex| {
                         let ex = check(ex, interrupt)?;
-                        let key = PixelCache::key(&ex.image, size);
-                        let path = cache.path(&key);
+                        let path = cache.path(&PixelCache::key(&ex.image, size));
                         // A whole entry has the right length; its checksum is checked on reading.
                         let whole = std::fs::metadata(&path)
                             .is_ok_and(|m| m.len() == cache::entry_len(size));
                         if whole {
                             Ok(path)
                         } else {
-                            let px = make_pixels(source.as_ref(), &ex.image, &ex.sample_id, size)?;
-                            cache
-                                .write(&key, size, &px)
-                                .map_err(|e| cache_error(cache, &e))
+                            fill(cache, source.as_ref(), &ex.image, &ex.sample_id, size)
+                                .map(|(path, _)| path)
                         }
                     })
                     .collect::<Result<Vec<_>, String>>()?,
@@ -234,7 +231,7 @@ impl BaseImages {
     /// the run loaded is made again from the image.
     pub fn get(&self, i: usize) -> Result<Vec<f32>, String> {
         let size = self.size;
-        let px = match &self.pixels {
+        let mut px = match &self.pixels {
             Pixels::Memory(all) => all[i].iter().map(|&v| cache::dequantise(v)).collect(),
             Pixels::Cached(paths) => {
                 let read = PixelCache::read(&paths[i], size).map_err(|e| {
@@ -243,23 +240,17 @@ impl BaseImages {
                         paths[i].display()
                     )
                 })?;
-                let q = match read {
-                    Some(q) => q,
-                    None => {
-                        let (image, sample) = &self.examples[i];
-                        let q = make_pixels(self.source.as_ref(), image, sample, size)?;
-                        if let Some(cache) = self.source.pixel_cache() {
-                            cache
-                                .write(&PixelCache::key(image, size), size, &q)
-                                .map_err(|e| cache_error(cache, &e))?;
-                        }
-                        q
+                let (image, sample) = &self.examples[i];
+                let q = match (read, self.source.pixel_cache()) {
+                    (Some(q), _) => q,
+                    (None, Some(cache)) => {
+                        fill(cache, self.source.as_ref(), image, sample, size)?.1
                     }
+                    (None, None) => make_pixels(self.source.as_ref(), image, sample, size)?,
                 };
                 q.into_iter().map(cache::dequantise).collect::<Vec<f32>>()
             }
         };
-        let mut px = px;
         if self.flip[i] {
             for row in px.chunks_mut(size) {
                 row.reverse();
@@ -269,11 +260,24 @@ impl BaseImages {
     }
 }
 
-fn cache_error(cache: &PixelCache, e: &std::io::Error) -> String {
-    format!(
-        "could not write to the pixel cache `{}`: {e}",
-        cache.dir().display()
-    )
+/// Makes an image's pixels and writes them to the cache: the entry's path and the pixels.
+fn fill(
+    cache: &PixelCache,
+    source: &dyn ImageSource,
+    image: &Hash,
+    sample: &str,
+    size: usize,
+) -> Result<(PathBuf, Vec<u16>), String> {
+    let px = make_pixels(source, image, sample, size)?;
+    let path = cache
+        .write(&PixelCache::key(image, size), size, &px)
+        .map_err(|e| {
+            format!(
+                "could not write to the pixel cache `{}`: {e}",
+                cache.dir().display()
+            )
+        })?;
+    Ok((path, px))
 }
 
 /// Decodes one image and resizes it to `size` x `size`, quantised.
