@@ -96,25 +96,39 @@ impl PixelCache {
     }
 
     /// Writes an entry atomically (a temporary file in the same directory, then a rename).
+    /// A directory removed meanwhile (`gc --pixel-cache --apply` while runs write) is made
+    /// again once.
     pub fn write(&self, key: &Hash, size: usize, px: &[u16]) -> io::Result<PathBuf> {
+        let bytes = entry_bytes(size, px);
         let path = self.path(key);
         let dir = path.parent().expect("entries live in a fan-out directory");
-        std::fs::create_dir_all(dir)?;
-        let mut bytes = Vec::with_capacity(HEADER + px.len() * 2);
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&FORMAT.to_le_bytes());
-        bytes.extend_from_slice(&(size as u64).to_le_bytes());
-        bytes.extend_from_slice(&[0; 32]);
-        for v in px {
-            bytes.extend_from_slice(&v.to_le_bytes());
+        let attempt = || -> io::Result<()> {
+            std::fs::create_dir_all(dir)?;
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+            tmp.write_all(&bytes)?;
+            tmp.persist(&path).map(drop).map_err(|e| e.error)
+        };
+        match attempt() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => attempt()?,
+            other => other?,
         }
-        let sum = blake3::hash(&bytes[HEADER..]);
-        bytes[16..48].copy_from_slice(sum.as_bytes());
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        tmp.write_all(&bytes)?;
-        tmp.persist(&path).map_err(|e| e.error)?;
         Ok(path)
     }
+}
+
+/// An entry's bytes: header (magic, format, side, blake3 of the payload), then the pixels.
+fn entry_bytes(size: usize, px: &[u16]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(HEADER + px.len() * 2);
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&FORMAT.to_le_bytes());
+    bytes.extend_from_slice(&(size as u64).to_le_bytes());
+    bytes.extend_from_slice(&[0; 32]);
+    for v in px {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    let sum = blake3::hash(&bytes[HEADER..]);
+    bytes[16..48].copy_from_slice(sum.as_bytes());
+    bytes
 }
 
 #[cfg(test)]
@@ -141,6 +155,9 @@ mod tests {
         assert_eq!(PixelCache::read(&path, 4).unwrap(), None);
         std::fs::remove_file(&path).unwrap();
         assert_eq!(PixelCache::read(&path, 4).unwrap(), None);
+        // The whole cache removed (gc): the next write makes its directories again.
+        std::fs::remove_dir_all(dir.path()).unwrap();
+        assert_eq!(cache.write(&key, 4, &px).unwrap(), path);
         // No temporary file is left beside the entries.
         cache.write(&key, 4, &px).unwrap();
         let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
