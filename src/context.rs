@@ -67,7 +67,7 @@ pub struct Ktrack {
     pub index: Index,
     pub clock: Clock,
     /// The preprocessed-image cache (`pixel_cache` in `config.toml`, default `cache/pixels`).
-    pub pixel_cache: PathBuf,
+    pub pixel_cache: crate::train::cache::PixelCache,
 }
 
 /// The default preprocessed-image cache, relative to the home.
@@ -97,10 +97,12 @@ impl Ktrack {
         let store = Store::open(home)?;
         store::create_private_dir(&home.join("runs"))?;
         let index = index::home::open(home, at, &|| usize::from(store.has_any()))?;
-        let pixel_cache = home.join(
-            index::home::read_config(home)?
-                .pixel_cache
-                .unwrap_or_else(|| PIXEL_CACHE.into()),
+        let pixel_cache = crate::train::cache::PixelCache::at(
+            home.join(
+                index::home::read_config(home)?
+                    .pixel_cache
+                    .unwrap_or_else(|| PIXEL_CACHE.into()),
+            ),
         );
         Ok(Ktrack {
             home: home.to_path_buf(),
@@ -120,7 +122,7 @@ impl Ktrack {
     pub fn images(&self) -> std::sync::Arc<dyn crate::train::data::ImageSource> {
         std::sync::Arc::new(crate::runner::exec::StoreImages {
             store: self.store.clone(),
-            cache: Some(crate::train::cache::PixelCache::at(&self.pixel_cache)),
+            cache: Some(self.pixel_cache.clone()),
         })
     }
 

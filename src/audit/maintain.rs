@@ -252,7 +252,7 @@ fn rebuild(
         store,
         index: fresh,
         clock,
-        pixel_cache: home.join(crate::context::PIXEL_CACHE),
+        pixel_cache: crate::train::cache::PixelCache::at(home.join(crate::context::PIXEL_CACHE)),
     };
     let hashes = k.store.list()?;
     let records = ingest::find_records(&k, &hashes)?;

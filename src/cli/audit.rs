@@ -191,33 +191,15 @@ pub struct GcArgs {
     pub format: Format,
 }
 
-/// Files and bytes under `dir` (none if it does not exist).
-fn tree_size(dir: &std::path::Path) -> std::io::Result<(u64, u64)> {
-    let mut total = (0, 0);
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(total),
-        Err(e) => return Err(e),
-    };
-    for e in entries {
-        let e = e?;
-        let meta = e.metadata()?;
-        let (files, size) = if meta.is_dir() {
-            tree_size(&e.path())?
-        } else {
-            (1, meta.len())
-        };
-        total = (total.0 + files, total.1 + size);
-    }
-    Ok(total)
-}
-
 fn gc_pixel_cache(env: &Env, k: &crate::context::Ktrack, apply: bool) -> Result<()> {
-    let dir = &k.pixel_cache;
-    let (files, size) =
-        tree_size(dir).with_context(|| format!("could not read `{}`", dir.display()))?;
+    let dir = k.pixel_cache.dir();
+    let (files, size) = k
+        .pixel_cache
+        .usage()
+        .with_context(|| format!("could not read `{}`", dir.display()))?;
     if apply && files > 0 {
-        std::fs::remove_dir_all(dir)
+        k.pixel_cache
+            .clear()
             .with_context(|| format!("could not delete `{}`", dir.display()))?;
     }
     env.printer.status(

@@ -72,6 +72,38 @@ impl PixelCache {
         self.dir.join(&hex[..2]).join(&hex[2..])
     }
 
+    /// How many entries the cache holds and their bytes (none when it does not exist).
+    pub fn usage(&self) -> io::Result<(u64, u64)> {
+        fn walk(dir: &Path) -> io::Result<(u64, u64)> {
+            let entries = match std::fs::read_dir(dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
+                Err(e) => return Err(e),
+            };
+            let mut total = (0, 0);
+            for e in entries {
+                let e = e?;
+                let meta = e.metadata()?;
+                let (files, size) = if meta.is_dir() {
+                    walk(&e.path())?
+                } else {
+                    (1, meta.len())
+                };
+                total = (total.0 + files, total.1 + size);
+            }
+            Ok(total)
+        }
+        walk(&self.dir)
+    }
+
+    /// Deletes the whole cache (runs that are reading it make the entries they need again).
+    pub fn clear(&self) -> io::Result<()> {
+        match std::fs::remove_dir_all(&self.dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
     /// Reads an entry; `Ok(None)` when it is absent or not a whole, intact entry of `size`.
     pub fn read(path: &Path, size: usize) -> io::Result<Option<Vec<u16>>> {
         let bytes = match std::fs::read(path) {
@@ -155,8 +187,12 @@ mod tests {
         assert_eq!(PixelCache::read(&path, 4).unwrap(), None);
         std::fs::remove_file(&path).unwrap();
         assert_eq!(PixelCache::read(&path, 4).unwrap(), None);
+        assert_eq!(cache.usage().unwrap(), (0, 0));
+        cache.write(&key, 4, &px).unwrap();
+        assert_eq!(cache.usage().unwrap(), (1, entry_len(4)));
         // The whole cache removed (gc): the next write makes its directories again.
-        std::fs::remove_dir_all(dir.path()).unwrap();
+        cache.clear().unwrap();
+        assert_eq!(cache.usage().unwrap(), (0, 0));
         assert_eq!(cache.write(&key, 4, &px).unwrap(), path);
         // No temporary file is left beside the entries.
         cache.write(&key, 4, &px).unwrap();
