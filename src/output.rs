@@ -210,3 +210,17 @@ mod tests {
         assert_eq!(t.to_csv(), "a,b\n\"x,y\",z\n");
     }
 }
+
+/// Writes a user's output file (a plot, a report) through a temporary file beside it and a
+/// rename, so an interrupted write never leaves half a file under the name asked for.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map(drop).map_err(|e| e.error)
+}

@@ -19,7 +19,19 @@ pub enum PlotCommand {
         /// The evaluation set (test, val, or an external cohort's name).
         #[arg(long, default_value = "test")]
         eval: String,
-        /// Output file (.svg or .png).
+        /// Output file (.svg, or .png at twice the figure's size).
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Precision-recall curves of binary-task runs on one evaluation set.
+    Pr {
+        /// Run ids (any unique prefixes).
+        #[arg(required = true)]
+        runs: Vec<String>,
+        /// The evaluation set (test, val, or an external cohort's name).
+        #[arg(long, default_value = "test")]
+        eval: String,
+        /// Output file (.svg, or .png at twice the figure's size).
         #[arg(short, long)]
         output: PathBuf,
     },
@@ -27,21 +39,26 @@ pub enum PlotCommand {
 
 pub fn plot_cmd(env: &Env, cmd: PlotCommand) -> Result<()> {
     let k = env.open()?;
-    match cmd {
-        PlotCommand::Roc { runs, eval, output } => {
-            let ids = runs
-                .iter()
-                .map(|r| crate::data::catalog::resolve(&k, r, IdKind::Run))
-                .collect::<Result<Vec<_>, _>>()?;
-            let curves = plot::roc_curves(&k, &ids, &eval)?;
-            plot::roc_plot(&curves, &output).context("could not draw the ROC curves")?;
-            env.printer.status(
-                "Plotted",
-                format!("{} ROC curves → {}", curves.len(), output.display()),
-            );
-            Ok(())
-        }
-    }
+    let (runs, eval, output, kind) = match cmd {
+        PlotCommand::Roc { runs, eval, output } => (runs, eval, output, plot::CurveKind::Roc),
+        PlotCommand::Pr { runs, eval, output } => (runs, eval, output, plot::CurveKind::Pr),
+    };
+    let ids = runs
+        .iter()
+        .map(|r| crate::data::catalog::resolve(&k, r, IdKind::Run))
+        .collect::<Result<Vec<_>, _>>()?;
+    let curves = plot::roc_curves(&k, &ids, &eval)?;
+    let what = match kind {
+        plot::CurveKind::Roc => "ROC",
+        plot::CurveKind::Pr => "precision-recall",
+    };
+    plot::curve_plot(&curves, kind, &output)
+        .with_context(|| format!("could not draw the {what} curves"))?;
+    env.printer.status(
+        "Plotted",
+        format!("{} {what} curves → {}", curves.len(), output.display()),
+    );
+    Ok(())
 }
 
 #[derive(Debug, clap::Args)]

@@ -118,6 +118,9 @@ pub struct Cell {
     pub diff: Option<f64>,
     pub p: Option<f64>,
     pub test: Option<&'static str>,
+    /// A run of this cell (the only one when it has one seed), for figures' tooltips.
+    #[serde(skip)]
+    pub run: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -482,6 +485,7 @@ fn summarise(
         diff: None,
         p: None,
         test: None,
+        run: Some(a.run.clone()),
     };
     let is_baseline = baseline == Some(a.init.as_str());
     if a.pairs > 0 && !is_baseline {

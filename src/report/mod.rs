@@ -3,5 +3,6 @@
 
 pub mod compare;
 pub mod export;
+pub mod figure;
 pub mod plot;
 pub mod render;

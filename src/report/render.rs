@@ -203,6 +203,7 @@ mod tests {
             diff: d,
             p,
             test: d.map(|_| "DeLong"),
+            run: None,
         };
         CompareTable {
             fixed: vec![
