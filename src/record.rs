@@ -169,6 +169,18 @@ pub struct SweepRecord {
     pub spec: Hash,
     pub spec_path: String,
     pub runs: Vec<Hash>,
+    /// Inits of the grid that could not run, and why (absent when none was skipped).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<SkippedInit>,
+}
+
+/// An init a sweep skipped (e.g. no ImageNet weights file given), with the runs it would have had.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SkippedInit {
+    pub init: String,
+    pub reason: String,
+    pub runs: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -13,6 +13,7 @@ mod init;
 mod metrics;
 mod plot;
 mod progress;
+mod report;
 mod run;
 mod status;
 
@@ -105,7 +106,11 @@ pub enum Command {
     Status(status::Args),
     /// Compare inits: metric tables with confidence intervals and paired tests.
     Compare(compare::Args),
-    /// Plots of runs (ROC curves).
+    /// The study as one self-contained HTML file (tables, figures, lineage, environment).
+    Report(report::ReportArgs),
+    /// Serve that report live from the home (read-only, loopback by default).
+    Ui(report::UiArgs),
+    /// Plots of runs (ROC and precision-recall curves).
     #[command(subcommand)]
     Plot(plot::PlotCommand),
     /// Runs, metrics and lineage as Parquet or CSV tables.
@@ -178,6 +183,8 @@ pub fn main() -> i32 {
         Command::Exec(args) => exec::run(&env, args),
         Command::Status(args) => status::run(&env, args),
         Command::Compare(args) => compare::run(&env, args),
+        Command::Report(args) => report::report(&env, args),
+        Command::Ui(args) => report::ui(&env, args),
         Command::Plot(cmd) => plot::plot_cmd(&env, cmd),
         Command::Export(args) => plot::export_cmd(&env, args),
         Command::Show(args) => audit::show(&env, args),

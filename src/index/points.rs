@@ -135,6 +135,17 @@ impl Points<'_, '_> {
         })
     }
 
+    /// Every (task, metric) with a value outside `val`.
+    pub fn metrics(&mut self) -> Result<Vec<(String, String)>> {
+        on!(self.0, |conn, Db| {
+            Ok(sqlx::query_as(
+                "SELECT DISTINCT task, metric FROM run_points WHERE eval_set <> 'val' ORDER BY task, metric",
+            )
+            .fetch_all(conn)
+            .await?)
+        })
+    }
+
     /// The points outside `val`, grouped by grid point and init in SQL (one pass over
     /// `run_points` in its key order, which is this grouping order).
     pub fn groups(&mut self, f: &PointFilter<'_>) -> Result<Vec<PointGroup>> {

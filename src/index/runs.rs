@@ -617,6 +617,8 @@ pub struct SweepRow {
     pub name: String,
     pub spec_path: String,
     pub updated_at: String,
+    /// The sweep record (its runs and skipped inits), when known.
+    pub record: Option<Hash>,
 }
 
 /// The `sweeps` table: a named spec and the runs it planned.
@@ -666,7 +668,7 @@ impl Sweeps<'_, '_> {
     pub fn list(&mut self) -> Result<Vec<SweepRow>> {
         on!(self.0, |conn, Db| {
             Ok(
-                sqlx::query_as("SELECT name, spec_path, updated_at FROM sweeps ORDER BY name")
+                sqlx::query_as("SELECT name, spec_path, updated_at, record FROM sweeps ORDER BY name")
                     .fetch_all(conn)
                     .await?,
             )

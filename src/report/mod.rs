@@ -4,5 +4,6 @@
 pub mod compare;
 pub mod export;
 pub mod figure;
+pub mod html;
 pub mod plot;
 pub mod render;

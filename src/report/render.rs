@@ -24,7 +24,7 @@ fn body(t: &CompareTable) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn caption(t: &CompareTable) -> String {
+pub fn caption(t: &CompareTable) -> String {
     let metric = t
         .cells
         .first()

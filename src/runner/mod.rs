@@ -215,6 +215,15 @@ pub fn record_plan(
         spec: spec_put.hash,
         spec_path: path.clone(),
         runs: ids.clone(),
+        skipped: plan
+            .skipped
+            .iter()
+            .map(|s| crate::record::SkippedInit {
+                init: s.init.clone(),
+                reason: s.reason.clone(),
+                runs: s.runs,
+            })
+            .collect(),
     });
     let record_put = batch
         .put_bytes(&record.to_bytes())
