@@ -74,7 +74,8 @@ struct Served {
 
 impl Served {
     fn page(&self) -> Result<String, String> {
-        let status = html::status_json(&self.k, self.opts.sweep.as_deref()).map_err(|e| e.to_string())?;
+        let status =
+            html::status_json(&self.k, self.opts.sweep.as_deref()).map_err(|e| e.to_string())?;
         let mut cached = self.page.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((s, page)) = cached.as_ref()
             && *s == status
@@ -119,8 +120,10 @@ pub fn ui(env: &Env, args: UiArgs) -> Result<()> {
             format!("listening on {local}, reachable from other machines"),
         );
     }
-    env.printer
-        .status("Serving", format!("http://{local}/ (read-only; Ctrl-C stops)"));
+    env.printer.status(
+        "Serving",
+        format!("http://{local}/ (read-only; Ctrl-C stops)"),
+    );
     let blocking = |s: Arc<Served>, f: fn(&Served) -> Result<String, String>| async move {
         tokio::task::spawn_blocking(move || f(&s))
             .await
@@ -132,7 +135,9 @@ pub fn ui(env: &Env, args: UiArgs) -> Result<()> {
             "/",
             get(move || async move {
                 match blocking(a, Served::page).await {
-                    Ok(p) => ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], p).into_response(),
+                    Ok(p) => {
+                        ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], p).into_response()
+                    }
                     Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
                 }
             }),
@@ -140,9 +145,8 @@ pub fn ui(env: &Env, args: UiArgs) -> Result<()> {
         .route(
             "/api/status",
             get(move || async move {
-                let f: fn(&Served) -> Result<String, String> = |s| {
-                    html::status_json(&s.k, s.opts.sweep.as_deref()).map_err(|e| e.to_string())
-                };
+                let f: fn(&Served) -> Result<String, String> =
+                    |s| html::status_json(&s.k, s.opts.sweep.as_deref()).map_err(|e| e.to_string());
                 match blocking(b, f).await {
                     Ok(j) => ([(header::CONTENT_TYPE, "application/json")], j).into_response(),
                     Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),

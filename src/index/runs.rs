@@ -667,11 +667,11 @@ impl Sweeps<'_, '_> {
 
     pub fn list(&mut self) -> Result<Vec<SweepRow>> {
         on!(self.0, |conn, Db| {
-            Ok(
-                sqlx::query_as("SELECT name, spec_path, updated_at, record FROM sweeps ORDER BY name")
-                    .fetch_all(conn)
-                    .await?,
+            Ok(sqlx::query_as(
+                "SELECT name, spec_path, updated_at, record FROM sweeps ORDER BY name",
             )
+            .fetch_all(conn)
+            .await?)
         })
     }
 }

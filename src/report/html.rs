@@ -363,7 +363,12 @@ fn figures_section(
         if ax.task == "kl" {
             continue;
         }
-        for eval in d.record.metrics.keys().filter(|e| *e != "val" && *e != "train") {
+        for eval in d
+            .record
+            .metrics
+            .keys()
+            .filter(|e| *e != "val" && *e != "train")
+        {
             cells
                 .entry((
                     ax.task.clone(),
@@ -421,7 +426,12 @@ fn curve(k: &Ktrack, d: &Done, eval: &str, label: String) -> Result<Option<Curve
     )))
 }
 
-fn runs_section(s: &mut String, k: &Ktrack, rows: &[StatusRow], done: &[Done]) -> Result<(), Error> {
+fn runs_section(
+    s: &mut String,
+    k: &Ktrack,
+    rows: &[StatusRow],
+    done: &[Done],
+) -> Result<(), Error> {
     s.push_str(r#"<section id="runs"><h2>Runs</h2>"#);
     let by_id: BTreeMap<&str, &Done> = done.iter().map(|d| (d.row.id.as_str(), d)).collect();
     for r in rows {
@@ -467,7 +477,11 @@ fn run_detail(s: &mut String, k: &Ktrack, d: &Done) -> Result<(), Error> {
                 "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(set),
                 esc(m),
-                v.map_or("n/a".into(), |v| format!("{v:.4}"))
+                match v {
+                    Some(v) if v.fract() == 0.0 && v.abs() < 1e15 => format!("{v:.0}"),
+                    Some(v) => format!("{v:.4}"),
+                    None => "n/a".into(),
+                }
             );
         }
     }
@@ -483,7 +497,9 @@ fn run_detail(s: &mut String, k: &Ktrack, d: &Done) -> Result<(), Error> {
             esc(&rec.id.hex())
         );
     } else {
-        s.push_str("<table><thead><tr><th>verdict</th><th>when</th><th>record</th></tr></thead><tbody>");
+        s.push_str(
+            "<table><thead><tr><th>verdict</th><th>when</th><th>record</th></tr></thead><tbody>",
+        );
         for r in &l.reproductions {
             let _ = write!(
                 s,
@@ -506,10 +522,17 @@ fn environment(s: &mut String, rec: &RunRecord) {
         ("ktrack", e.ktrack_version.clone()),
         (
             "commit",
-            format!("{}{}", e.git_commit, if e.git_dirty { " (dirty)" } else { "" }),
+            format!(
+                "{}{}",
+                e.git_commit,
+                if e.git_dirty { " (dirty)" } else { "" }
+            ),
         ),
         ("rustc", e.rustc.clone()),
-        ("backend", format!("{} on {} ({})", b.backend, b.device, b.device_name)),
+        (
+            "backend",
+            format!("{} on {} ({})", b.backend, b.device, b.device_name),
+        ),
         ("threads", b.threads.to_string()),
         ("LibTorch", b.libtorch.clone().unwrap_or_else(|| "—".into())),
         ("CUDA", b.cuda.clone().unwrap_or_else(|| "—".into())),
@@ -560,7 +583,10 @@ fn training_charts(k: &Ktrack, rec: &RunRecord) -> Result<Vec<Chart>, Error> {
         ..Series::default()
     };
     let mut out = Vec::new();
-    let loss_key = if epochs.first().is_some_and(|e| e.get("train_loss").is_some()) {
+    let loss_key = if epochs
+        .first()
+        .is_some_and(|e| e.get("train_loss").is_some())
+    {
         "train_loss"
     } else {
         "loss"
@@ -595,17 +621,35 @@ fn lineage_nodes(l: &Lineage, nodes: &mut Vec<Node>, edges: &mut Vec<(usize, usi
         nodes.push((col, kind.to_string(), name, hash));
         nodes.len() - 1
     };
-    let run = add(nodes, 3, l.run.kind.as_str(), l.run.label.clone(), l.run.id.hex());
+    let run = add(
+        nodes,
+        3,
+        l.run.kind.as_str(),
+        l.run.label.clone(),
+        l.run.id.hex(),
+    );
     if let Some(c) = &l.cohort {
         let cn = add(nodes, 0, "cohort", c.name.clone(), c.hash.hex());
         let mut last = cn;
         if let Some(sp) = &l.split {
-            let sn = add(nodes, 1, "split", format!("{} {}/{}/{}", sp.strategy, sp.train, sp.val, sp.test), sp.hash.hex());
+            let sn = add(
+                nodes,
+                1,
+                "split",
+                format!("{} {}/{}/{}", sp.strategy, sp.train, sp.val, sp.test),
+                sp.hash.hex(),
+            );
             edges.push((last, sn));
             last = sn;
         }
         if let Some(f) = &l.fraction {
-            let f_n = add(nodes, 2, "fraction", crate::output::pct(f.fraction), f.hash.hex());
+            let f_n = add(
+                nodes,
+                2,
+                "fraction",
+                crate::output::pct(f.fraction),
+                f.hash.hex(),
+            );
             edges.push((last, f_n));
             last = f_n;
         }
@@ -615,7 +659,13 @@ fn lineage_nodes(l: &Lineage, nodes: &mut Vec<Node>, edges: &mut Vec<(usize, usi
         let cn = add(nodes, 0, "source cohort", c.name.clone(), c.hash.hex());
         match sp {
             Some(sp) => {
-                let sn = add(nodes, 1, "split (train part)", sp.strategy.clone(), sp.hash.hex());
+                let sn = add(
+                    nodes,
+                    1,
+                    "split (train part)",
+                    sp.strategy.clone(),
+                    sp.hash.hex(),
+                );
                 edges.push((cn, sn));
                 edges.push((sn, run));
             }
@@ -651,7 +701,10 @@ fn lineage_svg(l: &Lineage) -> String {
     let label = |n: &Node| [n.1.clone(), n.2.clone(), n.3[..12].to_string()];
     let mut col_w = [0.0f64; 5];
     for n in &nodes {
-        let w = label(n).iter().map(|t| figure::text_width(t, fs)).fold(0.0, f64::max);
+        let w = label(n)
+            .iter()
+            .map(|t| figure::text_width(t, fs))
+            .fold(0.0, f64::max);
         col_w[n.0] = col_w[n.0].max(w + 2.0 * pad);
     }
     let gap = 40.0;

@@ -6,6 +6,7 @@ mod cluster;
 mod common;
 mod data;
 mod help;
+mod html;
 mod metrics;
 mod real;
 mod report;

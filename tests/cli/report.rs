@@ -59,7 +59,7 @@ fn compare_formats_plots_roc_and_export() {
     }
     let svg = std::fs::read_to_string(ctx.root().join("fractions.svg")).unwrap();
     assert!(
-        svg.contains("label fraction") && svg.contains("\nimg\n"),
+        svg.contains(">label fraction<") && svg.contains(">img</text>"),
         "the SVG carries axis and legend text"
     );
 
