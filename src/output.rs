@@ -191,6 +191,23 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// Writes a user's output file (a plot, a report) through a temporary file beside it and a
+/// rename, so an interrupted write never leaves half a file under the name asked for.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    // Mode 0666 less the umask, as a file made by `open` would be (not tempfile's 0600).
+    let mut tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map(drop).map_err(|e| e.error)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,21 +226,4 @@ mod tests {
         t.row(["x,y", "z"]);
         assert_eq!(t.to_csv(), "a,b\n\"x,y\",z\n");
     }
-}
-
-/// Writes a user's output file (a plot, a report) through a temporary file beside it and a
-/// rename, so an interrupted write never leaves half a file under the name asked for.
-pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => std::path::Path::new("."),
-    };
-    // Mode 0666 less the umask, as a file made by `open` would be (not tempfile's 0600).
-    let mut tmp = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
-        .tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map(drop).map_err(|e| e.error)
 }

@@ -25,10 +25,14 @@
     if (target && target.tagName === 'DETAILS') {
       target.open = true;
       target.scrollIntoView();
+    } else {
+      // A tab: show it from the top, not scrolled to its anchor under the header.
+      window.scrollTo(0, 0);
     }
   }
   document.body.classList.add('paged');
   window.addEventListener('hashchange', show);
+  window.addEventListener('load', show);
   show();
 
   function sortKey(cell) {
