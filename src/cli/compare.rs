@@ -16,6 +16,20 @@ pub enum TableFormat {
     Latex,
 }
 
+/// How confidence intervals are computed (shared by `compare`, `report` and `ui`).
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Intervals {
+    /// Bootstrap replicates for single-seed cells (patient-level, stratified; 0 = none).
+    #[arg(long, default_value_t = 2000)]
+    pub bootstrap: usize,
+    /// Confidence level.
+    #[arg(long, default_value_t = 0.95)]
+    pub level: f64,
+    /// Seed of the bootstrap.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Only runs of this sweep.
@@ -43,15 +57,8 @@ pub struct Args {
     pub rows: Axis,
     #[arg(long, value_enum, default_value = "fraction")]
     pub cols: Axis,
-    /// Bootstrap replicates for single-seed cells (patient-level, stratified; 0 = none).
-    #[arg(long, default_value_t = 2000)]
-    pub bootstrap: usize,
-    /// Confidence level.
-    #[arg(long, default_value_t = 0.95)]
-    pub level: f64,
-    /// Seed of the bootstrap.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub intervals: Intervals,
     #[arg(long, value_enum, default_value = "table")]
     pub format: TableFormat,
     /// Also draw the metric against the label fraction, one line per init with its CI band
@@ -72,9 +79,9 @@ pub fn run(env: &Env, args: Args) -> Result<()> {
         baseline: args.baseline.clone(),
         rows: args.rows,
         cols: args.cols,
-        bootstrap: args.bootstrap,
-        level: args.level,
-        seed: args.seed,
+        bootstrap: args.intervals.bootstrap,
+        level: args.intervals.level,
+        seed: args.intervals.seed,
     };
     let tables = compare::compare(&k, &opts).context("could not compare runs")?;
     if let Some(path) = &args.plot {

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 
 use super::Env;
+use super::compare::Intervals;
 use crate::context::Ktrack;
 use crate::report::html::{self, ReportOptions};
 
@@ -16,15 +17,8 @@ pub struct ReportArgs {
     /// Only this sweep (default: every run in the home).
     #[arg(long)]
     pub sweep: Option<String>,
-    /// Bootstrap replicates for single-seed cells, as `compare`.
-    #[arg(long, default_value_t = 2000)]
-    pub bootstrap: usize,
-    /// Confidence level, as `compare`.
-    #[arg(long, default_value_t = 0.95)]
-    pub level: f64,
-    /// Seed of the bootstrap, as `compare`.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub intervals: Intervals,
     /// The HTML file to write.
     #[arg(short, long)]
     pub output: PathBuf,
@@ -34,9 +28,9 @@ pub fn report(env: &Env, args: ReportArgs) -> Result<()> {
     let k = env.open()?;
     let opts = ReportOptions {
         sweep: args.sweep,
-        bootstrap: args.bootstrap,
-        level: args.level,
-        seed: args.seed,
+        bootstrap: args.intervals.bootstrap,
+        level: args.intervals.level,
+        seed: args.intervals.seed,
         live: false,
     };
     let page = html::build(&k, &opts).context("could not build the report")?;
@@ -60,9 +54,8 @@ pub struct UiArgs {
     /// The address to listen on. Anything but loopback exposes the study to the network.
     #[arg(long, default_value = "127.0.0.1")]
     pub bind: std::net::IpAddr,
-    /// Bootstrap replicates for single-seed cells, as `compare`.
-    #[arg(long, default_value_t = 2000)]
-    pub bootstrap: usize,
+    #[command(flatten)]
+    pub intervals: Intervals,
 }
 
 struct Served {
@@ -98,9 +91,10 @@ pub fn ui(env: &Env, args: UiArgs) -> Result<()> {
         k,
         opts: ReportOptions {
             sweep: args.sweep,
-            bootstrap: args.bootstrap,
+            bootstrap: args.intervals.bootstrap,
+            level: args.intervals.level,
+            seed: args.intervals.seed,
             live: true,
-            ..ReportOptions::default()
         },
         page: Mutex::new(None),
     });
