@@ -68,10 +68,16 @@ struct SweepInfo {
     skipped: Vec<SkippedInit>,
 }
 
-/// A finished run with its record.
+/// A finished run with its lineage (which holds its record).
 struct Done {
     row: StatusRow,
-    record: RunRecord,
+    lineage: Lineage,
+}
+
+impl Done {
+    fn record(&self) -> &RunRecord {
+        &self.lineage.record
+    }
 }
 
 /// The whole report as one HTML document.
@@ -83,10 +89,9 @@ pub fn build(k: &Ktrack, opts: &ReportOptions) -> Result<String, Error> {
         if r.status == "done"
             && let Ok(id) = r.id.parse()
         {
-            let (_, record, _) = lineage::record(k, &id)?;
             done.push(Done {
                 row: r.clone(),
-                record,
+                lineage: lineage::lineage(k, &id)?,
             });
         }
     }
@@ -359,12 +364,12 @@ fn figures_section(
     // Cells: (task, protocol, fraction, eval set) → runs, one curve per run.
     let mut cells: BTreeMap<(String, String, String, String), Vec<&Done>> = BTreeMap::new();
     for d in done {
-        let Some(ax) = &d.record.axes else { continue };
+        let Some(ax) = &d.record().axes else { continue };
         if ax.task == "kl" {
             continue;
         }
         for eval in d
-            .record
+            .record()
             .metrics
             .keys()
             .filter(|e| *e != "val" && *e != "train")
@@ -386,7 +391,7 @@ fn figures_section(
     for ((task, protocol, fraction, eval), runs) in &cells {
         let mut curves = Vec::new();
         for d in runs {
-            let ax = d.record.axes.as_ref().expect("filtered");
+            let ax = d.record().axes.as_ref().expect("filtered");
             if let Some(c) = curve(k, d, eval, format!("{} seed {}", ax.init, ax.seed))? {
                 curves.push(c);
             }
@@ -409,7 +414,7 @@ fn figures_section(
 
 fn curve(k: &Ktrack, d: &Done, eval: &str, label: String) -> Result<Option<Curve>, Error> {
     use crate::predictions::{Predictions, TaskKind};
-    let Some(hash) = d.record.outputs.get(&format!("predictions:{eval}")) else {
+    let Some(hash) = d.record().outputs.get(&format!("predictions:{eval}")) else {
         return Ok(None);
     };
     let Ok(preds) = Predictions::from_parquet(&k.store.read(hash)?) else {
@@ -420,7 +425,7 @@ fn curve(k: &Ktrack, d: &Done, eval: &str, label: String) -> Result<Option<Curve
     }
     Ok(Some(Curve::of(
         label,
-        d.record.id,
+        d.record().id,
         &preds.label,
         &preds.scores(),
     )))
@@ -464,7 +469,7 @@ fn runs_section(
 }
 
 fn run_detail(s: &mut String, k: &Ktrack, d: &Done) -> Result<(), Error> {
-    let rec = &d.record;
+    let rec = d.record();
     s.push_str(r#"<h4>Training curves</h4><div class="figures">"#);
     for c in training_charts(k, rec)? {
         s.push_str(&figure::svg(&c, 420.0, 300.0, false));
@@ -486,9 +491,11 @@ fn run_detail(s: &mut String, k: &Ktrack, d: &Done) -> Result<(), Error> {
         }
     }
     s.push_str("</tbody></table><h4>Lineage</h4>");
-    let l = lineage::lineage(k, &rec.id)?;
-    s.push_str(&lineage_svg(&l));
-    lineage_table(s, &l);
+    let l = &d.lineage;
+    let (mut nodes, mut edges) = (Vec::new(), Vec::new());
+    lineage_nodes(l, &mut nodes, &mut edges);
+    s.push_str(&lineage_svg(&nodes, &edges));
+    lineage_table(s, l, &nodes);
     s.push_str("<h4>Reproductions</h4>");
     if l.reproductions.is_empty() {
         let _ = write!(
@@ -694,13 +701,11 @@ fn lineage_nodes(l: &Lineage, nodes: &mut Vec<Node>, edges: &mut Vec<(usize, usi
 }
 
 /// The lineage as a left-to-right graph: inputs → run → outputs, each node with its hash.
-fn lineage_svg(l: &Lineage) -> String {
-    let (mut nodes, mut edges) = (Vec::new(), Vec::new());
-    lineage_nodes(l, &mut nodes, &mut edges);
+fn lineage_svg(nodes: &[Node], edges: &[(usize, usize)]) -> String {
     let (fs, line, pad) = (11.0, 14.0, 6.0);
     let label = |n: &Node| [n.1.clone(), n.2.clone(), n.3[..12].to_string()];
     let mut col_w = [0.0f64; 5];
-    for n in &nodes {
+    for n in nodes {
         let w = label(n)
             .iter()
             .map(|t| figure::text_width(t, fs))
@@ -719,7 +724,7 @@ fn lineage_svg(l: &Lineage) -> String {
     let box_h = 3.0 * line + pad;
     let mut count = [0usize; 5];
     let mut pos = Vec::new();
-    for n in &nodes {
+    for n in nodes {
         pos.push((col_x[n.0], 10.0 + count[n.0] as f64 * (box_h + 12.0)));
         count[n.0] += 1;
     }
@@ -729,7 +734,7 @@ fn lineage_svg(l: &Lineage) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" class="lineage" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="{}, sans-serif">"#,
         figure::FONT_FAMILY
     );
-    for (a, b) in &edges {
+    for (a, b) in edges {
         let (ax, ay) = (pos[*a].0 + col_w[nodes[*a].0], pos[*a].1 + box_h / 2.0);
         let (bx, by) = (pos[*b].0, pos[*b].1 + box_h / 2.0);
         let _ = write!(
@@ -775,11 +780,9 @@ fn lineage_svg(l: &Lineage) -> String {
     s
 }
 
-fn lineage_table(s: &mut String, l: &Lineage) {
-    let (mut nodes, mut edges) = (Vec::new(), Vec::new());
-    lineage_nodes(l, &mut nodes, &mut edges);
+fn lineage_table(s: &mut String, l: &Lineage, nodes: &[Node]) {
     s.push_str(r#"<table class="hashes"><thead><tr><th>what</th><th>name</th><th>hash</th></tr></thead><tbody>"#);
-    for n in &nodes {
+    for n in nodes {
         let _ = write!(
             s,
             r#"<tr><td>{}</td><td>{}</td><td><code class="hash">{}</code></td></tr>"#,
