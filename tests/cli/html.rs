@@ -286,6 +286,7 @@ fn browse(url: &str, shot: Option<&Path>, budget_ms: u32) -> (String, Vec<String
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
+        "--disable-dev-shm-usage",
         "--no-first-run",
         "--disable-background-networking",
         "--disable-component-update",
