@@ -79,7 +79,12 @@ impl ImageSsl {
 
     /// Normalised embeddings `[batch, projection_dim]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        normalize(self.projection.forward(self.encoder.forward(x)))
+        normalize(self.embed(x))
+    }
+
+    /// The projection (expander) outputs before normalisation (VICReg's embeddings).
+    pub fn embed(&self, x: Tensor<4>) -> Tensor<2> {
+        self.projection.forward(self.encoder.forward(x))
     }
 }
 

@@ -20,7 +20,7 @@ use crate::index::{self, runs::Axes};
 use crate::train::DeviceKind;
 use crate::train::data::Preprocess;
 use crate::train::downstream::DownstreamConfig;
-use crate::train::pretrain::{PretrainConfig, ssl_augment};
+use crate::train::pretrain::{Method, PretrainConfig, ssl_augment};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -431,6 +431,7 @@ fn pretrain_runs<'s>(
                 moco_queue: p.moco_queue,
                 moco_momentum: p.moco_momentum,
                 convirt_lambda: p.convirt_lambda,
+                vicreg: (p.method == Method::Vicreg).then(|| p.vicreg.clone()),
                 text: p.text.clone(),
                 seed: p.seed,
                 device,

@@ -15,7 +15,7 @@ use crate::model::Arch;
 use crate::model::ssl::TextConfig;
 use crate::train::data::{Augment, Normalize};
 use crate::train::downstream::Protocol;
-use crate::train::pretrain::Method;
+use crate::train::pretrain::{Method, VicregWeights};
 use crate::train::{DeviceKind, Precision};
 
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +155,9 @@ pub struct PretrainSpec {
     pub moco_momentum: f64,
     #[serde(default = "d_lambda")]
     pub convirt_lambda: f64,
+    /// VICReg's loss weights (`vicreg = { invariance = 25, variance = 25, covariance = 1 }`).
+    #[serde(default)]
+    pub vicreg: VicregWeights,
     #[serde(default)]
     pub text: TextConfig,
     /// A user's `tokenizer.json` for the report text (default: trained on the reports).
@@ -535,6 +538,17 @@ impl LoadedSpec {
             }
             if p.epochs == 0 || p.batch_size < 2 {
                 return Err(self.invalid(key, "epochs must be ≥ 1 and batch_size ≥ 2"));
+            }
+            let v = &p.vicreg;
+            if [v.invariance, v.variance, v.covariance]
+                .iter()
+                .any(|w| !w.is_finite() || *w < 0.0)
+                || v.invariance + v.variance + v.covariance == 0.0
+            {
+                return Err(self.invalid(
+                    format!("{key}.vicreg"),
+                    "the weights must be finite, ≥ 0 and not all 0",
+                ));
             }
             if p.method == Method::Moco && p.moco_queue < p.batch_size {
                 return Err(self.invalid(

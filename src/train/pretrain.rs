@@ -41,6 +41,8 @@ pub enum Method {
     Moco,
     Clip,
     Convirt,
+    /// VICReg: invariance, variance and covariance terms on unnormalised expander outputs.
+    Vicreg,
 }
 
 impl Method {
@@ -50,6 +52,7 @@ impl Method {
             Method::Moco => "moco",
             Method::Clip => "clip",
             Method::Convirt => "convirt",
+            Method::Vicreg => "vicreg",
         }
     }
 
@@ -73,6 +76,28 @@ pub fn ssl_augment() -> Augment {
     }
 }
 
+/// VICReg's loss weights (Bardes et al. 2022: 25, 25, 1).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VicregWeights {
+    /// Mean squared distance between the two views' embeddings.
+    pub invariance: f64,
+    /// Hinge on each dimension's standard deviation (target 1).
+    pub variance: f64,
+    /// Squared off-diagonal covariances, divided by the dimension.
+    pub covariance: f64,
+}
+
+impl Default for VicregWeights {
+    fn default() -> VicregWeights {
+        VicregWeights {
+            invariance: 25.0,
+            variance: 25.0,
+            covariance: 1.0,
+        }
+    }
+}
+
 /// Everything that defines a pretraining run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PretrainConfig {
@@ -91,6 +116,9 @@ pub struct PretrainConfig {
     pub moco_momentum: f64,
     /// ConVIRT's weight of the image→text loss.
     pub convirt_lambda: f64,
+    /// VICReg's weights; absent for other methods, so their identities are what they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vicreg: Option<VicregWeights>,
     pub text: TextConfig,
     pub seed: u64,
     pub device: DeviceKind,
@@ -279,6 +307,35 @@ fn save_encoders(nets: &Nets, run_dir: &Path) -> Result<(PathBuf, Option<PathBuf
     Ok((encoder_path, text_path))
 }
 
+/// VICReg's loss of two views' embeddings `[B, D]`: invariance (mean squared error), variance
+/// (mean hinge `relu(1 - sqrt(var + 1e-4))` per dimension, unbiased variance, averaged over
+/// the two views) and covariance (squared off-diagonal entries of each view's covariance
+/// matrix, summed, over D, added for the two views), as the authors' reference code.
+pub fn vicreg_loss(za: Tensor<2>, zb: Tensor<2>, w: &VicregWeights) -> Tensor<1> {
+    let [n, d] = za.dims();
+    let invariance = (za.clone() - zb.clone()).powi_scalar(2).mean();
+    let centre = |z: Tensor<2>| z.clone() - z.mean_dim(0);
+    let (ca, cb) = (centre(za), centre(zb));
+    let hinge = |c: &Tensor<2>| {
+        let var = c
+            .clone()
+            .powi_scalar(2)
+            .sum_dim(0)
+            .div_scalar((n - 1) as f64);
+        burn::tensor::activation::relu(var.add_scalar(1e-4).sqrt().neg().add_scalar(1.0)).mean()
+    };
+    let variance = (hinge(&ca) + hinge(&cb)).div_scalar(2.0);
+    let off_diagonal = |c: Tensor<2>| {
+        let cov = c.clone().transpose().matmul(c).div_scalar((n - 1) as f64);
+        let diag = cov.clone() * Tensor::<2>::eye(d, &cov.device());
+        (cov - diag).powi_scalar(2).sum().div_scalar(d as f64)
+    };
+    let covariance = off_diagonal(ca) + off_diagonal(cb);
+    invariance.mul_scalar(w.invariance)
+        + variance.mul_scalar(w.variance)
+        + covariance.mul_scalar(w.covariance)
+}
+
 /// A pretraining as the epoch loop drives it.
 struct Pretrainer<'a> {
     cfg: &'a PretrainConfig,
@@ -347,6 +404,19 @@ impl<'a> Pretrainer<'a> {
             &self.device,
         );
         let loss = self.ce.forward(logits, targets);
+        let grads = GradientsParams::from_grads(loss.backward(), &*model);
+        *model = self.optim.step(lr, model.clone(), grads);
+        loss.detach()
+    }
+
+    /// VICReg over the two views' expander outputs (views i and i + B are one image).
+    fn vicreg(&mut self, x: Tensor<4>, b: usize, lr: f64) -> Tensor<1> {
+        let Nets::Image(model) = &mut self.nets else {
+            unreachable!("VICReg trains an image network")
+        };
+        let weights = self.cfg.vicreg.clone().unwrap_or_default();
+        let z = model.embed(x);
+        let loss = vicreg_loss(z.clone().narrow(0, 0, b), z.narrow(0, b, b), &weights);
         let grads = GradientsParams::from_grads(loss.backward(), &*model);
         *model = self.optim.step(lr, model.clone(), grads);
         loss.detach()
@@ -456,6 +526,7 @@ impl Trainer for Pretrainer<'_> {
         let loss = match self.cfg.method {
             Method::Simclr => self.simclr(x, b, lr),
             Method::Moco => self.moco(x, b, lr),
+            Method::Vicreg => self.vicreg(x, b, lr),
             Method::Clip | Method::Convirt => self.image_text(x, &batch.rows, lr)?,
         };
         // The epoch's loss is the mean over its batches.
@@ -495,7 +566,7 @@ impl Nets {
     /// The seeded networks of a method (`vocab`: the tokenizer's size, for image-text).
     fn new(cfg: &PretrainConfig, vocab: usize, device: &Device, base: &Device) -> Nets {
         match cfg.method {
-            Method::Simclr => Nets::Image(ImageSsl::new(
+            Method::Simclr | Method::Vicreg => Nets::Image(ImageSsl::new(
                 cfg.arch,
                 cfg.projection_dim,
                 cfg.seed,

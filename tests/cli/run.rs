@@ -346,6 +346,13 @@ fn bad_specs_fail_before_anything_runs() {
             text.replace("[train]\n", "[train]\nprecision = \"fp8\"\n"),
         ),
         (
+            "bad_vicreg_weights",
+            text.replace(
+                "method = \"simclr\"",
+                "method = \"vicreg\"\nvicreg = { invariance = -1.0 }",
+            ),
+        ),
+        (
             "bad_task",
             text.replace(
                 r#"tasks = ["kl", "progression_4y"]"#,
