@@ -39,6 +39,14 @@ fn data(kind: Kind) -> (Images, Vec<Example>, Vec<String>) {
     (Images(images, None), examples, reports)
 }
 
+const METHODS: [Method; 5] = [
+    Method::Simclr,
+    Method::Moco,
+    Method::Vicreg,
+    Method::Clip,
+    Method::Convirt,
+];
+
 fn config(method: Method) -> PretrainConfig {
     PretrainConfig {
         method,
@@ -101,13 +109,7 @@ fn hash(p: &Path) -> Hash {
 
 #[test]
 fn every_method_trains_deterministically() {
-    for method in [
-        Method::Simclr,
-        Method::Moco,
-        Method::Vicreg,
-        Method::Clip,
-        Method::Convirt,
-    ] {
+    for method in METHODS {
         let mut cfg = config(method);
         // VICReg's variance term dominates at first and falls only as the embeddings spread:
         // it needs more steps at a higher rate to show its loss falling.
@@ -156,13 +158,7 @@ impl Task for InterruptAt {
 
 #[test]
 fn every_method_resumes_mid_epoch_to_the_same_encoder() {
-    for method in [
-        Method::Simclr,
-        Method::Moco,
-        Method::Vicreg,
-        Method::Clip,
-        Method::Convirt,
-    ] {
+    for method in METHODS {
         let cfg = config(method);
         let whole = tempfile::tempdir().unwrap();
         let full = pretrain(&cfg, whole.path(), &Quiet, &AtomicBool::new(false)).unwrap();
