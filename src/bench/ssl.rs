@@ -1,6 +1,6 @@
 //! `ktrack bench ssl`: does self-supervised pretraining learn anything? A small study on fresh
-//! synthetic cohorts in a temporary home — SimCLR on the OAI-like training images plus the
-//! NYU-like cohort, CLIP on the hospital image–report pairs — then a linear probe for KL grade
+//! synthetic cohorts in a temporary home — SimCLR and VICReg on the OAI-like training images
+//! plus the NYU-like cohort, CLIP on the hospital image–report pairs — then a linear probe for KL grade
 //! on each encoder and on a random-init encoder (the reference), all through `ktrack run`'s
 //! code path. Prints each probe's test QWK and its difference to the random-init probe's.
 
@@ -105,6 +105,14 @@ lr = 2e-3
 temperature = 0.2
 projection_dim = 64
 seed = {seed}
+[pretrain.vicreg-ssl]
+method = "vicreg"
+data = ["train", "datasets/nyu-like.toml"]
+epochs = {pe}
+batch_size = 64
+lr = 5e-3
+projection_dim = 128
+seed = {seed}
 [pretrain.image-text-ssl]
 method = "clip"
 data = ["datasets/hospital.toml"]
@@ -120,11 +128,14 @@ kind = "random"
 [inits.image-ssl]
 kind = "pretrain"
 pretrain = "image-ssl"
+[inits.vicreg-ssl]
+kind = "pretrain"
+pretrain = "vicreg-ssl"
 [inits.image-text-ssl]
 kind = "pretrain"
 pretrain = "image-text-ssl"
 [grid]
-inits = ["random", "image-ssl", "image-text-ssl"]
+inits = ["random", "image-ssl", "vicreg-ssl", "image-text-ssl"]
 tasks = ["kl"]
 protocols = ["linear"]
 seeds = [{seed}]
@@ -159,7 +170,7 @@ fn rows(points: &[crate::index::points::PointValue]) -> Vec<SslRow> {
             .unwrap_or(f64::NAN)
     };
     let order = |i: &str| {
-        ["random", "image-ssl", "image-text-ssl"]
+        ["random", "image-ssl", "vicreg-ssl", "image-text-ssl"]
             .iter()
             .position(|x| *x == i)
     };

@@ -3,7 +3,7 @@
 
 use crate::common::TestContext;
 
-/// Linear probes for KL at 100% labels on a SimCLR encoder and on a CLIP encoder each beat the
+/// Linear probes for KL at 100% labels on SimCLR, VICReg and CLIP encoders each beat the
 /// probe on a random-init encoder (the numbers are printed; deterministic from the seed).
 #[test]
 fn ssl_probes_beat_a_random_init_probe() {
@@ -35,10 +35,17 @@ fn ssl_probes_beat_a_random_init_probe() {
             .unwrap_or_else(|| panic!("no {init} row in {out}"))
     };
     let (random, image, text) = (qwk("random"), qwk("image-ssl"), qwk("image-text-ssl"));
-    eprintln!("KL linear probe test QWK: random {random:.3}, SimCLR {image:.3}, CLIP {text:.3}");
+    let vicreg = qwk("vicreg-ssl");
+    eprintln!(
+        "KL linear probe test QWK: random {random:.3}, SimCLR {image:.3}, VICReg {vicreg:.3}, CLIP {text:.3}"
+    );
     assert!(
         image > random + 0.1,
         "SimCLR probe {image:.3} vs random {random:.3}"
+    );
+    assert!(
+        vicreg > random + 0.1,
+        "VICReg probe {vicreg:.3} vs random {random:.3}"
     );
     assert!(
         text > random + 0.05,
