@@ -807,3 +807,77 @@ fn lineage_table(s: &mut String, l: &Lineage, nodes: &[Node]) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, status: &'static str, error: Option<&str>) -> StatusRow {
+        StatusRow {
+            attempts: 1,
+            error: error.map(String::from),
+            finished_at: None,
+            holder: None,
+            id: id.to_string(),
+            kind: "downstream".into(),
+            label: "kl linear random 100% seed 0".into(),
+            metrics: Vec::new(),
+            record: None,
+            started_at: None,
+            status,
+        }
+    }
+
+    #[test]
+    fn the_status_shows_failed_runs_with_their_error_and_skipped_inits_with_why() {
+        let sweeps = [SweepInfo {
+            name: "mini".into(),
+            spec_path: "experiments/mini.toml".into(),
+            updated_at: "2026-01-01T00:00:00Z".into(),
+            skipped: vec![SkippedInit {
+                init: "imagenet".into(),
+                reason: "no torchvision weights file".into(),
+                runs: 4,
+            }],
+        }];
+        let rows = [
+            row(&"a".repeat(64), "done", None),
+            row(
+                &"b".repeat(64),
+                "failed",
+                Some("image <x> & co could not be read"),
+            ),
+        ];
+        let mut s = String::new();
+        status_section(&mut s, &sweeps, &rows);
+        assert!(s.contains("2 runs: 1 done, 1 failed"), "{s}");
+        assert!(s.contains("Skipped: init <b>imagenet</b> (4 runs): no torchvision weights file"));
+        let failed = &s[s.find(r#"class="st-failed""#).unwrap()..];
+        // The error is shown escaped, in the failed run's row.
+        assert!(
+            failed.contains(r#"<td class="error">image &lt;x&gt; &amp; co could not be read</td>"#)
+        );
+        assert!(s.contains(&format!(r##"href="#run-{}""##, "b".repeat(64))));
+    }
+
+    #[test]
+    fn the_lineage_graph_draws_every_node_with_its_hash() {
+        let nodes: Vec<Node> = vec![
+            (0, "cohort".into(), "oai".into(), "1".repeat(64)),
+            (3, "downstream".into(), "a run".into(), "2".repeat(64)),
+            (
+                4,
+                "output".into(),
+                "predictions:test".into(),
+                "3".repeat(64),
+            ),
+        ];
+        let svg = lineage_svg(&nodes, &[(0, 1), (1, 2)]);
+        for n in &nodes {
+            assert!(svg.contains(&format!(r#"data-hash="{}""#, n.3)));
+            assert!(svg.contains(&format!(">{}</text>", &n.3[..12])));
+        }
+        // One arrow per edge.
+        assert_eq!(svg.matches("<polygon").count(), 2);
+    }
+}
