@@ -25,13 +25,9 @@ pub fn run(env: &Env, args: Args) -> Result<()> {
     if args.format == Format::Json {
         return Ok(env.printer.data(&serde_json::to_string_pretty(&rows)?)?);
     }
-    let mut counts = std::collections::BTreeMap::new();
-    for r in &rows {
-        *counts.entry(r.status).or_insert(0usize) += 1;
-    }
     env.printer.status(
         "Status",
-        counts
+        status::counts(&rows)
             .iter()
             .map(|(s, n)| format!("{n} {s}"))
             .collect::<Vec<_>>()

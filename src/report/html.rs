@@ -120,10 +120,7 @@ pub fn build(k: &Ktrack, opts: &ReportOptions) -> Result<String, Error> {
 /// The status part alone, as JSON, for `ktrack ui`'s refresh.
 pub fn status_json(k: &Ktrack, sweep: Option<&str>) -> Result<String, Error> {
     let rows = status::rows(k, sweep)?;
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for r in &rows {
-        *counts.entry(r.status).or_insert(0) += 1;
-    }
+    let counts = status::counts(&rows);
     let runs: Vec<serde_json::Value> = rows
         .iter()
         .map(|r| serde_json::json!({"id": r.id, "status": r.status_text(), "headline": r.headline(), "error": r.error}))
@@ -218,11 +215,10 @@ fn tables(k: &Ktrack, opts: &ReportOptions) -> Result<Vec<(String, bool, Compare
 
 fn status_section(s: &mut String, sweeps: &[SweepInfo], rows: &[StatusRow]) {
     s.push_str(r#"<section id="status"><h2>Status</h2>"#);
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for r in rows {
-        *counts.entry(r.status).or_insert(0) += 1;
-    }
-    let summary: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    let summary: Vec<String> = status::counts(rows)
+        .iter()
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect();
     let _ = write!(
         s,
         r#"<p id="status-counts">{} runs: {}</p><p id="live-note" hidden></p>"#,
@@ -413,14 +409,11 @@ fn figures_section(
 }
 
 fn curve(k: &Ktrack, d: &Done, eval: &str, label: String) -> Result<Option<Curve>, Error> {
-    use crate::predictions::{Predictions, TaskKind};
     let Some(hash) = d.record().outputs.get(&format!("predictions:{eval}")) else {
         return Ok(None);
     };
-    let Ok(preds) = Predictions::from_parquet(&k.store.read(hash)?) else {
-        return Ok(None);
-    };
-    if preds.kind != TaskKind::Binary {
+    let preds = plot::read_predictions(k, &d.record().id, hash)?;
+    if preds.kind != crate::predictions::TaskKind::Binary {
         return Ok(None);
     }
     Ok(Some(Curve::of(

@@ -228,7 +228,7 @@ pub fn roc_curves(
     runs: &[crate::id::Hash],
     eval: &str,
 ) -> Result<Vec<Curve>, Error> {
-    use crate::predictions::{Predictions, TaskKind};
+    use crate::predictions::TaskKind;
     let role = format!("predictions:{eval}");
     let mut curves = Vec::new();
     for id in runs {
@@ -238,17 +238,27 @@ pub fn roc_curves(
             run: *id,
             eval: eval.to_string(),
         })?;
-        let preds =
-            Predictions::from_parquet(&k.store.read(&hash)?).map_err(|e| Error::Predictions {
-                run: *id,
-                message: e.to_string(),
-            })?;
+        let preds = read_predictions(k, id, &hash)?;
         if preds.kind != TaskKind::Binary {
             return Err(Error::NotBinary(*id));
         }
         curves.push(Curve::of(label, *id, &preds.label, &preds.scores()));
     }
     Ok(curves)
+}
+
+/// A run's predictions object, read from the store.
+pub fn read_predictions(
+    k: &crate::context::Ktrack,
+    run: &crate::id::Hash,
+    hash: &crate::id::Hash,
+) -> Result<crate::predictions::Predictions, Error> {
+    crate::predictions::Predictions::from_parquet(&k.store.read(hash)?).map_err(|e| {
+        Error::Predictions {
+            run: *run,
+            message: e.to_string(),
+        }
+    })
 }
 
 /// Which curve of a binary run.

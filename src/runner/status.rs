@@ -74,6 +74,15 @@ pub fn headline<'a>(
         .map(|(_, n, v)| (n, v))
 }
 
+/// How many runs have each status.
+pub fn counts(rows: &[StatusRow]) -> std::collections::BTreeMap<&'static str, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for r in rows {
+        *counts.entry(r.status).or_insert(0) += 1;
+    }
+    counts
+}
+
 /// Every run (of one sweep, or all), with its metrics.
 pub fn rows(k: &Ktrack, sweep: Option<&str>) -> Result<Vec<StatusRow>, index::Error> {
     let (found, now) = {
