@@ -59,6 +59,7 @@ fn libtorch_cpu_trains_and_repeats_bit_for_bit() {
         device: DeviceKind::TchCpu,
         threads: 2,
         precision: Default::default(),
+        probe: None,
     };
     let mut hashes = Vec::new();
     for _ in 0..2 {

@@ -1,6 +1,6 @@
 //! `ktrack bench ssl`: does self-supervised pretraining learn anything? A small study on fresh
 //! synthetic cohorts in a temporary home — SimCLR and VICReg on the OAI-like training images
-//! plus the NYU-like cohort, CLIP on the hospital image–report pairs — then a linear probe for KL grade
+//! plus the NYU-like cohort, CLIP and SLIP on the hospital image–report pairs — then a linear probe for KL grade
 //! on each encoder and on a random-init encoder (the reference), all through `ktrack run`'s
 //! code path. Prints each probe's test QWK and its difference to the random-init probe's.
 
@@ -123,6 +123,17 @@ temperature = 0.1
 projection_dim = 64
 text = {{ max_len = 40, vocab_size = 500, dim = 64, layers = 1, heads = 4 }}
 seed = {seed}
+[pretrain.slip-ssl]
+method = "slip"
+data = ["datasets/hospital.toml"]
+epochs = {pe}
+batch_size = 50
+lr = 2e-3
+temperature = 0.1
+projection_dim = 64
+slip = {{ text_loss = "clip", simclr_weight = 1.0, text_weight = 1.0 }}
+text = {{ max_len = 40, vocab_size = 500, dim = 64, layers = 1, heads = 4 }}
+seed = {seed}
 [inits.random]
 kind = "random"
 [inits.image-ssl]
@@ -134,8 +145,11 @@ pretrain = "vicreg-ssl"
 [inits.image-text-ssl]
 kind = "pretrain"
 pretrain = "image-text-ssl"
+[inits.slip-ssl]
+kind = "pretrain"
+pretrain = "slip-ssl"
 [grid]
-inits = ["random", "image-ssl", "vicreg-ssl", "image-text-ssl"]
+inits = ["random", "image-ssl", "vicreg-ssl", "image-text-ssl", "slip-ssl"]
 tasks = ["kl"]
 protocols = ["linear"]
 seeds = [{seed}]
@@ -170,9 +184,15 @@ fn rows(points: &[crate::index::points::PointValue]) -> Vec<SslRow> {
             .unwrap_or(f64::NAN)
     };
     let order = |i: &str| {
-        ["random", "image-ssl", "vicreg-ssl", "image-text-ssl"]
-            .iter()
-            .position(|x| *x == i)
+        [
+            "random",
+            "image-ssl",
+            "vicreg-ssl",
+            "image-text-ssl",
+            "slip-ssl",
+        ]
+        .iter()
+        .position(|x| *x == i)
     };
     let mut rows: Vec<SslRow> = points
         .iter()

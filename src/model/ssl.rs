@@ -164,6 +164,45 @@ pub struct ImageText {
     pub text_projection: Projection,
 }
 
+impl ImageText {
+    /// The seeded towers; `mlp`: ConVIRT's non-linear projections (CLIP's are linear).
+    pub fn new(
+        arch: Arch,
+        projection_dim: usize,
+        text: &TextConfig,
+        vocab: usize,
+        mlp: bool,
+        seed: u64,
+        device: &Device,
+    ) -> ImageText {
+        ImageText {
+            encoder: ResNet::new(arch, &mut Seeder::new("encoder", seed), device),
+            image_projection: Projection::new(
+                &mut Seeder::new("image-projection", seed),
+                arch.feature_dim(),
+                projection_dim,
+                mlp,
+                device,
+            ),
+            text: TextEncoder::new(text, vocab, seed, device),
+            text_projection: Projection::new(
+                &mut Seeder::new("text-projection", seed),
+                text.dim,
+                projection_dim,
+                mlp,
+                device,
+            ),
+        }
+    }
+}
+
+/// SLIP: the image-text towers and SimCLR's projection head on the same image encoder.
+#[derive(Module, Debug)]
+pub struct Slip {
+    pub towers: ImageText,
+    pub simclr_projection: Projection,
+}
+
 /// Replaces every float parameter with seeded values: linear and other weights uniform in
 /// ±1/√fan_in, embeddings standard normal, biases zero; normalisation layers keep their
 /// (deterministic) ones and zeros.

@@ -573,14 +573,43 @@ fn training_charts(k: &Ktrack, rec: &RunRecord) -> Result<Vec<Chart>, Error> {
             c.marks.push((b, format!("best epoch {b}")));
         }
     };
-    let series = |key: &str, name: &str| Series {
-        name: name.to_string(),
-        points: epochs
+    // LP-FT runs tag each epoch with its phase: one series per phase, and a mark where the
+    // fine-tune starts.
+    let phase = |e: &serde_json::Value| e["phase"].as_str().map(str::to_string);
+    let mut phases: Vec<Option<String>> = Vec::new();
+    for e in epochs {
+        if !phases.contains(&phase(e)) {
+            phases.push(phase(e));
+        }
+    }
+    let mark = |c: &mut Chart| {
+        mark(c);
+        if let Some(e) = epochs
             .iter()
-            .map(|e| Point::at(num(e, "epoch"), num(e, key)))
-            .collect(),
-        markers: epochs.len() <= 40,
-        ..Series::default()
+            .find(|e| phase(e).as_deref() == Some("finetune"))
+        {
+            c.marks.push((num(e, "epoch"), "fine-tune starts".into()));
+        }
+    };
+    let series = |key: &str, name: &str| -> Vec<Series> {
+        phases
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Series {
+                name: match p {
+                    Some(p) => format!("{name} ({p})"),
+                    None => name.to_string(),
+                },
+                points: epochs
+                    .iter()
+                    .filter(|e| phase(e) == *p)
+                    .map(|e| Point::at(num(e, "epoch"), num(e, key)))
+                    .collect(),
+                markers: epochs.len() <= 40,
+                colour: (i > 0).then_some(2 + i),
+                ..Series::default()
+            })
+            .collect()
     };
     let mut out = Vec::new();
     let loss_key = if epochs
@@ -593,7 +622,7 @@ fn training_charts(k: &Ktrack, rec: &RunRecord) -> Result<Vec<Chart>, Error> {
     };
     let mut loss = Chart::new("Training loss", "epoch", "loss");
     loss.x_ticks = Ticks::Integer;
-    loss.series.push(series(loss_key, "training loss"));
+    loss.series.extend(series(loss_key, "training loss"));
     mark(&mut loss);
     out.push(loss);
     if epochs.iter().any(|e| num(e, "val_metric").is_finite()) {
@@ -604,9 +633,13 @@ fn training_charts(k: &Ktrack, rec: &RunRecord) -> Result<Vec<Chart>, Error> {
         };
         let mut val = Chart::new("Validation", "epoch", metric);
         val.x_ticks = Ticks::Integer;
-        let mut se = series("val_metric", &format!("validation {metric}"));
-        se.colour = Some(1);
-        val.series.push(se);
+        for (i, mut se) in series("val_metric", &format!("validation {metric}"))
+            .into_iter()
+            .enumerate()
+        {
+            se.colour = Some(1 + 2 * i);
+            val.series.push(se);
+        }
         mark(&mut val);
         out.push(val);
     }

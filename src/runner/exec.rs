@@ -532,16 +532,41 @@ fn run_downstream(
     }
     outputs.push(("curves".into(), run_dir.join("curves.json")));
     let _ = id;
-    let extra = json!({
+    if report.probe.is_some() {
+        outputs.push((
+            "probe_checkpoint".into(),
+            run_dir.join("probe/best.safetensors"),
+        ));
+    }
+    let extra = downstream_details(&report, data.train.len(), leakage);
+    Ok((outputs, metrics, extra, report.train_images_per_second))
+}
+
+/// What a downstream run's record keeps beside its outputs and metrics.
+fn downstream_details(
+    report: &downstream::DownstreamReport,
+    train_examples: usize,
+    leakage: serde_json::Value,
+) -> serde_json::Value {
+    let mut extra = json!({
         "best_epoch": report.best_epoch,
         "best_val_metric": report.best_val_metric,
         "epochs_run": report.epochs_run,
         "cached_features": report.cached_features,
         "resumed_from_epoch": report.resumed_from_epoch,
-        "train_examples": data.train.len(),
+        "train_examples": train_examples,
         "leakage": leakage,
     });
-    Ok((outputs, metrics, extra, report.train_images_per_second))
+    // LP-FT: the probe phase's numbers (its epochs come first in the curves).
+    if let Some(p) = &report.probe {
+        extra["probe"] = json!({
+            "best_epoch": p.best_epoch,
+            "best_val_metric": p.best_val_metric,
+            "epochs_run": p.epochs_run,
+            "cached_features": p.cached_features,
+        });
+    }
+    extra
 }
 
 fn run_pretrain(

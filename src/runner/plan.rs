@@ -19,7 +19,7 @@ use crate::id::Hash;
 use crate::index::{self, runs::Axes};
 use crate::train::DeviceKind;
 use crate::train::data::Preprocess;
-use crate::train::downstream::DownstreamConfig;
+use crate::train::downstream::{DownstreamConfig, Protocol};
 use crate::train::pretrain::{Method, PretrainConfig, ssl_augment};
 
 #[derive(Debug, thiserror::Error)]
@@ -432,6 +432,7 @@ fn pretrain_runs<'s>(
                 moco_momentum: p.moco_momentum,
                 convirt_lambda: p.convirt_lambda,
                 vicreg: (p.method == Method::Vicreg).then(|| p.vicreg.clone()),
+                slip: (p.method == Method::Slip).then(|| p.slip.clone()),
                 text: p.text.clone(),
                 seed: p.seed,
                 device,
@@ -541,6 +542,7 @@ pub fn plan(spec: &LoadedSpec, prepared: &Prepared, opts: &PlanOptions) -> Plan 
                                 device,
                                 threads,
                                 precision: s.train.precision,
+                                probe: (*protocol == Protocol::Lpft).then(|| s.train.probe_phase()),
                             },
                             cohort: prepared.cohort,
                             split: prepared.split,

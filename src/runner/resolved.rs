@@ -141,6 +141,7 @@ mod tests {
                 device,
                 threads,
                 precision: Default::default(),
+                probe: None,
             },
             cohort: Hash::of(b"c"),
             split: Hash::of(b"s"),

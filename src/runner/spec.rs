@@ -14,8 +14,8 @@ use crate::data::Label;
 use crate::model::Arch;
 use crate::model::ssl::TextConfig;
 use crate::train::data::{Augment, Normalize};
-use crate::train::downstream::Protocol;
-use crate::train::pretrain::{Method, VicregWeights};
+use crate::train::downstream::{ProbePhase, Protocol};
+use crate::train::pretrain::{Method, SlipConfig, VicregWeights};
 use crate::train::{DeviceKind, Precision};
 
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +158,9 @@ pub struct PretrainSpec {
     /// VICReg's loss weights (`vicreg = { invariance = 25, variance = 25, covariance = 1 }`).
     #[serde(default)]
     pub vicreg: VicregWeights,
+    /// SLIP's losses (`slip = { text_loss = "clip", simclr_weight = 1, text_weight = 1 }`).
+    #[serde(default)]
+    pub slip: SlipConfig,
     #[serde(default)]
     pub text: TextConfig,
     /// A user's `tokenizer.json` for the report text (default: trained on the reports).
@@ -289,6 +292,9 @@ pub struct TrainSpec {
     pub linear: Hyper,
     #[serde(default)]
     pub finetune: Hyper,
+    /// LP-FT's fine-tune phase (its probe phase is `[train.linear]`'s).
+    #[serde(default)]
+    pub lpft: Hyper,
 }
 
 fn d_arch() -> Arch {
@@ -312,6 +318,7 @@ impl Default for TrainSpec {
             defaults: Hyper::default(),
             linear: Hyper::default(),
             finetune: Hyper::default(),
+            lpft: Hyper::default(),
         }
     }
 }
@@ -329,6 +336,20 @@ pub struct Resolved {
 }
 
 impl TrainSpec {
+    /// LP-FT's probe phase: the linear protocol's settings.
+    pub fn probe_phase(&self) -> ProbePhase {
+        let l = self.resolve(Protocol::Linear);
+        ProbePhase {
+            augment: l.augment,
+            epochs: l.epochs,
+            batch_size: l.batch_size,
+            lr: l.lr,
+            weight_decay: l.weight_decay,
+            warmup_epochs: l.warmup_epochs,
+            patience: l.patience,
+        }
+    }
+
     /// Built-in defaults < `[train]` < `[train.<protocol>]`.
     pub fn resolve(&self, protocol: Protocol) -> Resolved {
         let builtin = match protocol {
@@ -352,10 +373,22 @@ impl TrainSpec {
                 patience: Some(5),
                 augment: Some(Augment::default()),
             },
+            // After the probe the head already fits: a tenth of fine-tune's rate keeps the
+            // features from being distorted early (the point of LP-FT).
+            Protocol::Lpft => Hyper {
+                epochs: Some(20),
+                batch_size: Some(32),
+                lr: Some(1e-4),
+                weight_decay: Some(1e-4),
+                warmup_epochs: Some(1.0),
+                patience: Some(5),
+                augment: Some(Augment::default()),
+            },
         };
         let over = match protocol {
             Protocol::Linear => &self.linear,
             Protocol::Finetune => &self.finetune,
+            Protocol::Lpft => &self.lpft,
         };
         let h = over.or(&self.defaults).or(&builtin);
         Resolved {
@@ -550,6 +583,17 @@ impl LoadedSpec {
                     "the weights must be finite, ≥ 0 and not all 0",
                 ));
             }
+            let w = &p.slip;
+            if [w.simclr_weight, w.text_weight]
+                .iter()
+                .any(|w| !w.is_finite() || *w < 0.0)
+                || w.simclr_weight + w.text_weight == 0.0
+            {
+                return Err(self.invalid(
+                    format!("{key}.slip"),
+                    "the weights must be finite, ≥ 0 and not both 0",
+                ));
+            }
             if p.method == Method::Moco && p.moco_queue < p.batch_size {
                 return Err(self.invalid(
                     format!("{key}.moco_queue"),
@@ -623,7 +667,7 @@ impl LoadedSpec {
                 }
             }
         }
-        for p in [Protocol::Linear, Protocol::Finetune] {
+        for p in [Protocol::Linear, Protocol::Finetune, Protocol::Lpft] {
             let r = s.train.resolve(p);
             if r.epochs == 0 || r.batch_size < 2 || r.lr <= 0.0 {
                 return Err(self.invalid(

@@ -1,11 +1,15 @@
 //! One downstream run: an initialised encoder, a task (KL grade or a binary outcome) and a
 //! protocol — linear probe (encoder frozen, BatchNorm in eval mode, only the head trains;
-//! features cached once when augmentation is off) or full fine-tune. AdamW with warmup and
-//! cosine decay; early stopping on the validation metric (QWK for KL, AUROC for binary); the
-//! best checkpoint is kept and evaluated on every evaluation set.
+//! features cached once when augmentation is off), full fine-tune, or LP-FT (a linear probe,
+//! then a full fine-tune that starts from the probe's best encoder and head; Kumar et al.
+//! 2022). AdamW with warmup and cosine decay; early stopping on the validation metric (QWK for
+//! KL, AUROC for binary); the best checkpoint is kept and evaluated on every evaluation set.
 //!
 //! Outputs in the run directory: `best.safetensors` (the model), `predictions-<set>.parquet`,
-//! `curves.json`; `checkpoints/` holds the resumable state while the run is in progress.
+//! `curves.json` (for LP-FT both phases, each epoch tagged with its phase and numbered on
+//! from the probe's); `checkpoints/` holds the resumable state while the run is in progress.
+//! An LP-FT run's probe phase lives in `probe/` (its own checkpoints, its best model, and
+//! `report.json` once it is done, so a resumed run never trains the probe twice).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,6 +41,8 @@ pub enum Protocol {
     Linear,
     /// Every layer trains.
     Finetune,
+    /// A linear probe, then a full fine-tune from the probe's encoder and head.
+    Lpft,
 }
 
 impl Protocol {
@@ -44,8 +50,21 @@ impl Protocol {
         match self {
             Protocol::Linear => "linear",
             Protocol::Finetune => "finetune",
+            Protocol::Lpft => "lpft",
         }
     }
+}
+
+/// The probe phase of an LP-FT run (the fine-tune phase's settings are the run's own).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProbePhase {
+    pub augment: Augment,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub warmup_epochs: f64,
+    pub patience: Option<usize>,
 }
 
 /// Everything that defines a downstream run's training (all of it enters the run identity).
@@ -71,6 +90,10 @@ pub struct DownstreamConfig {
     /// identities of fp32 runs are what they were.
     #[serde(default, skip_serializing_if = "Precision::is_fp32")]
     pub precision: Precision,
+    /// LP-FT's probe phase; absent for the other protocols, so their identities are what
+    /// they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbePhase>,
 }
 
 impl DownstreamConfig {
@@ -131,9 +154,20 @@ pub struct DownstreamReport {
     /// The checkpointed epoch the run resumed from, if it did.
     pub resumed_from_epoch: Option<usize>,
     pub cached_features: bool,
+    /// LP-FT: the probe phase's report (its best model is `probe/best.safetensors`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<Box<DownstreamReport>>,
 }
 
 const BEST: &str = "best.safetensors";
+
+/// Where a training's model starts.
+enum Start<'a> {
+    /// A seeded head on an initialised encoder.
+    Init(&'a Init),
+    /// A whole classifier (LP-FT's fine-tune phase: the probe's best model).
+    Model(PathBuf),
+}
 
 /// Runs (or resumes) a downstream training in `run_dir`.
 pub fn run(
@@ -141,6 +175,90 @@ pub fn run(
     init: &Init,
     data: &DownstreamData,
     run_dir: &Path,
+    progress: &dyn Task,
+    interrupt: &AtomicBool,
+) -> Result<DownstreamReport, Error> {
+    if cfg.protocol != Protocol::Lpft {
+        return train(
+            cfg,
+            Start::Init(init),
+            data,
+            run_dir,
+            &[],
+            progress,
+            interrupt,
+        );
+    }
+    let probe = cfg.probe.clone().ok_or_else(|| {
+        Error::Data("an lpft run needs its probe phase's settings (`probe`)".into())
+    })?;
+    let probe_cfg = DownstreamConfig {
+        protocol: Protocol::Linear,
+        augment: probe.augment,
+        epochs: probe.epochs,
+        batch_size: probe.batch_size,
+        lr: probe.lr,
+        weight_decay: probe.weight_decay,
+        warmup_epochs: probe.warmup_epochs,
+        patience: probe.patience,
+        probe: None,
+        ..cfg.clone()
+    };
+    let probe_dir = run_dir.join("probe");
+    let done = probe_dir.join("report.json");
+    let probe_report: DownstreamReport = match std::fs::read(&done) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).map_err(|e| Error::file("read", &done)(e.to_string()))?
+        }
+        Err(_) => {
+            // The probe phase predicts nothing: only the fine-tuned model is evaluated.
+            let probe_data = DownstreamData {
+                train: data.train.clone(),
+                val: data.val.clone(),
+                evals: Vec::new(),
+                images: data.images.clone(),
+            };
+            let r = train(
+                &probe_cfg,
+                Start::Init(init),
+                &probe_data,
+                &probe_dir,
+                &[],
+                progress,
+                interrupt,
+            )?;
+            checkpoint::write_atomic(&done, &serde_json::to_vec_pretty(&r).expect("serialize"))?;
+            r
+        }
+    };
+    let phase = |c: &EpochCurve| EpochCurve {
+        phase: Some(Protocol::Linear),
+        ..c.clone()
+    };
+    let before: Vec<EpochCurve> = probe_report.curves.iter().map(phase).collect();
+    let start = Start::Model(probe_dir.join(BEST));
+    let mut report = train(cfg, start, data, run_dir, &before, progress, interrupt)?;
+    report.best_epoch += before.len();
+    report.curves = before
+        .into_iter()
+        .chain(report.curves.into_iter().map(|c| EpochCurve {
+            epoch: c.epoch + probe_report.epochs_run,
+            phase: Some(Protocol::Finetune),
+            ..c
+        }))
+        .collect();
+    report.probe = Some(Box::new(probe_report));
+    Ok(report)
+}
+
+/// One training from `start`; `before`: the curves of earlier phases, written ahead of this
+/// training's in `curves.json` (numbered on from them).
+fn train(
+    cfg: &DownstreamConfig,
+    start: Start,
+    data: &DownstreamData,
+    run_dir: &Path,
+    before: &[EpochCurve],
     progress: &dyn Task,
     interrupt: &AtomicBool,
 ) -> Result<DownstreamReport, Error> {
@@ -175,7 +293,7 @@ pub fn run(
         load(&data.train, epochs.epoch())?,
         load(&data.val, epochs.epoch())?,
     );
-    let mut trainer = Downstream::new(cfg, init, data, train, val, &run_dir.join(BEST))?;
+    let mut trainer = Downstream::new(cfg, start, data, train, val, &run_dir.join(BEST))?;
     let plan = trainer.plan();
     epochs.run(&mut trainer, &plan, progress, interrupt)?;
 
@@ -202,9 +320,18 @@ pub fn run(
     }
     let resumed_from_epoch = epochs.resumed_from_epoch();
     let state = epochs.state();
+    let curves: Vec<EpochCurve> = before
+        .iter()
+        .cloned()
+        .chain(state.curves.iter().map(|c| EpochCurve {
+            epoch: c.epoch + before.len(),
+            phase: (!before.is_empty()).then_some(Protocol::Finetune),
+            ..c.clone()
+        }))
+        .collect();
     checkpoint::write_atomic(
         &run_dir.join("curves.json"),
-        &serde_json::to_vec_pretty(&state.curves).expect("curves serialize"),
+        &serde_json::to_vec_pretty(&curves).expect("curves serialize"),
     )?;
     let state = epochs.finish();
     Ok(DownstreamReport {
@@ -217,6 +344,7 @@ pub fn run(
         predictions,
         resumed_from_epoch,
         cached_features: trainer.cached.is_some(),
+        probe: None,
     })
 }
 
@@ -252,7 +380,7 @@ enum Batch {
 impl<'a> Downstream<'a> {
     fn new(
         cfg: &'a DownstreamConfig,
-        init: &Init,
+        start: Start,
         data: &'a DownstreamData,
         train: Arc<BaseImages>,
         val: Arc<BaseImages>,
@@ -262,7 +390,10 @@ impl<'a> Downstream<'a> {
         let device = base.clone().autodiff();
         // Model: seeded init, then the encoder's weights.
         let mut model = Classifier::new(cfg.arch, cfg.outputs(), cfg.seed, &device);
-        model.encoder = load_init(model.encoder, init)?;
+        match start {
+            Start::Init(init) => model.encoder = load_init(model.encoder, init)?,
+            Start::Model(path) => model = import::load_checkpoint(model, &path)?,
+        }
         if cfg.protocol == Protocol::Linear {
             model.encoder = model.encoder.freeze();
         }

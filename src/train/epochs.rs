@@ -29,6 +29,9 @@ pub struct EpochCurve {
     pub lr: f64,
     #[serde(with = "crate::lossless::f64")]
     pub seconds: f64,
+    /// The phase of a run with more than one (LP-FT: `linear`, then `finetune`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<super::downstream::Protocol>,
 }
 
 /// The loop state saved with every checkpoint. Every float goes through [`crate::lossless`],
@@ -238,6 +241,7 @@ impl Epochs {
             val_metric,
             lr,
             seconds: started.elapsed().as_secs_f64(),
+            phase: None,
         });
         tracing::info!(epoch, train_loss, val_metric, "epoch done");
         progress.epoch(epoch, train_loss, val_metric);

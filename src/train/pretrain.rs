@@ -6,6 +6,9 @@
 //! - CLIP: image and report towers, symmetric InfoNCE over the batch's image-report pairs.
 //! - ConVIRT: the same towers with non-linear projections and an asymmetric weighting λ of the
 //!   image→text and text→image losses.
+//! - VICReg: invariance, variance and covariance terms on the expander outputs of two views.
+//! - SLIP: SimCLR on two views plus CLIP or ConVIRT on the first view and its report, in one
+//!   run and one encoder pass, each loss with its weight.
 //!
 //! Radiograph augmentations only (random resized crop, rotation, flip, contrast/brightness,
 //! blur, noise; no colour jitter). Outputs in the run directory: `encoder.safetensors` (the
@@ -27,10 +30,10 @@ use super::data::{
 };
 use super::epochs::{Epochs, Plan, Step, Trainer};
 use super::{DeviceKind, Error, Precision, checkpoint, text};
+use crate::model::Arch;
 use crate::model::import;
 use crate::model::init::Seeder;
-use crate::model::ssl::{self, ImageSsl, ImageText, Projection, TextConfig, TextEncoder};
-use crate::model::{Arch, ResNet};
+use crate::model::ssl::{self, ImageSsl, ImageText, Projection, Slip, TextConfig};
 use crate::progress::Task;
 
 /// The self-supervised objective.
@@ -43,6 +46,8 @@ pub enum Method {
     Convirt,
     /// VICReg: invariance, variance and covariance terms on unnormalised expander outputs.
     Vicreg,
+    /// SLIP: SimCLR plus an image-text loss (CLIP or ConVIRT), weighted, in one run.
+    Slip,
 }
 
 impl Method {
@@ -53,12 +58,22 @@ impl Method {
             Method::Clip => "clip",
             Method::Convirt => "convirt",
             Method::Vicreg => "vicreg",
+            Method::Slip => "slip",
         }
     }
 
     /// Image-text methods need report text.
     pub fn uses_text(self) -> bool {
-        matches!(self, Method::Clip | Method::Convirt)
+        matches!(self, Method::Clip | Method::Convirt | Method::Slip)
+    }
+
+    /// Augmented views per image in a batch.
+    pub fn views(self) -> usize {
+        if matches!(self, Method::Clip | Method::Convirt) {
+            1
+        } else {
+            2
+        }
     }
 }
 
@@ -98,6 +113,38 @@ impl Default for VicregWeights {
     }
 }
 
+/// The image-text half of SLIP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TextLoss {
+    /// Linear projections, symmetric InfoNCE.
+    Clip,
+    /// Non-linear projections, image→text weighted by `convirt_lambda`.
+    Convirt,
+}
+
+/// SLIP's two losses and their weights (Mu et al. 2022: CLIP + 1.0 × SimCLR).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlipConfig {
+    /// `clip` or `convirt`.
+    pub text_loss: TextLoss,
+    /// Weight of the SimCLR loss over the two image views.
+    pub simclr_weight: f64,
+    /// Weight of the image-text loss.
+    pub text_weight: f64,
+}
+
+impl Default for SlipConfig {
+    fn default() -> SlipConfig {
+        SlipConfig {
+            text_loss: TextLoss::Clip,
+            simclr_weight: 1.0,
+            text_weight: 1.0,
+        }
+    }
+}
+
 /// Everything that defines a pretraining run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PretrainConfig {
@@ -119,6 +166,9 @@ pub struct PretrainConfig {
     /// VICReg's weights; absent for other methods, so their identities are what they were.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vicreg: Option<VicregWeights>,
+    /// SLIP's losses and weights; absent for other methods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slip: Option<SlipConfig>,
     pub text: TextConfig,
     pub seed: u64,
     pub device: DeviceKind,
@@ -170,6 +220,7 @@ enum Nets {
         queue: Tensor<2>,
     },
     Text(ImageText),
+    Slip(Slip),
 }
 
 /// Runs (or resumes) a pretraining in `run_dir`.
@@ -297,7 +348,7 @@ fn save_encoders(nets: &Nets, run_dir: &Path) -> Result<(PathBuf, Option<PathBuf
     match nets {
         Nets::Image(m) => import::save_checkpoint(&m.encoder.valid(), &encoder_path)?,
         Nets::Moco { query, .. } => import::save_checkpoint(&query.encoder.valid(), &encoder_path)?,
-        Nets::Text(m) => {
+        Nets::Text(m) | Nets::Slip(Slip { towers: m, .. }) => {
             import::save_checkpoint(&m.encoder.valid(), &encoder_path)?;
             let p = run_dir.join("text_encoder.safetensors");
             import::save_checkpoint(&m.text.valid(), &p)?;
@@ -381,29 +432,13 @@ impl<'a> Pretrainer<'a> {
         )
     }
 
-    /// SimCLR: NT-Xent over the 2B projected views (view i's positive is view i ± B).
+    /// SimCLR: NT-Xent over the 2B projected views.
     fn simclr(&mut self, x: Tensor<4>, b: usize, lr: f64) -> Tensor<1> {
         let Nets::Image(model) = &mut self.nets else {
             unreachable!("SimCLR trains an image network")
         };
         let z = model.forward(x);
-        let sim = z
-            .clone()
-            .matmul(z.transpose())
-            .div_scalar(self.cfg.temperature);
-        let n = 2 * b;
-        let eye: Vec<f32> = (0..n * n)
-            .map(|i| if i / n == i % n { -1e9 } else { 0.0 })
-            .collect();
-        let logits = sim + Tensor::<2>::from_data(TensorData::new(eye, [n, n]), &self.device);
-        let targets = Tensor::<1, Int>::from_data(
-            TensorData::new(
-                (0..n).map(|i| ((i + b) % n) as i64).collect::<Vec<_>>(),
-                [n],
-            ),
-            &self.device,
-        );
-        let loss = self.ce.forward(logits, targets);
+        let loss = nt_xent(z, b, self.cfg.temperature, &self.ce);
         let grads = GradientsParams::from_grads(loss.backward(), &*model);
         *model = self.optim.step(lr, model.clone(), grads);
         loss.detach()
@@ -453,35 +488,112 @@ impl<'a> Pretrainer<'a> {
         loss.detach()
     }
 
-    /// CLIP / ConVIRT: symmetric (or λ-weighted) InfoNCE over the batch's image-report pairs.
-    fn image_text(&mut self, x: Tensor<4>, rows: &[usize], lr: f64) -> Result<Tensor<1>, Error> {
-        let cfg = self.cfg;
-        let b = rows.len();
+    /// The batch's reports as token ids and padding masks.
+    fn report_tokens(&self, rows: &[usize]) -> Result<(Tensor<2, Int>, Tensor<2, Bool>), Error> {
         let reports = self.reports.expect("checked before training");
         let texts: Vec<&str> = rows.iter().map(|&r| reports[r].as_str()).collect();
         let tok = self
             .tokenizer
             .as_ref()
             .expect("image-text methods have a tokenizer");
-        let (ids, pad) = text::encode_batch(tok, &texts, cfg.text.max_len, &self.device)?;
-        let diag = self.targets(b, |i| i as i64);
+        text::encode_batch(tok, &texts, self.cfg.text.max_len, &self.device)
+    }
+
+    /// The image→text weight λ of the image-text loss (0.5: symmetric CLIP).
+    fn lambda(&self, convirt: bool) -> f64 {
+        if convirt {
+            self.cfg.convirt_lambda
+        } else {
+            0.5
+        }
+    }
+
+    /// CLIP / ConVIRT: symmetric (or λ-weighted) InfoNCE over the batch's image-report pairs.
+    fn image_text(&mut self, x: Tensor<4>, rows: &[usize], lr: f64) -> Result<Tensor<1>, Error> {
+        let (ids, pad) = self.report_tokens(rows)?;
+        let lambda = self.lambda(self.cfg.method == Method::Convirt);
+        let (t, ce) = (self.cfg.temperature, &self.ce);
         let Nets::Text(model) = &mut self.nets else {
             unreachable!("image-text methods train two towers")
         };
-        let img = ssl::normalize(model.image_projection.forward(model.encoder.forward(x)));
-        let txt = ssl::normalize(model.text_projection.forward(model.text.forward(ids, pad)));
-        let logits = img.matmul(txt.transpose()).div_scalar(cfg.temperature);
-        let i2t = self.ce.forward(logits.clone(), diag.clone());
-        let t2i = self.ce.forward(logits.transpose(), diag);
-        let lambda = if cfg.method == Method::Convirt {
-            cfg.convirt_lambda
-        } else {
-            0.5
-        };
-        let loss = i2t.mul_scalar(lambda) + t2i.mul_scalar(1.0 - lambda);
+        let loss = model.pair_loss(model.encoder.forward(x), ids, pad, t, lambda, ce);
         let grads = GradientsParams::from_grads(loss.backward(), &*model);
         *model = self.optim.step(lr, model.clone(), grads);
         Ok(loss.detach())
+    }
+
+    /// SLIP: one encoder pass over both views; SimCLR over the two, the image-text loss over
+    /// the first view and its report.
+    fn slip(&mut self, x: Tensor<4>, rows: &[usize], lr: f64) -> Result<Tensor<1>, Error> {
+        let b = rows.len();
+        let w = self.cfg.slip.clone().unwrap_or_default();
+        let (ids, pad) = self.report_tokens(rows)?;
+        let lambda = self.lambda(w.text_loss == TextLoss::Convirt);
+        let (t, ce) = (self.cfg.temperature, &self.ce);
+        let Nets::Slip(model) = &mut self.nets else {
+            unreachable!("SLIP trains two towers and a SimCLR head")
+        };
+        let h = model.towers.encoder.forward(x);
+        let z = ssl::normalize(model.simclr_projection.forward(h.clone()));
+        let simclr = nt_xent(z, b, t, ce);
+        let pair = model
+            .towers
+            .pair_loss(h.narrow(0, 0, b), ids, pad, t, lambda, ce);
+        let loss = simclr.mul_scalar(w.simclr_weight) + pair.mul_scalar(w.text_weight);
+        let grads = GradientsParams::from_grads(loss.backward(), &*model);
+        *model = self.optim.step(lr, model.clone(), grads);
+        Ok(loss.detach())
+    }
+}
+
+/// NT-Xent over 2B normalised embeddings: view i's positive is view i ± B, and no view is its
+/// own negative.
+fn nt_xent(
+    z: Tensor<2>,
+    b: usize,
+    temperature: f64,
+    ce: &burn::nn::loss::CrossEntropyLoss,
+) -> Tensor<1> {
+    let device = z.device();
+    let sim = z.clone().matmul(z.transpose()).div_scalar(temperature);
+    let n = 2 * b;
+    let eye: Vec<f32> = (0..n * n)
+        .map(|i| if i / n == i % n { -1e9 } else { 0.0 })
+        .collect();
+    let logits = sim + Tensor::<2>::from_data(TensorData::new(eye, [n, n]), &device);
+    let targets = Tensor::<1, Int>::from_data(
+        TensorData::new(
+            (0..n).map(|i| ((i + b) % n) as i64).collect::<Vec<_>>(),
+            [n],
+        ),
+        &device,
+    );
+    ce.forward(logits, targets)
+}
+
+impl ImageText {
+    /// The λ-weighted InfoNCE of image features `[B, F]` against their reports.
+    fn pair_loss(
+        &self,
+        features: Tensor<2>,
+        ids: Tensor<2, Int>,
+        pad: Tensor<2, Bool>,
+        temperature: f64,
+        lambda: f64,
+        ce: &burn::nn::loss::CrossEntropyLoss,
+    ) -> Tensor<1> {
+        let b = features.dims()[0];
+        let device = features.device();
+        let img = ssl::normalize(self.image_projection.forward(features));
+        let txt = ssl::normalize(self.text_projection.forward(self.text.forward(ids, pad)));
+        let logits = img.matmul(txt.transpose()).div_scalar(temperature);
+        let diag = Tensor::<1, Int>::from_data(
+            TensorData::new((0..b as i64).collect::<Vec<_>>(), [b]),
+            &device,
+        );
+        let i2t = ce.forward(logits.clone(), diag.clone());
+        let t2i = ce.forward(logits.transpose(), diag);
+        i2t.mul_scalar(lambda) + t2i.mul_scalar(1.0 - lambda)
     }
 }
 
@@ -505,7 +617,7 @@ impl Trainer for Pretrainer<'_> {
             prefetch: 2,
             // Contrastive losses need full batches.
             min_batch: cfg.batch_size,
-            views: if cfg.method.uses_text() { 1 } else { 2 },
+            views: cfg.method.views(),
         };
         Ok(Box::new(Loader::spawn(
             self.images.clone(),
@@ -528,6 +640,7 @@ impl Trainer for Pretrainer<'_> {
             Method::Moco => self.moco(x, b, lr),
             Method::Vicreg => self.vicreg(x, b, lr),
             Method::Clip | Method::Convirt => self.image_text(x, &batch.rows, lr)?,
+            Method::Slip => self.slip(x, &batch.rows, lr)?,
         };
         // The epoch's loss is the mean over its batches.
         Ok(Step {
@@ -578,23 +691,32 @@ impl Nets {
                 let queue = ssl::initial_queue(cfg.moco_queue, cfg.projection_dim, cfg.seed, base);
                 Nets::Moco { query, key, queue }
             }
-            Method::Clip | Method::Convirt => {
-                let mlp = cfg.method == Method::Convirt;
-                Nets::Text(ImageText {
-                    encoder: ResNet::new(cfg.arch, &mut Seeder::new("encoder", cfg.seed), device),
-                    image_projection: Projection::new(
-                        &mut Seeder::new("image-projection", cfg.seed),
-                        cfg.arch.feature_dim(),
+            Method::Clip | Method::Convirt => Nets::Text(ImageText::new(
+                cfg.arch,
+                cfg.projection_dim,
+                &cfg.text,
+                vocab,
+                cfg.method == Method::Convirt,
+                cfg.seed,
+                device,
+            )),
+            Method::Slip => {
+                let w = cfg.slip.clone().unwrap_or_default();
+                Nets::Slip(Slip {
+                    towers: ImageText::new(
+                        cfg.arch,
                         cfg.projection_dim,
-                        mlp,
+                        &cfg.text,
+                        vocab,
+                        w.text_loss == TextLoss::Convirt,
+                        cfg.seed,
                         device,
                     ),
-                    text: TextEncoder::new(&cfg.text, vocab, cfg.seed, device),
-                    text_projection: Projection::new(
-                        &mut Seeder::new("text-projection", cfg.seed),
-                        cfg.text.dim,
+                    simclr_projection: Projection::new(
+                        &mut Seeder::new("projection", cfg.seed),
+                        cfg.arch.feature_dim(),
                         cfg.projection_dim,
-                        mlp,
+                        true,
                         device,
                     ),
                 })
@@ -625,6 +747,7 @@ fn save_nets(nets: &Nets, folder: &Path) -> Result<(), Error> {
             checkpoint::write_atomic(&folder.join("queue.f32"), &bytes)
         }
         Nets::Text(m) => save_model(&m.valid(), &folder.join("model.bpk")),
+        Nets::Slip(m) => save_model(&m.valid(), &folder.join("model.bpk")),
     }
 }
 
@@ -660,6 +783,10 @@ fn load_nets(nets: Nets, folder: &Path, device: &Device, base: &Device) -> Resul
             }
         }
         Nets::Text(m) => Nets::Text(
+            m.try_load_file(folder.join("model.bpk"))
+                .map_err(load("model.bpk"))?,
+        ),
+        Nets::Slip(m) => Nets::Slip(
             m.try_load_file(folder.join("model.bpk"))
                 .map_err(load("model.bpk"))?,
         ),

@@ -3,7 +3,7 @@
 
 use crate::common::TestContext;
 
-/// Linear probes for KL at 100% labels on SimCLR, VICReg and CLIP encoders each beat the
+/// Linear probes for KL at 100% labels on SimCLR, VICReg, CLIP and SLIP encoders each beat the
 /// probe on a random-init encoder (the numbers are printed; deterministic from the seed).
 #[test]
 fn ssl_probes_beat_a_random_init_probe() {
@@ -35,9 +35,10 @@ fn ssl_probes_beat_a_random_init_probe() {
             .unwrap_or_else(|| panic!("no {init} row in {out}"))
     };
     let (random, image, text) = (qwk("random"), qwk("image-ssl"), qwk("image-text-ssl"));
-    let vicreg = qwk("vicreg-ssl");
+    let (vicreg, slip) = (qwk("vicreg-ssl"), qwk("slip-ssl"));
     eprintln!(
-        "KL linear probe test QWK: random {random:.3}, SimCLR {image:.3}, VICReg {vicreg:.3}, CLIP {text:.3}"
+        "KL linear probe test QWK: random {random:.3}, SimCLR {image:.3}, VICReg {vicreg:.3}, \
+         CLIP {text:.3}, SLIP {slip:.3}"
     );
     assert!(
         image > random + 0.1,
@@ -50,6 +51,10 @@ fn ssl_probes_beat_a_random_init_probe() {
     assert!(
         text > random + 0.05,
         "CLIP probe {text:.3} vs random {random:.3}"
+    );
+    assert!(
+        slip > random + 0.05,
+        "SLIP probe {slip:.3} vs random {random:.3}"
     );
 }
 

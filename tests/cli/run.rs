@@ -353,6 +353,13 @@ fn bad_specs_fail_before_anything_runs() {
             ),
         ),
         (
+            "bad_slip_weights",
+            text.replace(
+                "method = \"simclr\"",
+                "method = \"slip\"\nslip = { simclr_weight = 0.0, text_weight = 0.0 }",
+            ),
+        ),
+        (
             "bad_task",
             text.replace(
                 r#"tasks = ["kl", "progression_4y"]"#,
@@ -472,4 +479,42 @@ fn kl_linear_grid(inits: &[&str]) -> String {
         "[grid]\ninits = [{}]\ntasks = [\"kl\"]\nprotocols = [\"linear\"]\nfractions = [1.0]\nseeds = [0]",
         inits.join(", ")
     )
+}
+
+/// `lpft` is a protocol beside `linear` and `finetune`: one run that probes, then fine-tunes
+/// from the probe, whose record keeps the probe's model and numbers and whose curves show
+/// both phases; `compare` lists it as its own protocol.
+#[test]
+fn lpft_is_one_run_with_both_phases() {
+    let ctx = TestContext::new();
+    let spec = ctx.mini_study(
+        "[grid]\ninits = [\"random\"]\ntasks = [\"kl\"]\nprotocols = [\"linear\", \"finetune\", \"lpft\"]\nfractions = [1.0]\nseeds = [0]",
+        "[train.lpft]\nepochs = 2\nbatch_size = 16\n",
+    );
+    let id = ctx.planned_id(&spec, "kl lpft random 100% seed 0");
+    ctx.ok(["run", spec.to_str().unwrap(), "--no-compare"]);
+    let runs = ctx.runs();
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    assert!(runs.iter().all(|r| r.1 == "done"), "{runs:?}");
+    let shown: serde_json::Value =
+        serde_json::from_str(&ctx.ok(["show", &id, "--format", "json"])).unwrap();
+    let rec = &shown["record"];
+    assert!(rec["outputs"]["probe_checkpoint"].is_string(), "{rec}");
+    assert_ne!(
+        rec["outputs"]["probe_checkpoint"],
+        rec["outputs"]["checkpoint"]
+    );
+    // [train.linear] gives the probe phase 3 epochs; [train.lpft] the fine-tune 2.
+    assert_eq!(rec["details"]["probe"]["epochs_run"], 3, "{rec}");
+    assert_eq!(rec["details"]["epochs_run"], 2, "{rec}");
+    assert_eq!(rec["spec"]["config"]["protocol"], "lpft", "{rec}");
+    assert_eq!(rec["spec"]["config"]["probe"]["epochs"], 3, "{rec}");
+    let compare = ctx.ok(["compare", "--format", "json"]);
+    assert!(compare.contains("\"lpft\""), "{compare}");
+    ctx.ok(["report", "-o", "report.html", "--bootstrap", "50"]);
+    let html = std::fs::read_to_string(ctx.root().join("report.html")).unwrap();
+    assert!(
+        html.contains("fine-tune starts") && html.contains("training loss (linear)"),
+        "the LP-FT run's curves show both phases"
+    );
 }

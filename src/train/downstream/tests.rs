@@ -73,6 +73,15 @@ fn config(protocol: Protocol, augment: bool) -> DownstreamConfig {
         device: DeviceKind::Cpu,
         threads: 2,
         precision: Default::default(),
+        probe: (protocol == Protocol::Lpft).then(|| ProbePhase {
+            augment: Augment::off(),
+            epochs: 2,
+            batch_size: 16,
+            lr: 1e-2,
+            weight_decay: 1e-4,
+            warmup_epochs: 0.0,
+            patience: None,
+        }),
     }
 }
 
@@ -362,4 +371,137 @@ fn an_interrupt_during_the_final_evaluation_is_an_interrupt() {
     let resumed = train_with_stops(&cfg, cut.path(), false, &[steps]);
     assert_eq!(resumed.resumed_from_epoch, Some(cfg.epochs));
     assert_eq!(outputs(whole.path()), outputs(cut.path()));
+}
+
+/// Counts training steps.
+#[derive(Default)]
+struct CountSteps(AtomicUsize);
+
+impl Task for CountSteps {
+    fn step(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn classifier(path: &Path) -> Classifier {
+    let device = Device::flex();
+    import::load_checkpoint(
+        Classifier::new(Arch::ResnetTiny, kl::CLASSES, 0, &device),
+        path,
+    )
+    .unwrap()
+}
+
+fn head_weights(m: &Classifier) -> Vec<f32> {
+    m.head.weight.val().into_data().try_to_vec::<f32>().unwrap()
+}
+
+#[test]
+fn lpft_probes_then_fine_tunes_from_the_probe() {
+    let cfg = config(Protocol::Lpft, true);
+    let dir = tempfile::tempdir().unwrap();
+    let r = train(&cfg, dir.path(), &Quiet, &AtomicBool::new(false)).unwrap();
+    let probe = r
+        .probe
+        .as_ref()
+        .expect("an LP-FT run reports its probe phase");
+    assert_eq!(probe.epochs_run, 2);
+    assert!(
+        probe.cached_features,
+        "the probe phase trains on cached features"
+    );
+    // Both phases' curves, tagged and numbered on: 2 probe epochs, then 3 fine-tune epochs.
+    let phases: Vec<(usize, Option<Protocol>)> =
+        r.curves.iter().map(|c| (c.epoch, c.phase)).collect();
+    assert_eq!(
+        phases,
+        vec![
+            (0, Some(Protocol::Linear)),
+            (1, Some(Protocol::Linear)),
+            (2, Some(Protocol::Finetune)),
+            (3, Some(Protocol::Finetune)),
+            (4, Some(Protocol::Finetune)),
+        ]
+    );
+    assert!(
+        r.best_epoch >= 2,
+        "the best epoch is a fine-tune epoch: {}",
+        r.best_epoch
+    );
+    let written: Vec<EpochCurve> =
+        serde_json::from_slice(&std::fs::read(dir.path().join("curves.json")).unwrap()).unwrap();
+    assert_eq!(written, r.curves);
+    assert!(dir.path().join("predictions-test.parquet").is_file());
+    assert!(!dir.path().join("probe/predictions-test.parquet").exists());
+
+    // At a vanishing fine-tune rate the fine-tuned head is the probe's head: the second phase
+    // starts from the probe's model, not from a fresh head.
+    let still = DownstreamConfig {
+        lr: 1e-12,
+        ..cfg.clone()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    train(&still, dir.path(), &Quiet, &AtomicBool::new(false)).unwrap();
+    let (probed, tuned) = (
+        head_weights(&classifier(&dir.path().join("probe/best.safetensors"))),
+        head_weights(&classifier(&dir.path().join("best.safetensors"))),
+    );
+    let fresh = head_weights(&Classifier::new(
+        Arch::ResnetTiny,
+        kl::CLASSES,
+        cfg.seed,
+        &Device::flex(),
+    ));
+    let gap = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    };
+    assert!(gap(&probed, &tuned) < 1e-5, "{}", gap(&probed, &tuned));
+    assert!(gap(&probed, &fresh) > 1e-3, "the probe trained its head");
+}
+
+#[test]
+fn lpft_interrupted_in_its_fine_tune_resumes_without_a_second_probe() {
+    let cfg = config(Protocol::Lpft, true);
+    let whole = tempfile::tempdir().unwrap();
+    let count = CountSteps::default();
+    let full = train(&cfg, whole.path(), &count, &AtomicBool::new(false)).unwrap();
+    let cut = tempfile::tempdir().unwrap();
+    let flag = Arc::new(AtomicBool::new(false));
+    // A few steps before the end: inside the fine-tune phase's last epoch.
+    let stop = StopAfter {
+        at: count.0.load(Ordering::SeqCst) - 2,
+        seen: AtomicUsize::new(0),
+        flag: flag.clone(),
+    };
+    let err = train(&cfg, cut.path(), &stop, &flag).unwrap_err();
+    assert!(matches!(err, Error::Interrupted { .. }), "{err}");
+    let probe_done = cut.path().join("probe/report.json");
+    let written = std::fs::metadata(&probe_done).unwrap().modified().unwrap();
+    let steps = CountSteps::default();
+    let resumed = train(&cfg, cut.path(), &steps, &AtomicBool::new(false)).unwrap();
+    assert_eq!(
+        std::fs::metadata(&probe_done).unwrap().modified().unwrap(),
+        written
+    );
+    assert_eq!(
+        steps.0.load(Ordering::SeqCst),
+        2,
+        "only the steps left are trained"
+    );
+    assert!(resumed.resumed_from_epoch.is_some());
+    assert_eq!(outputs(whole.path()), outputs(cut.path()));
+    assert_eq!(
+        full.curves
+            .iter()
+            .map(|c| c.train_loss.to_bits())
+            .collect::<Vec<_>>(),
+        resumed
+            .curves
+            .iter()
+            .map(|c| c.train_loss.to_bits())
+            .collect::<Vec<_>>()
+    );
 }

@@ -9,6 +9,7 @@ use super::*;
 use crate::data::image::encode_png16;
 use crate::data::synth::{self, Kind, SynthSpec};
 use crate::id::Hash;
+use crate::model::ResNet;
 use crate::progress::{Quiet, Task};
 use crate::train::data::MemoryImages as Images;
 use crate::train::data::Normalize;
@@ -39,12 +40,13 @@ fn data(kind: Kind) -> (Images, Vec<Example>, Vec<String>) {
     (Images(images, None), examples, reports)
 }
 
-const METHODS: [Method; 5] = [
+const METHODS: [Method; 6] = [
     Method::Simclr,
     Method::Moco,
     Method::Vicreg,
     Method::Clip,
     Method::Convirt,
+    Method::Slip,
 ];
 
 fn config(method: Method) -> PretrainConfig {
@@ -68,6 +70,7 @@ fn config(method: Method) -> PretrainConfig {
         moco_momentum: 0.9,
         convirt_lambda: 0.75,
         vicreg: (method == Method::Vicreg).then(VicregWeights::default),
+        slip: (method == Method::Slip).then(SlipConfig::default),
         text: TextConfig {
             max_len: 24,
             vocab_size: 300,
@@ -284,4 +287,58 @@ fn the_vicreg_loss_is_the_reference_formula() {
             .unwrap()[0],
     );
     assert!((got - want).abs() < 1e-4 * want.abs(), "{got} vs {want}");
+}
+
+#[test]
+fn slip_with_convirt_trains_non_linear_projections() {
+    let mut cfg = config(Method::Slip);
+    cfg.slip = Some(SlipConfig {
+        text_loss: TextLoss::Convirt,
+        simclr_weight: 0.5,
+        text_weight: 1.0,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let r = pretrain(&cfg, dir.path(), &Quiet, &AtomicBool::new(false)).unwrap();
+    assert!(
+        r.curves[cfg.epochs - 1].loss < r.curves[0].loss,
+        "{:?}",
+        r.curves
+    );
+    let nets = Nets::new(&cfg, 10, &Device::flex(), &Device::flex());
+    let Nets::Slip(m) = nets else {
+        panic!("SLIP nets")
+    };
+    assert!(m.towers.image_projection.fc2.is_some() && m.towers.text_projection.fc2.is_some());
+    // CLIP's half has linear projections; the SimCLR head is an MLP either way.
+    cfg.slip = Some(SlipConfig::default());
+    let Nets::Slip(m) = Nets::new(&cfg, 10, &Device::flex(), &Device::flex()) else {
+        panic!("SLIP nets")
+    };
+    assert!(m.towers.image_projection.fc2.is_none() && m.simclr_projection.fc2.is_some());
+}
+
+#[test]
+fn the_slip_loss_is_its_weighted_parts() {
+    // SLIP's loss with one weight at zero is the other loss alone: SimCLR on the first batch
+    // equals SimCLR's own first-batch loss with the same encoder and head seeds.
+    let mut cfg = config(Method::Slip);
+    cfg.epochs = 1;
+    cfg.slip = Some(SlipConfig {
+        simclr_weight: 1.0,
+        text_weight: 0.0,
+        ..SlipConfig::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let slip = pretrain(&cfg, dir.path(), &Quiet, &AtomicBool::new(false)).unwrap();
+    cfg.slip = Some(SlipConfig {
+        simclr_weight: 2.0,
+        text_weight: 0.0,
+        ..SlipConfig::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let double = pretrain(&cfg, dir.path(), &Quiet, &AtomicBool::new(false)).unwrap();
+    // Adam is invariant to the loss scale (up to ε), so the runs train alike and the
+    // reported loss doubles.
+    let (a, b) = (slip.curves[0].loss, double.curves[0].loss);
+    assert!((b / a - 2.0).abs() < 1e-3, "{a} vs {b}");
 }
