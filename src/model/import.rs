@@ -43,6 +43,15 @@ impl crate::hint::Hint for Error {
     }
 }
 
+/// Missing and wrong tensors as the lines of an error message.
+pub fn listed(missing: &[String], wrong: &[String]) -> String {
+    format!(
+        "{}{}",
+        list("missing tensors", missing),
+        list("wrong tensors", wrong)
+    )
+}
+
 fn list(what: &str, items: &[String]) -> String {
     if items.is_empty() {
         return String::new();

@@ -96,7 +96,9 @@ pub struct TextEncoder {
     pub transformer: TransformerEncoder,
 }
 
-/// Shape of the text encoder.
+/// The text tower: ktrack's own small Transformer (its shape), or a BERT from a local
+/// Hugging Face folder (`model`; then `vocab_size`, `dim`, `layers` and `heads` are the
+/// folder's).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TextConfig {
@@ -105,6 +107,20 @@ pub struct TextConfig {
     pub dim: usize,
     pub layers: usize,
     pub heads: usize,
+    /// A BERT folder (in a spec, relative to it). A resolved run names its files by hash
+    /// instead, so this is absent there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<std::path::PathBuf>,
+    /// BERT: the embeddings and the first `freeze_layers` layers do not train.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub freeze_layers: usize,
+    /// The text tower's own peak learning rate (default: the pretraining's `lr`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Default for TextConfig {
@@ -115,7 +131,39 @@ impl Default for TextConfig {
             dim: 64,
             layers: 2,
             heads: 4,
+            model: None,
+            freeze_layers: 0,
+            lr: None,
         }
+    }
+}
+
+/// The report tower of an image-text model.
+#[derive(Module, Debug)]
+pub enum TextTower {
+    Own(TextEncoder),
+    Bert(super::bert::Bert),
+}
+
+impl TextTower {
+    /// Text features `[batch, dim]` (BERT: the `[CLS]` token's last hidden state).
+    pub fn forward(&self, ids: Tensor<2, Int>, pad: Tensor<2, Bool>) -> Tensor<2> {
+        match self {
+            TextTower::Own(t) => t.forward(ids, pad),
+            TextTower::Bert(b) => b.cls(ids, pad),
+        }
+    }
+
+    pub fn dim(&self) -> usize {
+        match self {
+            TextTower::Own(t) => t.tokens.weight.dims()[1],
+            TextTower::Bert(b) => b.hidden_size(),
+        }
+    }
+
+    /// Whether `[CLS] … [SEP]` go around each report.
+    pub fn special_tokens(&self) -> bool {
+        matches!(self, TextTower::Bert(_))
     }
 }
 
@@ -160,7 +208,7 @@ impl TextEncoder {
 pub struct ImageText {
     pub encoder: ResNet,
     pub image_projection: Projection,
-    pub text: TextEncoder,
+    pub text: TextTower,
     pub text_projection: Projection,
 }
 
@@ -169,12 +217,12 @@ impl ImageText {
     pub fn new(
         arch: Arch,
         projection_dim: usize,
-        text: &TextConfig,
-        vocab: usize,
+        text: TextTower,
         mlp: bool,
         seed: u64,
         device: &Device,
     ) -> ImageText {
+        let text_dim = text.dim();
         ImageText {
             encoder: ResNet::new(arch, &mut Seeder::new("encoder", seed), device),
             image_projection: Projection::new(
@@ -184,10 +232,10 @@ impl ImageText {
                 mlp,
                 device,
             ),
-            text: TextEncoder::new(text, vocab, seed, device),
+            text,
             text_projection: Projection::new(
                 &mut Seeder::new("text-projection", seed),
-                text.dim,
+                text_dim,
                 projection_dim,
                 mlp,
                 device,

@@ -604,11 +604,24 @@ fn run_pretrain(
         Some(h) => Some(link_object(&k.store, h, run_dir, "user-tokenizer.json")?),
         None => None,
     };
+    // A BERT folder, as stored: its files linked under their own names.
+    let text_model = match &p.text_model {
+        Some(files) => {
+            let dir = run_dir.join("text-model");
+            std::fs::create_dir_all(&dir).map_err(|e| Error::Data(e.to_string()))?;
+            for (name, h) in files {
+                link_object(&k.store, h, &dir, name)?;
+            }
+            Some(dir)
+        }
+        None => None,
+    };
     let data = PretrainData {
         examples,
         reports: text.then_some(reports),
         images: k.images(),
         tokenizer,
+        text_model,
     };
     let report = pretrain::run(&p.config, &data, run_dir, observer, interrupt)?;
     // Exactly which samples the run saw, for the leakage guard of downstream runs.

@@ -277,6 +277,9 @@ pub fn inputs_of(r: &ResolvedRun) -> Vec<(String, String)> {
             if let Some(t) = &p.tokenizer {
                 v.push(("tokenizer".into(), t.hex()));
             }
+            for (file, h) in p.text_model.iter().flatten() {
+                v.push((format!("text-model:{file}"), h.hex()));
+            }
             v
         }
     }

@@ -17,6 +17,7 @@ use crate::data::{Label, import, synth};
 use crate::env::VERSION;
 use crate::id::Hash;
 use crate::index::{self, runs::Axes};
+use crate::model::ssl::TextConfig;
 use crate::train::DeviceKind;
 use crate::train::data::Preprocess;
 use crate::train::downstream::{DownstreamConfig, Protocol};
@@ -38,6 +39,8 @@ pub enum Error {
     Index(#[from] index::Error),
     #[error(transparent)]
     Store(#[from] crate::store::Error),
+    #[error(transparent)]
+    Spec(#[from] super::spec::Error),
     #[error("weights file `{path}` for init `{init}` must end in .pth, .pt or .safetensors")]
     WeightsFormat { init: String, path: PathBuf },
     #[error(
@@ -131,6 +134,8 @@ pub struct Prepared {
     pub sources: BTreeMap<String, Hash>,
     /// Init name → (weights object, format), for torchvision inits that have a file.
     pub weights: BTreeMap<String, (Hash, String)>,
+    /// Pretraining name → its BERT folder's files (name → object).
+    pub text_models: BTreeMap<String, BTreeMap<String, Hash>>,
 }
 
 /// A run of the plan.
@@ -265,6 +270,7 @@ pub fn prepare(
 
     let fractions = ensure_fractions(k, s, &split_id, status)?;
     let weights = weights_of(k, spec, opts)?;
+    let text_models = text_models_of(k, spec)?;
     Ok(Prepared {
         cohort,
         cohort_name,
@@ -273,6 +279,7 @@ pub fn prepare(
         fractions,
         sources,
         weights,
+        text_models,
     })
 }
 
@@ -375,6 +382,49 @@ fn weights_of(
     Ok(weights)
 }
 
+/// Every file of each pretraining's BERT folder, stored (streamed and hashed in parallel):
+/// (file name → object) by pretraining.
+fn text_models_of(
+    k: &Ktrack,
+    spec: &LoadedSpec,
+) -> Result<BTreeMap<String, BTreeMap<String, Hash>>, Error> {
+    let mut out = BTreeMap::new();
+    for (name, p) in &spec.spec.pretrain {
+        let Some(dir) = &p.text.model else { continue };
+        let dir = spec.resolve(dir);
+        let io = |e: std::io::Error| {
+            spec.invalid(
+                format!("pretrain.{name}.text.model"),
+                format!("cannot list `{}`: {e}", dir.display()),
+            )
+        };
+        let mut files = BTreeMap::new();
+        let mut entries: Vec<_> = std::fs::read_dir(&dir)
+            .map_err(io)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(io)?;
+        entries.sort_by_key(|e| e.file_name());
+        let now = k.clock.now();
+        for e in entries {
+            let path = e.path();
+            let Some(file) = e.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if !path.is_file() {
+                continue;
+            }
+            let put = k.store.put_file(&path)?;
+            k.index
+                .read()?
+                .objects()
+                .insert(&put.hash, put.size, "text-model", &now)?;
+            files.insert(file, put.hash);
+        }
+        out.insert(name.clone(), files);
+    }
+    Ok(out)
+}
+
 /// The pretraining runs an init of the grid uses, and their ids by name.
 fn pretrain_runs<'s>(
     spec: &'s LoadedSpec,
@@ -433,7 +483,11 @@ fn pretrain_runs<'s>(
                 convirt_lambda: p.convirt_lambda,
                 vicreg: (p.method == Method::Vicreg).then(|| p.vicreg.clone()),
                 slip: (p.method == Method::Slip).then(|| p.slip.clone()),
-                text: p.text.clone(),
+                // A BERT folder enters the identity by its files' hashes, not its path.
+                text: TextConfig {
+                    model: None,
+                    ..p.text.clone()
+                },
                 seed: p.seed,
                 device,
                 threads,
@@ -444,6 +498,7 @@ fn pretrain_runs<'s>(
                 .tokenizer
                 .as_ref()
                 .map(|t| Hash::of(&std::fs::read(spec.resolve(t)).unwrap_or_default())),
+            text_model: prepared.text_models.get(name.as_str()).cloned(),
         });
         let id = resolved.id();
         ids.insert(name, id);

@@ -49,6 +49,9 @@ pub struct PretrainRun {
     pub sources: Vec<Source>,
     /// Object hash of a user's tokenizer.json, if one is used.
     pub tokenizer: Option<Hash>,
+    /// The files of a BERT text model folder (file name → object), if one is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_model: Option<std::collections::BTreeMap<String, Hash>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -490,7 +490,7 @@ impl LoadedSpec {
         dir.join(p)
     }
 
-    fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> Error {
+    pub(crate) fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> Error {
         Error::Invalid {
             path: self.path.clone(),
             key: key.into(),
@@ -603,6 +603,75 @@ impl LoadedSpec {
             if let Some(t) = &p.tokenizer {
                 self.check_file(&format!("{key}.tokenizer"), t)?;
             }
+            self.validate_text(&key, p)?;
+        }
+        Ok(())
+    }
+
+    /// A pretraining's text tower: a BERT folder that reads as one and fits `max_len` and
+    /// `freeze_layers`, and an own learning rate that is one.
+    fn validate_text(&self, key: &str, p: &PretrainSpec) -> Result<(), Error> {
+        let t = &p.text;
+        let at = |k: &str| format!("{key}.text.{k}");
+        if let Some(lr) = t.lr
+            && !(lr.is_finite() && lr > 0.0)
+        {
+            return Err(self.invalid(at("lr"), "must be a learning rate > 0"));
+        }
+        let Some(dir) = &t.model else {
+            if t.freeze_layers > 0 {
+                return Err(self.invalid(
+                    at("freeze_layers"),
+                    "freezes layers of a pretrained text model; set `text.model` too",
+                ));
+            }
+            return Ok(());
+        };
+        if !p.method.uses_text() {
+            return Err(self.invalid(
+                at("model"),
+                format!("{} has no text tower", p.method.name()),
+            ));
+        }
+        if p.tokenizer.is_some() {
+            return Err(self.invalid(
+                format!("{key}.tokenizer"),
+                "a text model brings its own tokenizer; remove `tokenizer`",
+            ));
+        }
+        let full = self.resolve(dir);
+        if !full.is_dir() {
+            return Err(self.invalid(at("model"), format!("`{}` is not a folder", full.display())));
+        }
+        let cfg = crate::model::bert::BertConfig::read(&full)
+            .map_err(|e| self.invalid(at("model"), e.to_string()))?;
+        if !full.join(crate::model::bert::WEIGHTS).is_file() {
+            return Err(self.invalid(
+                at("model"),
+                format!(
+                    "`{}` has no {} (ktrack reads safetensors weights)",
+                    full.display(),
+                    crate::model::bert::WEIGHTS
+                ),
+            ));
+        }
+        if t.max_len > cfg.max_position_embeddings || t.max_len < 2 {
+            return Err(self.invalid(
+                at("max_len"),
+                format!(
+                    "{} does not fit the model's {} positions (and [CLS] … [SEP] need 2)",
+                    t.max_len, cfg.max_position_embeddings
+                ),
+            ));
+        }
+        if t.freeze_layers > cfg.num_hidden_layers {
+            return Err(self.invalid(
+                at("freeze_layers"),
+                format!(
+                    "{} is more than the model's {} layers",
+                    t.freeze_layers, cfg.num_hidden_layers
+                ),
+            ));
         }
         Ok(())
     }

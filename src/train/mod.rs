@@ -26,6 +26,8 @@ pub enum Error {
     #[error(transparent)]
     Weights(#[from] crate::model::import::Error),
     #[error(transparent)]
+    TextModel(#[from] crate::model::bert::Error),
+    #[error(transparent)]
     Backend(#[from] backend::Error),
     #[error("could not {action} `{path}`: {message}")]
     File {

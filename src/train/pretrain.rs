@@ -31,9 +31,12 @@ use super::data::{
 use super::epochs::{Epochs, Plan, Step, Trainer};
 use super::{DeviceKind, Error, Precision, checkpoint, text};
 use crate::model::Arch;
+use crate::model::bert::{Bert, BertConfig};
 use crate::model::import;
 use crate::model::init::Seeder;
-use crate::model::ssl::{self, ImageSsl, ImageText, Projection, Slip, TextConfig};
+use crate::model::ssl::{
+    self, ImageSsl, ImageText, Projection, Slip, TextConfig, TextEncoder, TextTower,
+};
 use crate::progress::Task;
 
 /// The self-supervised objective.
@@ -186,6 +189,8 @@ pub struct PretrainData {
     pub images: Arc<dyn ImageSource>,
     /// A user's tokenizer (else one is trained on the reports).
     pub tokenizer: Option<PathBuf>,
+    /// A BERT folder for the text tower (else ktrack's own Transformer, trained from scratch).
+    pub text_model: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -326,9 +331,10 @@ fn tokenizer_for(
     run_dir: &Path,
 ) -> Result<Option<tokenizers::Tokenizer>, Error> {
     Ok(if cfg.method.uses_text() {
-        let tok = match &data.tokenizer {
-            Some(p) => text::load_tokenizer(p)?,
-            None => text::train_tokenizer(
+        let tok = match (&data.text_model, &data.tokenizer) {
+            (Some(dir), _) => text::bert_tokenizer(dir, &BertConfig::read(dir)?, cfg.text.max_len)?,
+            (None, Some(p)) => text::load_tokenizer(p)?,
+            (None, None) => text::train_tokenizer(
                 data.reports.as_deref().unwrap_or_default(),
                 cfg.text.vocab_size,
             )?,
@@ -351,7 +357,10 @@ fn save_encoders(nets: &Nets, run_dir: &Path) -> Result<(PathBuf, Option<PathBuf
         Nets::Text(m) | Nets::Slip(Slip { towers: m, .. }) => {
             import::save_checkpoint(&m.encoder.valid(), &encoder_path)?;
             let p = run_dir.join("text_encoder.safetensors");
-            import::save_checkpoint(&m.text.valid(), &p)?;
+            match &m.text {
+                TextTower::Own(t) => import::save_checkpoint(&t.valid(), &p)?,
+                TextTower::Bert(b) => import::save_checkpoint(&b.valid(), &p)?,
+            }
             text_path = Some(p);
         }
     }
@@ -398,6 +407,8 @@ struct Pretrainer<'a> {
     labels: Arc<Vec<u8>>,
     reports: Option<&'a [String]>,
     tokenizer: Option<tokenizers::Tokenizer>,
+    /// Reports are wrapped in the tokenizer's special tokens (BERT's `[CLS] … [SEP]`).
+    special_tokens: bool,
     ce: burn::nn::loss::CrossEntropyLoss,
 }
 
@@ -410,9 +421,14 @@ impl<'a> Pretrainer<'a> {
     ) -> Result<Pretrainer<'a>, Error> {
         let base = cfg.device.device()?;
         let device = base.clone().autodiff();
-        let vocab = tokenizer.as_ref().map_or(2, |t| t.get_vocab_size(true));
+        let tower = if cfg.method.uses_text() {
+            Some(text_tower(cfg, data, tokenizer.as_ref(), &device)?)
+        } else {
+            None
+        };
         Ok(Pretrainer {
-            nets: Nets::new(cfg, vocab, &device, &base),
+            special_tokens: tower.as_ref().is_some_and(TextTower::special_tokens),
+            nets: Nets::new(cfg, tower, &device, &base),
             optim: super::optim::adamw(cfg.weight_decay as f32),
             labels: Arc::new(vec![0u8; data.examples.len()]),
             reports: data.reports.as_deref(),
@@ -496,7 +512,37 @@ impl<'a> Pretrainer<'a> {
             .tokenizer
             .as_ref()
             .expect("image-text methods have a tokenizer");
-        text::encode_batch(tok, &texts, self.cfg.text.max_len, &self.device)
+        text::encode_batch(
+            tok,
+            &texts,
+            self.cfg.text.max_len,
+            self.special_tokens,
+            &self.device,
+        )
+    }
+
+    /// One optimizer step over an image-text model; with its own `text.lr`, the text tower's
+    /// gradients step at that rate (scaled by the same warmup and cosine as `lr`).
+    fn step_towers<M: Module>(
+        &mut self,
+        model: M,
+        text: impl Fn(&M) -> &TextTower,
+        loss: &Tensor<1>,
+        lr: f64,
+    ) -> M {
+        let mut grads = loss.backward();
+        let text_grads = self.cfg.text.lr.map(|text_lr| {
+            (
+                text_lr,
+                GradientsParams::from_module(&mut grads, text(&model)),
+            )
+        });
+        let rest = GradientsParams::from_grads(grads, &model);
+        let model = self.optim.step(lr, model, rest);
+        match text_grads {
+            Some((text_lr, g)) => self.optim.step(lr * text_lr / self.cfg.lr, model, g),
+            None => model,
+        }
     }
 
     /// The image→text weight λ of the image-text loss (0.5: symmetric CLIP).
@@ -517,8 +563,9 @@ impl<'a> Pretrainer<'a> {
             unreachable!("image-text methods train two towers")
         };
         let loss = model.pair_loss(model.encoder.forward(x), ids, pad, t, lambda, ce);
-        let grads = GradientsParams::from_grads(loss.backward(), &*model);
-        *model = self.optim.step(lr, model.clone(), grads);
+        let m = model.clone();
+        let stepped = self.step_towers(m, |m| &m.text, &loss, lr);
+        self.nets = Nets::Text(stepped);
         Ok(loss.detach())
     }
 
@@ -540,8 +587,9 @@ impl<'a> Pretrainer<'a> {
             .towers
             .pair_loss(h.narrow(0, 0, b), ids, pad, t, lambda, ce);
         let loss = simclr.mul_scalar(w.simclr_weight) + pair.mul_scalar(w.text_weight);
-        let grads = GradientsParams::from_grads(loss.backward(), &*model);
-        *model = self.optim.step(lr, model.clone(), grads);
+        let m = model.clone();
+        let stepped = self.step_towers(m, |m| &m.towers.text, &loss, lr);
+        self.nets = Nets::Slip(stepped);
         Ok(loss.detach())
     }
 }
@@ -666,6 +714,9 @@ impl Trainer for Pretrainer<'_> {
     fn load(&mut self, folder: &Path) -> Result<(), Error> {
         // Module clones share their tensors; the loaded copy replaces them.
         self.nets = load_nets(self.nets.clone(), folder, &self.device, &self.base)?;
+        if self.cfg.text.freeze_layers > 0 {
+            self.nets = refreeze(self.nets.clone(), self.cfg.text.freeze_layers);
+        }
         let path = folder.join("optim.bpk");
         let optim = std::mem::replace(&mut self.optim, super::optim::adamw(0.0));
         self.optim = optim
@@ -676,8 +727,9 @@ impl Trainer for Pretrainer<'_> {
 }
 
 impl Nets {
-    /// The seeded networks of a method (`vocab`: the tokenizer's size, for image-text).
-    fn new(cfg: &PretrainConfig, vocab: usize, device: &Device, base: &Device) -> Nets {
+    /// The seeded networks of a method (`tower`: the text tower, for image-text methods).
+    fn new(cfg: &PretrainConfig, tower: Option<TextTower>, device: &Device, base: &Device) -> Nets {
+        let tower = || tower.expect("image-text methods have a text tower");
         match cfg.method {
             Method::Simclr | Method::Vicreg => Nets::Image(ImageSsl::new(
                 cfg.arch,
@@ -694,8 +746,7 @@ impl Nets {
             Method::Clip | Method::Convirt => Nets::Text(ImageText::new(
                 cfg.arch,
                 cfg.projection_dim,
-                &cfg.text,
-                vocab,
+                tower(),
                 cfg.method == Method::Convirt,
                 cfg.seed,
                 device,
@@ -706,8 +757,7 @@ impl Nets {
                     towers: ImageText::new(
                         cfg.arch,
                         cfg.projection_dim,
-                        &cfg.text,
-                        vocab,
+                        tower(),
                         w.text_loss == TextLoss::Convirt,
                         cfg.seed,
                         device,
@@ -722,6 +772,42 @@ impl Nets {
                 })
             }
         }
+    }
+}
+
+/// The text tower of an image-text run: the BERT of `data.text_model` (its first
+/// `freeze_layers` layers frozen), or ktrack's own Transformer sized to the tokenizer.
+fn text_tower(
+    cfg: &PretrainConfig,
+    data: &PretrainData,
+    tokenizer: Option<&tokenizers::Tokenizer>,
+    device: &Device,
+) -> Result<TextTower, Error> {
+    Ok(match &data.text_model {
+        Some(dir) => TextTower::Bert(Bert::load(dir, device)?.freeze(cfg.text.freeze_layers)),
+        None => {
+            let vocab = tokenizer.map_or(2, |t| t.get_vocab_size(true));
+            TextTower::Own(TextEncoder::new(&cfg.text, vocab, cfg.seed, device))
+        }
+    })
+}
+
+/// Frozen BERT layers stay frozen in a model read back from a checkpoint.
+fn refreeze(nets: Nets, layers: usize) -> Nets {
+    let fix = |m: ImageText| match m.text {
+        TextTower::Bert(b) => ImageText {
+            text: TextTower::Bert(b.freeze(layers)),
+            ..m
+        },
+        _ => m,
+    };
+    match nets {
+        Nets::Text(m) => Nets::Text(fix(m)),
+        Nets::Slip(s) => Nets::Slip(Slip {
+            towers: fix(s.towers),
+            ..s
+        }),
+        other => other,
     }
 }
 

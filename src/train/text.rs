@@ -1,6 +1,7 @@
 //! Report text for image-text pretraining: a word-level tokenizer trained on the impressions
-//! with the `tokenizers` crate (saved as `tokenizer.json`), or a user's `tokenizer.json`, and
-//! batches of padded token ids.
+//! with the `tokenizers` crate (saved as `tokenizer.json`), a user's `tokenizer.json`, or a BERT
+//! folder's WordPiece tokenizer (its `tokenizer.json`, else built from `vocab.txt` as
+//! `BertTokenizerFast` builds it), and batches of padded token ids.
 
 use std::path::Path;
 
@@ -50,6 +51,105 @@ pub fn train_tokenizer(corpus: &[String], vocab_size: usize) -> Result<Tokenizer
     Ok(Tokenizer::from(tok))
 }
 
+/// The tokenizer of a BERT folder, checked against its model: every id inside the model's
+/// vocabulary, `[CLS]`, `[SEP]` and `[PAD]` known, and `[CLS] … [SEP]` added around a text.
+/// Encodings are truncated to `max_len` with the `[SEP]` kept.
+pub fn bert_tokenizer(
+    dir: &Path,
+    cfg: &crate::model::bert::BertConfig,
+    max_len: usize,
+) -> Result<Tokenizer, Error> {
+    use crate::model::bert::Error as BertError;
+    let json = dir.join("tokenizer.json");
+    let vocab = dir.join("vocab.txt");
+    let (path, mut tok) = if json.is_file() {
+        (json.clone(), load_tokenizer(&json)?)
+    } else if vocab.is_file() {
+        (vocab.clone(), wordpiece(dir, &vocab)?)
+    } else {
+        return Err(BertError::Folder {
+            dir: dir.to_path_buf(),
+            message: "has neither tokenizer.json nor vocab.txt".into(),
+        }
+        .into());
+    };
+    let bad = |message: String| -> Error {
+        BertError::Tokenizer {
+            path: path.clone(),
+            message,
+        }
+        .into()
+    };
+    let size = tok
+        .get_vocab(true)
+        .values()
+        .max()
+        .map_or(0, |m| *m as usize + 1);
+    if size > cfg.vocab_size {
+        return Err(bad(format!(
+            "it has token ids up to {} but config.json's vocab_size is {}",
+            size - 1,
+            cfg.vocab_size
+        )));
+    }
+    for special in ["[CLS]", "[SEP]", PAD] {
+        if tok.token_to_id(special).is_none() {
+            return Err(bad(format!("it has no {special} token")));
+        }
+    }
+    let probe = tok
+        .encode("x", true)
+        .map_err(|e| bad(format!("cannot encode: {e}")))?;
+    if probe.get_ids().first().copied() != tok.token_to_id("[CLS]") {
+        return Err(bad(
+            "it does not add [CLS] … [SEP] around a text (no BERT post-processor)".into(),
+        ));
+    }
+    tok.with_truncation(Some(tokenizers::TruncationParams {
+        max_length: max_len,
+        ..Default::default()
+    }))
+    .map_err(|e| bad(e.to_string()))?;
+    tok.with_padding(None);
+    Ok(tok)
+}
+
+/// A BERT WordPiece tokenizer from `vocab.txt` (lower-casing as `tokenizer_config.json`'s
+/// `do_lower_case` says, default true).
+fn wordpiece(dir: &Path, vocab: &Path) -> Result<Tokenizer, Error> {
+    use tokenizers::Model;
+    use tokenizers::models::wordpiece::WordPiece;
+    use tokenizers::normalizers::BertNormalizer;
+    use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+    use tokenizers::processors::bert::BertProcessing;
+    let lower = std::fs::read(dir.join("tokenizer_config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["do_lower_case"].as_bool())
+        .unwrap_or(true);
+    let err = |e: tokenizers::Error| Error::file("load tokenizer", vocab)(e.to_string());
+    let model = WordPiece::from_file(&vocab.to_string_lossy())
+        .unk_token(UNK.into())
+        .build()
+        .map_err(err)?;
+    let id = |t: &str| model.token_to_id(t);
+    let (Some(cls), Some(sep)) = (id("[CLS]"), id("[SEP]")) else {
+        return Err(crate::model::bert::Error::Tokenizer {
+            path: vocab.to_path_buf(),
+            message: "it has no [CLS] or no [SEP] token".into(),
+        }
+        .into());
+    };
+    let mut tok = Tokenizer::new(model);
+    tok.with_normalizer(Some(BertNormalizer::new(true, true, None, lower)))
+        .with_pre_tokenizer(Some(BertPreTokenizer))
+        .with_post_processor(Some(BertProcessing::new(
+            ("[SEP]".into(), sep),
+            ("[CLS]".into(), cls),
+        )));
+    Ok(tok)
+}
+
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer, Error> {
     Tokenizer::from_file(path).map_err(|e| Error::file("load tokenizer", path)(e.to_string()))
 }
@@ -66,11 +166,13 @@ pub fn pad_id(tok: &Tokenizer) -> u32 {
     tok.token_to_id(PAD).unwrap_or(0)
 }
 
-/// Token ids `[batch, max_len]` and the padding mask (true where padded).
+/// Token ids `[batch, max_len]` and the padding mask (true where padded); `special`: with
+/// the tokenizer's special tokens (BERT's `[CLS] … [SEP]`).
 pub fn encode_batch(
     tok: &Tokenizer,
     texts: &[&str],
     max_len: usize,
+    special: bool,
     device: &Device,
 ) -> Result<(Tensor<2, Int>, Tensor<2, Bool>), Error> {
     let pad = pad_id(tok);
@@ -78,7 +180,7 @@ pub fn encode_batch(
     let mut mask = Vec::with_capacity(texts.len() * max_len);
     for t in texts {
         let enc = tok
-            .encode(*t, false)
+            .encode(*t, special)
             .map_err(|e| Error::Data(format!("tokenizer: {e}")))?;
         let mut row: Vec<i64> = enc
             .get_ids()
@@ -117,6 +219,7 @@ mod tests {
             &tok,
             &["medial narrowing", "no fracture at all"],
             6,
+            false,
             &Device::flex(),
         )
         .unwrap();

@@ -77,6 +77,7 @@ fn config(method: Method) -> PretrainConfig {
             dim: 32,
             layers: 1,
             heads: 2,
+            ..TextConfig::default()
         },
         seed: 5,
         device: DeviceKind::Cpu,
@@ -102,6 +103,7 @@ fn pretrain(
         reports: cfg.method.uses_text().then_some(reports),
         images: Arc::new(images.clone()),
         tokenizer: None,
+        text_model: None,
     };
     run(cfg, &d, dir, observer, interrupt)
 }
@@ -213,6 +215,7 @@ fn image_text_without_reports_is_refused() {
         reports: None,
         images: Arc::new(images.clone()),
         tokenizer: None,
+        text_model: None,
     };
     let dir = tempfile::tempdir().unwrap();
     let err = run(&cfg, &d, dir.path(), &Quiet, &AtomicBool::new(false)).unwrap_err();
@@ -304,14 +307,23 @@ fn slip_with_convirt_trains_non_linear_projections() {
         "{:?}",
         r.curves
     );
-    let nets = Nets::new(&cfg, 10, &Device::flex(), &Device::flex());
+    let text = cfg.text.clone();
+    let own = || {
+        Some(TextTower::Own(TextEncoder::new(
+            &text,
+            10,
+            1,
+            &Device::flex(),
+        )))
+    };
+    let nets = Nets::new(&cfg, own(), &Device::flex(), &Device::flex());
     let Nets::Slip(m) = nets else {
         panic!("SLIP nets")
     };
     assert!(m.towers.image_projection.fc2.is_some() && m.towers.text_projection.fc2.is_some());
     // CLIP's half has linear projections; the SimCLR head is an MLP either way.
     cfg.slip = Some(SlipConfig::default());
-    let Nets::Slip(m) = Nets::new(&cfg, 10, &Device::flex(), &Device::flex()) else {
+    let Nets::Slip(m) = Nets::new(&cfg, own(), &Device::flex(), &Device::flex()) else {
         panic!("SLIP nets")
     };
     assert!(m.towers.image_projection.fc2.is_none() && m.simclr_projection.fc2.is_some());
