@@ -396,4 +396,4 @@ fn tensor_names(path: &Path) -> Result<Vec<String>, Error> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -360,6 +360,20 @@ fn bad_specs_fail_before_anything_runs() {
             ),
         ),
         (
+            "missing_text_model",
+            text.replace(
+                "text = { max_len = 24",
+                "text = { model = \"../models/cxr-bert\", max_len = 24",
+            ),
+        ),
+        (
+            "frozen_layers_without_a_text_model",
+            text.replace(
+                "text = { max_len = 24",
+                "text = { freeze_layers = 2, max_len = 24",
+            ),
+        ),
+        (
             "bad_task",
             text.replace(
                 r#"tasks = ["kl", "progression_4y"]"#,
@@ -516,5 +530,65 @@ fn lpft_is_one_run_with_both_phases() {
     assert!(
         html.contains("fine-tune starts") && html.contains("training loss (linear)"),
         "the LP-FT run's curves show both phases"
+    );
+}
+
+/// A CLIP pretraining whose text tower is a BERT folder saved by `transformers`
+/// (`KTRACK_TEST_BERT`, written by tests/bert/make_tiny_bert.py in .ci/run), end to end: its
+/// files are stored and named in the run's identity, and the probe on its encoder runs.
+#[test]
+#[ignore = "needs a BERT saved by transformers (tests/bert/make_tiny_bert.py); .ci/run runs it"]
+fn clip_with_a_transformers_bert_folder_runs_end_to_end() {
+    #[allow(clippy::disallowed_methods)] // the suite's own setting, not ktrack's
+    let bert = std::env::var_os("KTRACK_TEST_BERT").expect("KTRACK_TEST_BERT names the folder");
+    let bert = std::path::PathBuf::from(bert).canonicalize().unwrap();
+    let ctx = TestContext::new();
+    let spec = ctx.mini_study(
+        "[grid]\ninits = [\"txt\"]\ntasks = [\"kl\"]\nprotocols = [\"linear\"]\nfractions = [1.0]\nseeds = [0]",
+        "",
+    );
+    let text = std::fs::read_to_string(&spec).unwrap().replace(
+        "text = { max_len = 24, vocab_size = 200, dim = 32, layers = 1, heads = 2 }",
+        &format!(
+            "text = {{ model = \"{}\", max_len = 24, freeze_layers = 1, lr = 1e-4 }}",
+            bert.display()
+        ),
+    );
+    assert!(text.contains("freeze_layers"), "the spec names the folder");
+    std::fs::write(&spec, text).unwrap();
+    ctx.ok(["run", spec.to_str().unwrap(), "--no-compare"]);
+    let runs = ctx.runs();
+    assert!(runs.iter().all(|r| r.1 == "done"), "{runs:?}");
+    let status: serde_json::Value =
+        serde_json::from_str(&ctx.ok(["status", "--format", "json"])).unwrap();
+    let pretrain = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "pretrain")
+        .unwrap_or_else(|| panic!("no pretraining run in {status}"));
+    let id = pretrain["id"].as_str().unwrap();
+    let shown: serde_json::Value =
+        serde_json::from_str(&ctx.ok(["show", id, "--format", "json"])).unwrap();
+    let files = &shown["record"]["spec"]["text_model"];
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "vocab.txt",
+    ] {
+        assert!(
+            files[f].is_string(),
+            "{f} is stored and in the identity: {files}"
+        );
+    }
+    assert!(
+        shown["record"]["spec"]["config"]["text"]
+            .get("model")
+            .is_none()
+    );
+    assert!(
+        shown["record"]["outputs"]["text_encoder"].is_string(),
+        "{shown}"
     );
 }

@@ -139,7 +139,7 @@ pub(crate) fn write_safetensors(path: &Path, tensors: &BTreeMap<String, (Vec<usi
     safetensors::serialize_to_file(views, None, path).unwrap();
 }
 
-fn read_safetensors(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+pub(crate) fn read_safetensors(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
     let bytes = std::fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     st.tensors()
@@ -311,5 +311,100 @@ fn the_tokenizer_must_match_the_model() {
         err.to_string()
             .contains("neither tokenizer.json nor vocab.txt"),
         "{err}"
+    );
+}
+
+/// The folder `tests/bert/make_tiny_bert.py` wrote (`KTRACK_TEST_BERT`).
+#[allow(clippy::disallowed_methods)] // the suite's own setting, not ktrack's
+fn transformers_folder() -> std::path::PathBuf {
+    std::env::var_os("KTRACK_TEST_BERT")
+        .expect("KTRACK_TEST_BERT names a folder written by tests/bert/make_tiny_bert.py")
+        .into()
+}
+
+#[test]
+#[ignore = "needs a BERT saved by transformers (tests/bert/make_tiny_bert.py); .ci/run runs it"]
+fn bert_equals_transformers() {
+    let dir = transformers_folder();
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
+    let texts: Vec<&str> = expected["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    let max_len = expected["max_len"].as_u64().unwrap() as usize;
+    let device = Device::flex();
+    let cfg = BertConfig::read(&dir).unwrap();
+    let tok = crate::train::text::bert_tokenizer(&dir, &cfg, max_len).unwrap();
+    let (ids, pad) =
+        crate::train::text::encode_batch(&tok, &texts, max_len, true, &device).unwrap();
+    let want_ids: Vec<i64> = expected["input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_i64().unwrap()))
+        .collect();
+    let got_ids: Vec<i64> = ids.clone().into_data().iter::<i64>().collect();
+    assert_eq!(got_ids, want_ids, "tokenizer.json's ids");
+    let want_pad: Vec<bool> = expected["attention_mask"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_i64() == Some(0)))
+        .collect();
+    assert_eq!(
+        pad.clone().into_data().try_to_vec::<bool>().unwrap(),
+        want_pad
+    );
+
+    // The same ids from vocab.txt alone (the WordPiece tokenizer ktrack builds).
+    let bare = tempfile::tempdir().unwrap();
+    for f in ["config.json", "vocab.txt", "tokenizer_config.json"] {
+        if dir.join(f).is_file() {
+            std::fs::copy(dir.join(f), bare.path().join(f)).unwrap();
+        }
+    }
+    let vocab_tok = crate::train::text::bert_tokenizer(bare.path(), &cfg, max_len).unwrap();
+    let (ids2, _) =
+        crate::train::text::encode_batch(&vocab_tok, &texts, max_len, true, &device).unwrap();
+    assert_eq!(
+        ids2.into_data().iter::<i64>().collect::<Vec<_>>(),
+        want_ids,
+        "vocab.txt's ids"
+    );
+
+    let bert = Bert::load(&dir, &device).unwrap();
+    let out = bert.forward(ids, pad);
+    let flat = |v: &serde_json::Value| -> Vec<f64> {
+        fn walk(v: &serde_json::Value, out: &mut Vec<f64>) {
+            match v {
+                serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+                x => out.push(x.as_f64().unwrap()),
+            }
+        }
+        let mut out = Vec::new();
+        walk(v, &mut out);
+        out
+    };
+    let gap = |got: Tensor<2>, want: &[f64]| {
+        let got = got.into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(got.len(), want.len());
+        got.iter()
+            .zip(want)
+            .map(|(g, w)| (f64::from(*g) - w).abs())
+            .fold(0.0, f64::max)
+    };
+    let [b, len, h] = out.hidden.dims();
+    let hidden = gap(out.hidden.reshape([b * len, h]), &flat(&expected["hidden"]));
+    let pooled = gap(
+        out.pooled.expect("a BertModel has a pooler"),
+        &flat(&expected["pooled"]),
+    );
+    eprintln!("ktrack vs transformers: hidden states max |Δ| {hidden:.2e}, pooled {pooled:.2e}");
+    assert!(
+        hidden < 1e-5 && pooled < 1e-5,
+        "hidden {hidden:e}, pooled {pooled:e}"
     );
 }

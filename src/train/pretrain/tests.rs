@@ -354,3 +354,98 @@ fn the_slip_loss_is_its_weighted_parts() {
     let (a, b) = (slip.curves[0].loss, double.curves[0].loss);
     assert!((b / a - 2.0).abs() < 1e-3, "{a} vs {b}");
 }
+
+#[test]
+fn clip_with_a_bert_folder_trains_its_unfrozen_layers_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let bert = dir.path().join("bert");
+    crate::model::bert::tests::write_tiny_bert(&bert, 2, 1);
+    let mut cfg = config(Method::Clip);
+    cfg.text = TextConfig {
+        max_len: 16,
+        freeze_layers: 1,
+        lr: Some(5e-3),
+        ..TextConfig::default()
+    };
+    let (images, examples, reports) = data(Kind::Hospital);
+    let d = PretrainData {
+        examples,
+        reports: Some(reports),
+        images: Arc::new(images.clone()),
+        tokenizer: None,
+        text_model: Some(bert.clone()),
+    };
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let ra = run(&cfg, &d, &a, &Quiet, &AtomicBool::new(false)).unwrap();
+    let rb = run(&cfg, &d, &b, &Quiet, &AtomicBool::new(false)).unwrap();
+    assert!(
+        ra.curves.iter().all(|c| c.loss.is_finite()),
+        "{:?}",
+        ra.curves
+    );
+    let text = ra.text_encoder.clone().unwrap();
+    assert_eq!(hash(&text), hash(&rb.text_encoder.unwrap()));
+    assert_eq!(hash(&ra.encoder), hash(&rb.encoder));
+    // The saved tokenizer is the folder's WordPiece one.
+    let tok = text::load_tokenizer(&ra.tokenizer.unwrap()).unwrap();
+    assert_eq!(tok.token_to_id("narrowing"), Some(9));
+    let before = crate::model::bert::tests::read_safetensors(&bert.join("model.safetensors"));
+    let after = crate::model::bert::tests::read_safetensors(&text);
+    let frozen = "embeddings.word_embeddings.weight";
+    assert_eq!(after[frozen].1, before[&format!("bert.{frozen}")].1);
+    let layer = |l: usize| format!("encoder.layer.{l}.intermediate.dense.bias");
+    assert_eq!(after[&layer(0)].1, before[&format!("bert.{}", layer(0))].1);
+    assert_ne!(after[&layer(1)].1, before[&format!("bert.{}", layer(1))].1);
+}
+
+#[test]
+fn a_lower_text_rate_moves_the_text_tower_less() {
+    // Same seed and data, the text tower at a tenth of the rate: its weights move less from
+    // the folder's than at the shared rate.
+    let dir = tempfile::tempdir().unwrap();
+    let bert = dir.path().join("bert");
+    crate::model::bert::tests::write_tiny_bert(&bert, 1, 1);
+    let (images, examples, reports) = data(Kind::Hospital);
+    let d = PretrainData {
+        examples,
+        reports: Some(reports),
+        images: Arc::new(images.clone()),
+        tokenizer: None,
+        text_model: Some(bert.clone()),
+    };
+    let before = crate::model::bert::tests::read_safetensors(&bert.join("model.safetensors"));
+    let key = "encoder.layer.0.output.dense.weight";
+    let moved = |lr: Option<f64>, name: &str| {
+        let mut cfg = config(Method::Clip);
+        cfg.text = TextConfig {
+            max_len: 16,
+            lr,
+            ..TextConfig::default()
+        };
+        let r = run(
+            &cfg,
+            &d,
+            &dir.path().join(name),
+            &Quiet,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        let after = crate::model::bert::tests::read_safetensors(&r.text_encoder.unwrap());
+        // burn keeps [in, out], the folder PyTorch's [out, in]: the L1 distance, transposed.
+        let (a, b) = (&after[key], &before[&format!("bert.{key}")]);
+        let (din, dout) = (a.0[0], a.0[1]);
+        let mut d = 0.0;
+        for i in 0..din {
+            for o in 0..dout {
+                d += f64::from((a.1[i * dout + o] - b.1[o * din + i]).abs());
+            }
+        }
+        d
+    };
+    let shared = moved(None, "shared");
+    let slow = moved(Some(config(Method::Clip).lr / 10.0), "slow");
+    assert!(
+        slow < shared,
+        "a tenth of the rate moves the text tower less: {slow} vs {shared}"
+    );
+}
