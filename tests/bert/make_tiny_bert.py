@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import torch
-from transformers import BertConfig, BertModel, BertTokenizerFast
+from transformers import BertConfig, BertModel, BertTokenizer
 
 WORDS = [
     "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
@@ -33,7 +33,9 @@ IMPRESSIONS = [
 def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "vocab.txt").write_text("\n".join(WORDS) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(out / "vocab.txt"), do_lower_case=True)
+    # transformers 5 reads the vocabulary from `vocab` (4.x named it `vocab_file`).
+    tok = BertTokenizer(vocab=str(out / "vocab.txt"), do_lower_case=True)
+    assert tok.convert_tokens_to_ids("medial") == WORDS.index("medial"), "vocabulary not read"
     cfg = BertConfig(
         vocab_size=len(WORDS),
         hidden_size=32,
