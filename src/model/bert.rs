@@ -95,9 +95,10 @@ impl BertConfig {
         let cfg: BertConfig =
             serde_json::from_str(&text).map_err(|e| arch(format!("not a BERT config: {e}")))?;
         let model_type = cfg.model_type.as_deref().unwrap_or("");
-        if model_type != "bert" {
+        // CXR-BERT-specialized is a BERT with a projection head (ignored here).
+        if !matches!(model_type, "bert" | "cxr-bert") {
             return Err(arch(format!(
-                "model_type is `{model_type}` (architectures {:?}); ktrack's text tower reads BERT-family models (model_type \"bert\")",
+                "model_type is `{model_type}` (architectures {:?}); ktrack's text tower reads BERT-family models (model_type \"bert\" or \"cxr-bert\")",
                 cfg.architectures
             )));
         }
