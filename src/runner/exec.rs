@@ -595,7 +595,15 @@ fn run_pretrain(
             if text && s.report.is_none() {
                 continue;
             }
-            examples.push(example(s, 0));
+            // A supervised pretraining learns its label: samples without one are not used.
+            let label = match p.config.label {
+                Some(l) => match s.label(l) {
+                    Some(v) => v,
+                    None => continue,
+                },
+                None => 0,
+            };
+            examples.push(example(s, label));
             reports.push(s.report.clone().unwrap_or_default());
             seen.push((cohort.hex(), s.sample_id.clone(), s.patient_id.clone()));
         }

@@ -483,6 +483,7 @@ fn pretrain_runs<'s>(
                 convirt_lambda: p.convirt_lambda,
                 vicreg: (p.method == Method::Vicreg).then(|| p.vicreg.clone()),
                 slip: (p.method == Method::Slip).then(|| p.slip.clone()),
+                label: p.label,
                 // A BERT folder enters the identity by its files' hashes, not its path.
                 text: TextConfig {
                     model: None,

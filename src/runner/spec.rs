@@ -161,6 +161,9 @@ pub struct PretrainSpec {
     /// SLIP's losses (`slip = { text_loss = "clip", simclr_weight = 1, text_weight = 1 }`).
     #[serde(default)]
     pub slip: SlipConfig,
+    /// The label a `supervised` pretraining learns (`kl`, `incidence_4y`, `progression_4y`).
+    #[serde(default)]
+    pub label: Option<Label>,
     #[serde(default)]
     pub text: TextConfig,
     /// A user's `tokenizer.json` for the report text (default: trained on the reports).
@@ -593,6 +596,21 @@ impl LoadedSpec {
                     format!("{key}.slip"),
                     "the weights must be finite, ≥ 0 and not both 0",
                 ));
+            }
+            match (p.method, p.label) {
+                (Method::Supervised, None) => {
+                    return Err(self.invalid(
+                        format!("{key}.label"),
+                        "a supervised pretraining needs the label it learns (kl, incidence_4y, progression_4y)",
+                    ));
+                }
+                (m, Some(_)) if m != Method::Supervised => {
+                    return Err(self.invalid(
+                        format!("{key}.label"),
+                        format!("{} learns no label; remove `label`", m.name()),
+                    ));
+                }
+                _ => {}
             }
             if p.method == Method::Moco && p.moco_queue < p.batch_size {
                 return Err(self.invalid(

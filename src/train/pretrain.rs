@@ -9,6 +9,9 @@
 //! - VICReg: invariance, variance and covariance terms on the expander outputs of two views.
 //! - SLIP: SimCLR on two views plus CLIP or ConVIRT on the first view and its report, in one
 //!   run and one encoder pass, each loss with its weight.
+//! - Supervised: the encoder and a linear head trained with cross-entropy on a label of the
+//!   pretraining cohorts (in-domain transfer, e.g. KL grade on one cohort for prognosis on
+//!   another); the head is dropped like a projection.
 //!
 //! Radiograph augmentations only (random resized crop, rotation, flip, contrast/brightness,
 //! blur, noise; no colour jitter). Outputs in the run directory: `encoder.safetensors` (the
@@ -51,6 +54,8 @@ pub enum Method {
     Vicreg,
     /// SLIP: SimCLR plus an image-text loss (CLIP or ConVIRT), weighted, in one run.
     Slip,
+    /// Supervised learning of `label` (cross-entropy over its classes).
+    Supervised,
 }
 
 impl Method {
@@ -62,6 +67,7 @@ impl Method {
             Method::Convirt => "convirt",
             Method::Vicreg => "vicreg",
             Method::Slip => "slip",
+            Method::Supervised => "supervised",
         }
     }
 
@@ -72,7 +78,7 @@ impl Method {
 
     /// Augmented views per image in a batch.
     pub fn views(self) -> usize {
-        if matches!(self, Method::Clip | Method::Convirt) {
+        if matches!(self, Method::Clip | Method::Convirt | Method::Supervised) {
             1
         } else {
             2
@@ -172,6 +178,9 @@ pub struct PretrainConfig {
     /// SLIP's losses and weights; absent for other methods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slip: Option<SlipConfig>,
+    /// The label a supervised pretraining learns; absent for other methods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<crate::data::Label>,
     pub text: TextConfig,
     pub seed: u64,
     pub device: DeviceKind,
@@ -182,7 +191,8 @@ pub struct PretrainConfig {
     pub precision: Precision,
 }
 
-/// The images (and, for image-text methods, one report per image) to pretrain on.
+/// The images (and, for image-text methods, one report per image) to pretrain on; a
+/// supervised pretraining's labels are the examples' `label`.
 pub struct PretrainData {
     pub examples: Vec<Example>,
     pub reports: Option<Vec<String>>,
@@ -226,6 +236,7 @@ enum Nets {
     },
     Text(ImageText),
     Slip(Slip),
+    Supervised(crate::model::Classifier),
 }
 
 /// Runs (or resumes) a pretraining in `run_dir`.
@@ -354,6 +365,7 @@ fn save_encoders(nets: &Nets, run_dir: &Path) -> Result<(PathBuf, Option<PathBuf
     match nets {
         Nets::Image(m) => import::save_checkpoint(&m.encoder.valid(), &encoder_path)?,
         Nets::Moco { query, .. } => import::save_checkpoint(&query.encoder.valid(), &encoder_path)?,
+        Nets::Supervised(m) => import::save_checkpoint(&m.encoder.valid(), &encoder_path)?,
         Nets::Text(m) | Nets::Slip(Slip { towers: m, .. }) => {
             import::save_checkpoint(&m.encoder.valid(), &encoder_path)?;
             let p = run_dir.join("text_encoder.safetensors");
@@ -430,7 +442,7 @@ impl<'a> Pretrainer<'a> {
             special_tokens: tower.as_ref().is_some_and(TextTower::special_tokens),
             nets: Nets::new(cfg, tower, &device, &base),
             optim: super::optim::adamw(cfg.weight_decay as f32),
-            labels: Arc::new(vec![0u8; data.examples.len()]),
+            labels: Arc::new(data.examples.iter().map(|e| e.label).collect()),
             reports: data.reports.as_deref(),
             ce: CrossEntropyLossConfig::new().init(&device),
             cfg,
@@ -455,6 +467,18 @@ impl<'a> Pretrainer<'a> {
         };
         let z = model.forward(x);
         let loss = nt_xent(z, b, self.cfg.temperature, &self.ce);
+        let grads = GradientsParams::from_grads(loss.backward(), &*model);
+        *model = self.optim.step(lr, model.clone(), grads);
+        loss.detach()
+    }
+
+    /// Supervised: cross-entropy of the head's logits against the batch's labels.
+    fn supervised(&mut self, x: Tensor<4>, labels: &[i64], lr: f64) -> Tensor<1> {
+        let targets = self.targets(labels.len(), |i| labels[i]);
+        let Nets::Supervised(model) = &mut self.nets else {
+            unreachable!("supervised pretraining trains a classifier")
+        };
+        let loss = self.ce.forward(model.forward(x), targets);
         let grads = GradientsParams::from_grads(loss.backward(), &*model);
         *model = self.optim.step(lr, model.clone(), grads);
         loss.detach()
@@ -689,6 +713,7 @@ impl Trainer for Pretrainer<'_> {
             Method::Vicreg => self.vicreg(x, b, lr),
             Method::Clip | Method::Convirt => self.image_text(x, &batch.rows, lr)?,
             Method::Slip => self.slip(x, &batch.rows, lr)?,
+            Method::Supervised => self.supervised(x, &batch.labels, lr),
         };
         // The epoch's loss is the mean over its batches.
         Ok(Step {
@@ -748,6 +773,12 @@ impl Nets {
                 cfg.projection_dim,
                 tower(),
                 cfg.method == Method::Convirt,
+                cfg.seed,
+                device,
+            )),
+            Method::Supervised => Nets::Supervised(crate::model::Classifier::new(
+                cfg.arch,
+                cfg.label.map_or(2, |l| l.classes().len()),
                 cfg.seed,
                 device,
             )),
@@ -834,6 +865,7 @@ fn save_nets(nets: &Nets, folder: &Path) -> Result<(), Error> {
         }
         Nets::Text(m) => save_model(&m.valid(), &folder.join("model.bpk")),
         Nets::Slip(m) => save_model(&m.valid(), &folder.join("model.bpk")),
+        Nets::Supervised(m) => save_model(&m.valid(), &folder.join("model.bpk")),
     }
 }
 
@@ -873,6 +905,10 @@ fn load_nets(nets: Nets, folder: &Path, device: &Device, base: &Device) -> Resul
                 .map_err(load("model.bpk"))?,
         ),
         Nets::Slip(m) => Nets::Slip(
+            m.try_load_file(folder.join("model.bpk"))
+                .map_err(load("model.bpk"))?,
+        ),
+        Nets::Supervised(m) => Nets::Supervised(
             m.try_load_file(folder.join("model.bpk"))
                 .map_err(load("model.bpk"))?,
         ),

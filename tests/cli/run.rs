@@ -374,6 +374,10 @@ fn bad_specs_fail_before_anything_runs() {
             ),
         ),
         (
+            "supervised_without_a_label",
+            text.replace("method = \"simclr\"", "method = \"supervised\""),
+        ),
+        (
             "bad_task",
             text.replace(
                 r#"tasks = ["kl", "progression_4y"]"#,
@@ -590,5 +594,46 @@ fn clip_with_a_transformers_bert_folder_runs_end_to_end() {
     assert!(
         shown["record"]["outputs"]["text_encoder"].is_string(),
         "{shown}"
+    );
+}
+
+/// A `supervised` pretraining (KL grade on the internal train partition) is an init like the
+/// self-supervised ones: its encoder initialises a prognosis probe, its record names the
+/// label, and the leakage guard finds no test or external patient in what it saw.
+#[test]
+fn a_supervised_pretraining_initialises_downstream_runs() {
+    let ctx = TestContext::new();
+    let spec = ctx.mini_study(
+        "[grid]\ninits = [\"kl-supervised\"]\ntasks = [\"progression_4y\"]\nprotocols = [\"linear\"]\nfractions = [1.0]\nseeds = [0]",
+        "[pretrain.kl-supervised]\nmethod = \"supervised\"\nlabel = \"kl\"\ndata = [\"train\"]\nepochs = 2\nbatch_size = 8\n\n\
+         [inits.kl-supervised]\nkind = \"pretrain\"\npretrain = \"kl-supervised\"\n",
+    );
+    ctx.ok(["run", spec.to_str().unwrap(), "--no-compare"]);
+    let runs = ctx.runs();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(runs.iter().all(|r| r.1 == "done"), "{runs:?}");
+    let status: serde_json::Value =
+        serde_json::from_str(&ctx.ok(["status", "--format", "json"])).unwrap();
+    let id = |kind: &str| {
+        status
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["kind"] == kind)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let show = |id: &str| -> serde_json::Value {
+        serde_json::from_str(&ctx.ok(["show", id, "--format", "json"])).unwrap()
+    };
+    let pre = show(&id("pretrain"));
+    assert_eq!(pre["record"]["spec"]["config"]["method"], "supervised");
+    assert_eq!(pre["record"]["spec"]["config"]["label"], "kl");
+    let down = show(&id("downstream"));
+    assert_eq!(
+        down["record"]["details"]["leakage"]["patients"], 0,
+        "{down}"
     );
 }

@@ -40,13 +40,14 @@ fn data(kind: Kind) -> (Images, Vec<Example>, Vec<String>) {
     (Images(images, None), examples, reports)
 }
 
-const METHODS: [Method; 6] = [
+const METHODS: [Method; 7] = [
     Method::Simclr,
     Method::Moco,
     Method::Vicreg,
     Method::Clip,
     Method::Convirt,
     Method::Slip,
+    Method::Supervised,
 ];
 
 fn config(method: Method) -> PretrainConfig {
@@ -71,6 +72,7 @@ fn config(method: Method) -> PretrainConfig {
         convirt_lambda: 0.75,
         vicreg: (method == Method::Vicreg).then(VicregWeights::default),
         slip: (method == Method::Slip).then(SlipConfig::default),
+        label: (method == Method::Supervised).then_some(crate::data::Label::Kl),
         text: TextConfig {
             max_len: 24,
             vocab_size: 300,
@@ -447,5 +449,57 @@ fn a_lower_text_rate_moves_the_text_tower_less() {
     assert!(
         slow < shared,
         "a tenth of the rate moves the text tower less: {slow} vs {shared}"
+    );
+}
+
+#[test]
+fn supervised_pretraining_learns_its_label() {
+    let sims = synth::simulate(&SynthSpec {
+        kind: Kind::OaiLike,
+        patients: 48,
+        image_size: 32,
+        seed: 2,
+    });
+    let mut images = BTreeMap::new();
+    let mut examples = Vec::new();
+    for s in sims.iter().filter(|s| s.visit == 0).take(64) {
+        let png = encode_png16(32, 32, &s.render(32));
+        let hash = Hash::of(&png);
+        images.insert(hash, png);
+        examples.push(Example {
+            sample_id: s.sample_id.clone(),
+            patient_id: s.patient_id.clone(),
+            side: s.side,
+            image: hash,
+            label: s.kl.expect("OAI-like knees are graded"),
+        });
+    }
+    let mut cfg = config(Method::Supervised);
+    cfg.epochs = 8;
+    let d = PretrainData {
+        examples,
+        reports: None,
+        images: Arc::new(Images(images, None)),
+        tokenizer: None,
+        text_model: None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let r = run(&cfg, &d, dir.path(), &Quiet, &AtomicBool::new(false)).unwrap();
+    let (first, last) = (r.curves[0].loss, r.curves[cfg.epochs - 1].loss);
+    // Below the cross-entropy of always predicting the training set's class frequencies.
+    let mut counts = [0f64; 5];
+    d.examples
+        .iter()
+        .for_each(|e| counts[e.label as usize] += 1.0);
+    let n = d.examples.len() as f64;
+    let prior: f64 = counts
+        .iter()
+        .filter(|c| **c > 0.0)
+        .map(|c| -(c / n) * (c / n).ln())
+        .sum();
+    assert!(
+        last < first && last < prior,
+        "losses {:?}, prior entropy {prior}",
+        r.curves
     );
 }
