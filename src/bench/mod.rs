@@ -1,12 +1,36 @@
 //! Benchmarks that measure ktrack against a reference in the same run and report the ratio
 //! (never absolute targets in tests): `ktrack bench ingest`, …
 
+pub mod calibration;
 pub mod compare;
 pub mod ingest;
 pub mod loader;
 pub mod skip;
 pub mod ssl;
 pub mod train;
+
+/// Runs the sweep `spec` (a file under `root`) in a fresh home `root/home`, through
+/// `ktrack run`'s code path; a failed run is an error.
+pub fn run_study(
+    root: &std::path::Path,
+    spec: &str,
+) -> anyhow::Result<std::sync::Arc<crate::context::Ktrack>> {
+    let k = std::sync::Arc::new(crate::context::Ktrack::open(&root.join("home"))?);
+    let opts = crate::runner::RunOptions {
+        spec: root.join(spec),
+        plan: crate::runner::plan::PlanOptions::default(),
+        jobs: 1,
+        dry_run: false,
+        stale_after: std::time::Duration::from_secs(120),
+        retry_failed: true,
+    };
+    let interrupt = std::sync::atomic::AtomicBool::new(false);
+    let report = crate::runner::run_sweep(&k, &opts, &crate::progress::Quiet, &interrupt)?;
+    if let Some((id, label, err)) = report.failed.first() {
+        anyhow::bail!("run {id} ({label}) failed: {err}");
+    }
+    Ok(k)
+}
 
 /// The indexes a benchmark measures side by side: SQLite in its scratch home (`None`) always,
 /// and a scratch schema of the PostgreSQL database `postgres`, dropped afterwards, when one is

@@ -4,13 +4,8 @@
 //! on each encoder and on a random-init encoder (the reference), all through `ktrack run`'s
 //! code path. Prints each probe's test QWK and its difference to the random-init probe's.
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::context::Ktrack;
-use crate::progress::Quiet;
-use crate::runner::{self, RunOptions, plan::PlanOptions};
 
 #[derive(Clone, Debug)]
 pub struct SslBenchOptions {
@@ -46,19 +41,7 @@ pub fn run(o: &SslBenchOptions) -> anyhow::Result<SslReport> {
     let dir = tempfile::tempdir()?;
     let root = dir.path();
     write_study(root, o)?;
-    let k = Arc::new(Ktrack::open(&root.join("home"))?);
-    let opts = RunOptions {
-        spec: root.join("ssl.toml"),
-        plan: PlanOptions::default(),
-        jobs: 1,
-        dry_run: false,
-        stale_after: Duration::from_secs(120),
-        retry_failed: true,
-    };
-    let report = runner::run_sweep(&k, &opts, &Quiet, &AtomicBool::new(false))?;
-    if let Some((id, label, err)) = report.failed.first() {
-        anyhow::bail!("run {id} ({label}) failed: {err}");
-    }
+    let k = super::run_study(root, "ssl.toml")?;
     let points = k.index.read()?.points().values("test", "qwk")?;
     Ok(SslReport {
         rows: rows(&points),

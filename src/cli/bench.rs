@@ -54,8 +54,8 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
-    /// Linear probes for KL on SimCLR and CLIP encoders against a random-init encoder, on fresh
-    /// synthetic cohorts: does self-supervised pretraining learn anything?
+    /// Linear probes for KL on SimCLR, VICReg, CLIP and SLIP encoders against a random-init
+    /// encoder, on fresh synthetic cohorts: does self-supervised pretraining learn anything?
     Ssl {
         /// Patients per synthetic cohort (OAI-like, NYU-like, hospital).
         #[arg(long, default_value_t = 200)]
@@ -113,6 +113,37 @@ pub enum Command {
         size: u32,
         #[arg(long)]
         cached: bool,
+    },
+    /// A/A comparisons (one init and protocol, two training seeds) through compare's
+    /// single-seed tests: how often they flag p < 0.05 and how often the 95% CI covers 0.
+    Calibration {
+        /// A/A pairs per task and protocol.
+        #[arg(long, default_value_t = 20)]
+        pairs: usize,
+        /// Patients of the synthetic OAI-like cohort.
+        #[arg(long, default_value_t = 200)]
+        patients: usize,
+        #[arg(long, default_value_t = 48)]
+        size: u32,
+        /// SimCLR epochs of the shared init (0: random init, whose encoder each seed draws).
+        #[arg(long, default_value_t = 4)]
+        pretrain_epochs: usize,
+        /// Epochs of each downstream run.
+        #[arg(long, default_value_t = 20)]
+        epochs: usize,
+        #[arg(long, value_delimiter = ',', default_value = "progression_4y,kl")]
+        tasks: Vec<crate::data::Label>,
+        #[arg(long, value_delimiter = ',', default_value = "linear", value_enum)]
+        protocols: Vec<crate::train::downstream::Protocol>,
+        /// Paired-bootstrap replicates per pair.
+        #[arg(long, default_value_t = 1000)]
+        bootstrap: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
     },
     /// Re-running a finished sweep of N runs: every run skipped.
     Skip {
@@ -194,6 +225,33 @@ pub fn run(env: &Env, cmd: Command) -> Result<()> {
                 threads,
             };
             ssl(env, &opts, format)
+        }
+        Command::Calibration {
+            pairs,
+            patients,
+            size,
+            pretrain_epochs,
+            epochs,
+            tasks,
+            protocols,
+            bootstrap,
+            seed,
+            threads,
+            format,
+        } => {
+            let opts = crate::bench::calibration::CalibrationOptions {
+                pairs,
+                patients,
+                image_size: size,
+                pretrain_epochs,
+                epochs,
+                tasks,
+                protocols,
+                bootstrap,
+                seed,
+                threads,
+            };
+            calibration(env, &opts, format)
         }
         Command::Skip {
             runs,
@@ -386,6 +444,55 @@ fn hardware(device: &str) -> &str {
     } else {
         "cpu"
     }
+}
+
+fn calibration(
+    env: &Env,
+    opts: &crate::bench::calibration::CalibrationOptions,
+    format: Format,
+) -> Result<()> {
+    let r = crate::bench::calibration::run(opts)?;
+    if format == Format::Json {
+        return Ok(env.printer.data(&serde_json::to_string_pretty(&r)?)?);
+    }
+    let mut t = crate::output::Table::new([
+        "task",
+        "protocol",
+        "test",
+        "A/A pairs",
+        "p < 0.05 (target 5%)",
+        "95% CI covers 0 (target 95%)",
+        "sd of the A/A difference",
+        "mean CI half-width",
+    ]);
+    for row in &r.rows {
+        t.row([
+            row.task.clone(),
+            row.protocol.clone(),
+            format!("{} ({})", row.test, row.metric),
+            row.pairs.to_string(),
+            format!("{} ({:.0}%)", row.flagged, 100.0 * row.flag_rate),
+            format!("{} ({:.0}%)", row.covered, 100.0 * row.coverage),
+            format!("{:.3}", row.sd_diff),
+            format!("{:.3}", row.mean_ci_half_width),
+        ]);
+    }
+    env.printer.data(&format!(
+        "{} A/A pairs per row ({} patients, {} px, {} downstream epochs, init: {}), in {:.0} s
+{}",
+        opts.pairs,
+        opts.patients,
+        opts.image_size,
+        opts.epochs,
+        if opts.pretrain_epochs == 0 {
+            "random".to_string()
+        } else {
+            format!("SimCLR, {} epochs", opts.pretrain_epochs)
+        },
+        r.seconds,
+        super::data::render(&t, format)
+    ))?;
+    Ok(())
 }
 
 fn ssl(env: &Env, opts: &crate::bench::ssl::SslBenchOptions, format: Format) -> Result<()> {

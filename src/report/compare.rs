@@ -362,6 +362,13 @@ pub fn compare(k: &Ktrack, opts: &CompareOptions) -> Result<Vec<CompareTable>, E
             ));
         }
         cells.sort_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
+        let mut notes = notes;
+        if cells
+            .iter()
+            .any(|c| matches!(c.2.test, Some("DeLong" | "paired bootstrap")))
+        {
+            notes.push(SINGLE_SEED_NOTE.to_string());
+        }
         out.push(CompareTable {
             fixed: fixed_axes
                 .iter()
@@ -421,7 +428,8 @@ fn leakage(k: &Ktrack, opts: &CompareOptions) -> Result<Vec<Leak>, Error> {
     Ok(k.index.read()?.points().leakage(opts.sweep.as_deref())?)
 }
 
-fn predictions_of(k: &Ktrack, run: &str, eval: &str) -> Result<Predictions, Error> {
+/// The predictions of `run` (a hash) on evaluation set `eval`.
+pub fn predictions_of(k: &Ktrack, run: &str, eval: &str) -> Result<Predictions, Error> {
     let run = parse_hash(run)?;
     let role = format!("predictions:{eval}");
     let hash = k
@@ -522,43 +530,91 @@ fn summarise(
         return Ok(cell);
     };
     let base = predictions_of(k, base_run, &a.eval)?;
+    let t = single_seed_test(&a.metric, &preds, &base, opts, false);
+    cell.p = t.p;
+    cell.test = Some(t.test);
+    Ok(cell)
+}
+
+/// Said under every table with a single-seed p-value.
+pub const SINGLE_SEED_NOTE: &str = "Single-seed p-values (DeLong, paired bootstrap) resample the test set only, not \
+     training seeds: A/A pairs (two seeds of one init) are flagged more often than 5% \
+     (`ktrack bench calibration`). Several seeds per cell give the paired t-test over seeds.";
+
+/// The single-seed test of one run against another on the same evaluation cases.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct PairTest {
+    /// `metric(a) − metric(b)` on the cases both predicted.
+    pub diff: f64,
+    /// The patient-clustered paired-bootstrap CI of `diff` (when asked for).
+    pub lo: Option<f64>,
+    pub hi: Option<f64>,
+    pub p: Option<f64>,
+    /// `DeLong` (AUROC) or `paired bootstrap` (every other metric).
+    pub test: &'static str,
+}
+
+/// What `compare` tests when a cell has one seed: DeLong for AUROC, else a paired bootstrap
+/// over patients of the test set (`opts.bootstrap` replicates from `opts.seed`). Both resample
+/// the test cases only: the training seed's own variance is not in them. `with_ci` also draws
+/// the paired-bootstrap CI of the difference.
+pub fn single_seed_test(
+    metric: &str,
+    a: &Predictions,
+    b: &Predictions,
+    opts: &CompareOptions,
+    with_ci: bool,
+) -> PairTest {
     // Pair the two prediction sets case by case (same evaluation cases).
-    let order: BTreeMap<&str, usize> = base
+    let order: BTreeMap<&str, usize> = b
         .sample_id
         .iter()
         .enumerate()
         .map(|(i, s)| (s.as_str(), i))
         .collect();
-    let aligned: Vec<(usize, usize)> = preds
+    let aligned: Vec<(usize, usize)> = a
         .sample_id
         .iter()
         .enumerate()
         .filter_map(|(i, s)| order.get(s.as_str()).map(|&j| (i, j)))
         .collect();
-    if a.metric == "auroc" {
-        let labels: Vec<u8> = aligned.iter().map(|&(i, _)| preds.label[i]).collect();
-        let x: Vec<f64> = aligned.iter().map(|&(i, _)| preds.probs[i][0]).collect();
-        let y: Vec<f64> = aligned.iter().map(|&(_, j)| base.probs[j][0]).collect();
-        let d = stats::delong(&labels, &x, &y);
-        cell.p = d.p.is_finite().then_some(d.p);
-        cell.test = Some("DeLong");
-    } else {
-        let map: BTreeMap<usize, usize> = aligned.iter().copied().collect();
-        let (_, pv) = stats::paired_bootstrap(
+    let patients: Vec<&str> = a.patient_id.iter().map(String::as_str).collect();
+    let clusters = Clusters::by_patient(&patients, &a.label);
+    let map: BTreeMap<usize, usize> = aligned.iter().copied().collect();
+    let diff_on = |idx: &[usize]| {
+        let other: Vec<usize> = idx.iter().filter_map(|i| map.get(i).copied()).collect();
+        a.metric_on(metric, idx) - b.metric_on(metric, &other)
+    };
+    let all: Vec<usize> = aligned.iter().map(|&(i, _)| i).collect();
+    let mut t = PairTest {
+        diff: diff_on(&all),
+        lo: None,
+        hi: None,
+        p: None,
+        test: "paired bootstrap",
+    };
+    if metric != "auroc" || with_ci {
+        let (ci, pv) = stats::paired_bootstrap(
             &clusters,
-            preds.len(),
-            &|idx| {
-                let other: Vec<usize> = idx.iter().filter_map(|i| map.get(i).copied()).collect();
-                preds.metric_on(&m, idx) - base.metric_on(&m, &other)
-            },
+            a.len(),
+            &diff_on,
             opts.bootstrap,
             opts.level,
             opts.seed,
         );
-        cell.p = pv.is_finite().then_some(pv);
-        cell.test = Some("paired bootstrap");
+        t.lo = (with_ci && ci.lo.is_finite()).then_some(ci.lo);
+        t.hi = (with_ci && ci.hi.is_finite()).then_some(ci.hi);
+        t.p = pv.is_finite().then_some(pv);
     }
-    Ok(cell)
+    if metric == "auroc" {
+        let labels: Vec<u8> = aligned.iter().map(|&(i, _)| a.label[i]).collect();
+        let x: Vec<f64> = aligned.iter().map(|&(i, _)| a.probs[i][0]).collect();
+        let y: Vec<f64> = aligned.iter().map(|&(_, j)| b.probs[j][0]).collect();
+        let d = stats::delong(&labels, &x, &y);
+        t.p = d.p.is_finite().then_some(d.p);
+        t.test = "DeLong";
+    }
+    t
 }
 
 fn paired_t_p_from_sums(n: i64, dsum: f64, dsumsq: f64) -> Option<f64> {

@@ -205,3 +205,45 @@ fn loader_bench_times_every_stage_and_memory_stays_flat_with_the_cache() {
     assert!(memory_growth > 8.0, "{out}");
     assert!(cached_growth < memory_growth / 2.0, "{out}");
 }
+
+/// `bench calibration` runs A/A pairs through compare's single-seed tests and reports rates
+/// that agree with their counts (3 pairs here; the README gives the 20-pair figures).
+#[test]
+fn calibration_reports_its_a_a_pairs() {
+    let ctx = TestContext::new();
+    let out = ctx.ok([
+        "bench",
+        "calibration",
+        "--pairs",
+        "3",
+        "--patients",
+        "60",
+        "--size",
+        "32",
+        "--pretrain-epochs",
+        "0",
+        "--epochs",
+        "3",
+        "--bootstrap",
+        "100",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{out}");
+    for (row, test) in rows.iter().zip(["DeLong", "paired bootstrap"]) {
+        assert_eq!(row["test"], test, "{row}");
+        assert_eq!(row["pairs"], 3);
+        let rate = |n: &str, r: &str| {
+            let (n, r) = (row[n].as_f64().unwrap(), row[r].as_f64().unwrap());
+            assert!(
+                (r - n / 3.0).abs() < 1e-12 && (0.0..=3.0).contains(&n),
+                "{row}"
+            );
+        };
+        rate("flagged", "flag_rate");
+        rate("covered", "coverage");
+        assert!(row["sd_diff"].as_f64().unwrap() >= 0.0, "{row}");
+    }
+}

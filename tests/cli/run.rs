@@ -535,6 +535,9 @@ fn lpft_is_one_run_with_both_phases() {
         html.contains("fine-tune starts") && html.contains("training loss (linear)"),
         "the LP-FT run's curves show both phases"
     );
+    // An auditor's rerun of both phases gives the same predictions.
+    let out = ctx.run(["reproduce", &id[..8]]);
+    assert!(out.contains("verdict: IDENTICAL"), "{out}");
 }
 
 /// A CLIP pretraining whose text tower is a BERT folder saved by `transformers`

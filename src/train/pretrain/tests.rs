@@ -15,6 +15,11 @@ use crate::train::data::MemoryImages as Images;
 use crate::train::data::Normalize;
 
 fn data(kind: Kind) -> (Images, Vec<Example>, Vec<String>) {
+    labelled(kind, |_| 0)
+}
+
+/// Baseline images of a synthetic cohort, labelled by `label`.
+fn labelled(kind: Kind, label: fn(&synth::SimImage) -> u8) -> (Images, Vec<Example>, Vec<String>) {
     let sims = synth::simulate(&SynthSpec {
         kind,
         patients: 48,
@@ -33,7 +38,7 @@ fn data(kind: Kind) -> (Images, Vec<Example>, Vec<String>) {
             patient_id: s.patient_id.clone(),
             side: s.side,
             image: hash,
-            label: 0,
+            label: label(s),
         });
         reports.push(s.report.clone().unwrap_or_default());
     }
@@ -454,32 +459,14 @@ fn a_lower_text_rate_moves_the_text_tower_less() {
 
 #[test]
 fn supervised_pretraining_learns_its_label() {
-    let sims = synth::simulate(&SynthSpec {
-        kind: Kind::OaiLike,
-        patients: 48,
-        image_size: 32,
-        seed: 2,
-    });
-    let mut images = BTreeMap::new();
-    let mut examples = Vec::new();
-    for s in sims.iter().filter(|s| s.visit == 0).take(64) {
-        let png = encode_png16(32, 32, &s.render(32));
-        let hash = Hash::of(&png);
-        images.insert(hash, png);
-        examples.push(Example {
-            sample_id: s.sample_id.clone(),
-            patient_id: s.patient_id.clone(),
-            side: s.side,
-            image: hash,
-            label: s.kl.expect("OAI-like knees are graded"),
-        });
-    }
+    let (images, examples, _) =
+        labelled(Kind::OaiLike, |s| s.kl.expect("OAI-like knees are graded"));
     let mut cfg = config(Method::Supervised);
     cfg.epochs = 8;
     let d = PretrainData {
         examples,
         reports: None,
-        images: Arc::new(Images(images, None)),
+        images: Arc::new(images),
         tokenizer: None,
         text_model: None,
     };
