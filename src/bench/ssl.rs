@@ -1,11 +1,10 @@
 //! `ktrack bench ssl`: does self-supervised pretraining learn anything? A small study on fresh
 //! synthetic cohorts in a temporary home — SimCLR and VICReg on the OAI-like training images
-//! plus the NYU-like cohort, CLIP and SLIP on the hospital image–report pairs — then a linear probe for KL grade
+//! plus the NYU-like cohort, CLIP and SLIP (with CLIP, and with ConVIRT) on the hospital image–report pairs — then a linear probe for KL grade
 //! on each encoder and on a random-init encoder (the reference), all through `ktrack run`'s
 //! code path. Prints each probe's test QWK and its difference to the random-init probe's.
 
 use std::time::Instant;
-
 
 #[derive(Clone, Debug)]
 pub struct SslBenchOptions {
@@ -117,6 +116,17 @@ projection_dim = 64
 slip = {{ text_loss = "clip", simclr_weight = 1.0, text_weight = 1.0 }}
 text = {{ max_len = 40, vocab_size = 500, dim = 64, layers = 1, heads = 4 }}
 seed = {seed}
+[pretrain.slip-convirt-ssl]
+method = "slip"
+data = ["datasets/hospital.toml"]
+epochs = {pe}
+batch_size = 50
+lr = 2e-3
+temperature = 0.1
+projection_dim = 64
+slip = {{ text_loss = "convirt", simclr_weight = 1.0, text_weight = 1.0 }}
+text = {{ max_len = 40, vocab_size = 500, dim = 64, layers = 1, heads = 4 }}
+seed = {seed}
 [inits.random]
 kind = "random"
 [inits.image-ssl]
@@ -131,8 +141,11 @@ pretrain = "image-text-ssl"
 [inits.slip-ssl]
 kind = "pretrain"
 pretrain = "slip-ssl"
+[inits.slip-convirt-ssl]
+kind = "pretrain"
+pretrain = "slip-convirt-ssl"
 [grid]
-inits = ["random", "image-ssl", "vicreg-ssl", "image-text-ssl", "slip-ssl"]
+inits = ["random", "image-ssl", "vicreg-ssl", "image-text-ssl", "slip-ssl", "slip-convirt-ssl"]
 tasks = ["kl"]
 protocols = ["linear"]
 seeds = [{seed}]
