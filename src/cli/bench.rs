@@ -116,35 +116,7 @@ pub enum Command {
     },
     /// A/A comparisons (one init and protocol, two training seeds) through compare's
     /// single-seed tests: how often they flag p < 0.05 and how often the 95% CI covers 0.
-    Calibration {
-        /// A/A pairs per task and protocol.
-        #[arg(long, default_value_t = 20)]
-        pairs: usize,
-        /// Patients of the synthetic OAI-like cohort.
-        #[arg(long, default_value_t = 200)]
-        patients: usize,
-        #[arg(long, default_value_t = 48)]
-        size: u32,
-        /// SimCLR epochs of the shared init (0: random init, whose encoder each seed draws).
-        #[arg(long, default_value_t = 4)]
-        pretrain_epochs: usize,
-        /// Epochs of each downstream run.
-        #[arg(long, default_value_t = 20)]
-        epochs: usize,
-        #[arg(long, value_delimiter = ',', default_value = "progression_4y,kl")]
-        tasks: Vec<crate::data::Label>,
-        #[arg(long, value_delimiter = ',', default_value = "linear", value_enum)]
-        protocols: Vec<crate::train::downstream::Protocol>,
-        /// Paired-bootstrap replicates per pair.
-        #[arg(long, default_value_t = 1000)]
-        bootstrap: usize,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
-        #[arg(long, value_enum, default_value = "table")]
-        format: Format,
-    },
+    Calibration(CalibrationArgs),
     /// Re-running a finished sweep of N runs: every run skipped.
     Skip {
         #[arg(long, default_value_t = 1000)]
@@ -168,6 +140,37 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CalibrationArgs {
+    /// A/A pairs per task and protocol.
+    #[arg(long, default_value_t = 20)]
+    pairs: usize,
+    /// Patients of the synthetic OAI-like cohort.
+    #[arg(long, default_value_t = 200)]
+    patients: usize,
+    #[arg(long, default_value_t = 48)]
+    size: u32,
+    /// SimCLR epochs of the shared init (0: random init, whose encoder each seed draws).
+    #[arg(long, default_value_t = 4)]
+    pretrain_epochs: usize,
+    /// Epochs of each downstream run.
+    #[arg(long, default_value_t = 20)]
+    epochs: usize,
+    #[arg(long, value_delimiter = ',', default_value = "progression_4y,kl")]
+    tasks: Vec<crate::data::Label>,
+    #[arg(long, value_delimiter = ',', default_value = "linear", value_enum)]
+    protocols: Vec<crate::train::downstream::Protocol>,
+    /// Paired-bootstrap replicates per pair.
+    #[arg(long, default_value_t = 1000)]
+    bootstrap: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
 }
 
 fn parse_precision(s: &str) -> std::result::Result<crate::train::Precision, String> {
@@ -226,33 +229,7 @@ pub fn run(env: &Env, cmd: Command) -> Result<()> {
             };
             ssl(env, &opts, format)
         }
-        Command::Calibration {
-            pairs,
-            patients,
-            size,
-            pretrain_epochs,
-            epochs,
-            tasks,
-            protocols,
-            bootstrap,
-            seed,
-            threads,
-            format,
-        } => {
-            let opts = crate::bench::calibration::CalibrationOptions {
-                pairs,
-                patients,
-                image_size: size,
-                pretrain_epochs,
-                epochs,
-                tasks,
-                protocols,
-                bootstrap,
-                seed,
-                threads,
-            };
-            calibration(env, &opts, format)
-        }
+        Command::Calibration(a) => calibration(env, a),
         Command::Skip {
             runs,
             postgres,
@@ -446,11 +423,20 @@ fn hardware(device: &str) -> &str {
     }
 }
 
-fn calibration(
-    env: &Env,
-    opts: &crate::bench::calibration::CalibrationOptions,
-    format: Format,
-) -> Result<()> {
+fn calibration(env: &Env, a: CalibrationArgs) -> Result<()> {
+    let format = a.format;
+    let opts = &crate::bench::calibration::CalibrationOptions {
+        pairs: a.pairs,
+        patients: a.patients,
+        image_size: a.size,
+        pretrain_epochs: a.pretrain_epochs,
+        epochs: a.epochs,
+        tasks: a.tasks,
+        protocols: a.protocols,
+        bootstrap: a.bootstrap,
+        seed: a.seed,
+        threads: a.threads,
+    };
     let r = crate::bench::calibration::run(opts)?;
     if format == Format::Json {
         return Ok(env.printer.data(&serde_json::to_string_pretty(&r)?)?);
