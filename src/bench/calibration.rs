@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use crate::context::Ktrack;
 use crate::data::Label;
+use crate::data::synth::{self, Kind, SynthSpec};
 use crate::report::compare::{self, CompareOptions};
 use crate::train::downstream::Protocol;
 
@@ -146,21 +147,17 @@ fn calibrate(
 /// sweep (`calibration.toml`) under `root`: one init, every task and protocol, 2 × pairs seeds.
 fn write_study(root: &std::path::Path, o: &CalibrationOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(root.join("datasets"))?;
-    for (kind, labels) in [
-        (
-            "oai-like",
-            "kl = \"kl\"\nincidence_4y = \"incidence_4y\"\nprogression_4y = \"progression_4y\"\n",
-        ),
-        ("nyu-like", ""),
-    ] {
+    for kind in [Kind::OaiLike, Kind::NyuLike] {
+        let spec = SynthSpec {
+            kind,
+            patients: o.patients,
+            image_size: o.image_size,
+            seed: o.seed,
+        };
+        let name = kind.name();
         std::fs::write(
-            root.join(format!("datasets/{kind}.toml")),
-            format!(
-                "name = \"{kind}\"\nmanifest = \"{kind}/manifest.csv\"\nimage_root = \"{kind}\"\n[columns]\n\
-                 sample_id = \"sample_id\"\npatient_id = \"patient_id\"\nside = \"side\"\nvisit = \"visit_month\"\n\
-                 image = \"image_path\"\n{labels}[synth]\nkind = \"{kind}\"\npatients = {}\nimage_size = {}\nseed = {}\n",
-                o.patients, o.image_size, o.seed
-            ),
+            root.join(format!("datasets/{name}.toml")),
+            synth::descriptor_toml(&spec, name, &format!("{name}/manifest.csv"), name),
         )?;
     }
     let init = if o.pretrain_epochs == 0 {

@@ -14,7 +14,7 @@ use crate::data::Label;
 use crate::model::Arch;
 use crate::model::ssl::TextConfig;
 use crate::train::data::{Augment, Normalize};
-use crate::train::downstream::{ProbePhase, Protocol};
+use crate::train::downstream::{Protocol, Settings};
 use crate::train::pretrain::{Method, SlipConfig, VicregWeights};
 use crate::train::{DeviceKind, Precision};
 
@@ -326,35 +326,15 @@ impl Default for TrainSpec {
     }
 }
 
-/// Fully resolved hyperparameters of one protocol.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Resolved {
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub lr: f64,
-    pub weight_decay: f64,
-    pub warmup_epochs: f64,
-    pub patience: Option<usize>,
-    pub augment: Augment,
-}
-
 impl TrainSpec {
     /// LP-FT's probe phase: the linear protocol's settings.
-    pub fn probe_phase(&self) -> ProbePhase {
-        let l = self.resolve(Protocol::Linear);
-        ProbePhase {
-            augment: l.augment,
-            epochs: l.epochs,
-            batch_size: l.batch_size,
-            lr: l.lr,
-            weight_decay: l.weight_decay,
-            warmup_epochs: l.warmup_epochs,
-            patience: l.patience,
-        }
+    pub fn probe_phase(&self) -> Settings {
+        self.resolve(Protocol::Linear)
     }
 
     /// Built-in defaults < `[train]` < `[train.<protocol>]`.
-    pub fn resolve(&self, protocol: Protocol) -> Resolved {
+    /// Fully resolved settings of one protocol.
+    pub fn resolve(&self, protocol: Protocol) -> Settings {
         let builtin = match protocol {
             // A probe trains only the head: more epochs, a higher rate, no augmentation (so
             // features are computed once).
@@ -394,7 +374,7 @@ impl TrainSpec {
             Protocol::Lpft => &self.lpft,
         };
         let h = over.or(&self.defaults).or(&builtin);
-        Resolved {
+        Settings {
             epochs: h.epochs.unwrap_or(1),
             batch_size: h.batch_size.unwrap_or(32),
             lr: h.lr.unwrap_or(1e-3),

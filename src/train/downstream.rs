@@ -55,9 +55,9 @@ impl Protocol {
     }
 }
 
-/// The probe phase of an LP-FT run (the fine-tune phase's settings are the run's own).
+/// The training settings of one protocol (resolved from a spec), or of LP-FT's probe phase.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ProbePhase {
+pub struct Settings {
     pub augment: Augment,
     pub epochs: usize,
     pub batch_size: usize,
@@ -93,7 +93,7 @@ pub struct DownstreamConfig {
     /// LP-FT's probe phase; absent for the other protocols, so their identities are what
     /// they were.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub probe: Option<ProbePhase>,
+    pub probe: Option<Settings>,
 }
 
 impl DownstreamConfig {

@@ -73,7 +73,7 @@ fn config(protocol: Protocol, augment: bool) -> DownstreamConfig {
         device: DeviceKind::Cpu,
         threads: 2,
         precision: Default::default(),
-        probe: (protocol == Protocol::Lpft).then(|| ProbePhase {
+        probe: (protocol == Protocol::Lpft).then(|| Settings {
             augment: Augment::off(),
             epochs: 2,
             batch_size: 16,
