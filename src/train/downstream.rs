@@ -178,17 +178,30 @@ pub fn run(
     progress: &dyn Task,
     interrupt: &AtomicBool,
 ) -> Result<DownstreamReport, Error> {
-    if cfg.protocol != Protocol::Lpft {
-        return train(
-            cfg,
-            Start::Init(init),
-            data,
-            run_dir,
-            &[],
-            progress,
-            interrupt,
-        );
+    if cfg.protocol == Protocol::Lpft {
+        return lpft(cfg, init, data, run_dir, progress, interrupt);
     }
+    train(
+        cfg,
+        Start::Init(init),
+        data,
+        run_dir,
+        &[],
+        progress,
+        interrupt,
+    )
+}
+
+/// LP-FT: the probe phase in `probe/` (skipped once `probe/report.json` says it is done), then
+/// the fine-tune from the probe's best model; the report's curves hold both phases.
+fn lpft(
+    cfg: &DownstreamConfig,
+    init: &Init,
+    data: &DownstreamData,
+    run_dir: &Path,
+    progress: &dyn Task,
+    interrupt: &AtomicBool,
+) -> Result<DownstreamReport, Error> {
     let probe = cfg.probe.clone().ok_or_else(|| {
         Error::Data("an lpft run needs its probe phase's settings (`probe`)".into())
     })?;
