@@ -382,14 +382,33 @@ fn weights_of(
     Ok(weights)
 }
 
-/// Every file of each pretraining's BERT folder, stored (streamed and hashed in parallel):
+/// The pretrainings an init of the grid uses (only those are planned, and only their
+/// inputs stored).
+fn used_pretrains(s: &super::spec::Spec) -> std::collections::BTreeSet<&str> {
+    s.grid
+        .inits
+        .iter()
+        .filter_map(|i| match &s.inits[i] {
+            InitSpec::Pretrain { pretrain, .. } => Some(pretrain.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every file of each used pretraining's BERT folder, stored (streamed and hashed in parallel):
 /// (file name → object) by pretraining.
 fn text_models_of(
     k: &Ktrack,
     spec: &LoadedSpec,
 ) -> Result<BTreeMap<String, BTreeMap<String, Hash>>, Error> {
     let mut out = BTreeMap::new();
-    for (name, p) in &spec.spec.pretrain {
+    let used = used_pretrains(&spec.spec);
+    for (name, p) in spec
+        .spec
+        .pretrain
+        .iter()
+        .filter(|(n, _)| used.contains(n.as_str()))
+    {
         let Some(dir) = &p.text.model else { continue };
         let dir = spec.resolve(dir);
         let io = |e: std::io::Error| {
@@ -436,16 +455,7 @@ fn pretrain_runs<'s>(
     let s = &spec.spec;
     let mut runs = Vec::new();
     let mut ids: BTreeMap<&str, Hash> = BTreeMap::new();
-    // Only pretraining runs that an init of the grid uses.
-    let used: std::collections::BTreeSet<&str> = s
-        .grid
-        .inits
-        .iter()
-        .filter_map(|i| match &s.inits[i] {
-            InitSpec::Pretrain { pretrain, .. } => Some(pretrain.as_str()),
-            _ => None,
-        })
-        .collect();
+    let used = used_pretrains(s);
     for (name, p) in s.pretrain.iter().filter(|(n, _)| used.contains(n.as_str())) {
         let sources = p
             .data
