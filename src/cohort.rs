@@ -47,9 +47,25 @@ pub enum Label {
     /// Baseline KL >= 1 and an increase of >= 1 within four years (0/1).
     #[serde(rename = "progression_4y")]
     Progression4y,
+    /// The object class (0..=255) of a generic, out-of-domain labelled image set: what a
+    /// supervised pretraining standing in for ImageNet learns. Not a knee task, so not in
+    /// [`Label::ALL`].
+    Class,
 }
 
+/// Every value a `class` takes.
+const CLASS_VALUES: [u8; 256] = {
+    let mut v = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        v[i] = i as u8;
+        i += 1;
+    }
+    v
+};
+
 impl Label {
+    /// The knee tasks (what a downstream run predicts and splits are stratified by).
     pub const ALL: [Label; 3] = [Label::Kl, Label::Incidence4y, Label::Progression4y];
 
     pub fn name(self) -> &'static str {
@@ -57,14 +73,16 @@ impl Label {
             Label::Kl => "kl",
             Label::Incidence4y => "incidence_4y",
             Label::Progression4y => "progression_4y",
+            Label::Class => "class",
         }
     }
 
-    /// The classes the label takes.
+    /// The classes the label takes (`class`: any byte; a set uses the first few).
     pub fn classes(self) -> &'static [u8] {
         match self {
             Label::Kl => &[0, 1, 2, 3, 4],
             Label::Incidence4y | Label::Progression4y => &[0, 1],
+            Label::Class => &CLASS_VALUES,
         }
     }
 }
@@ -100,6 +118,9 @@ pub struct Sample {
     pub kl: Option<u8>,
     pub incidence_4y: Option<u8>,
     pub progression_4y: Option<u8>,
+    /// The object class of a generic labelled image set (see [`Label::Class`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<u8>,
     pub report: Option<String>,
 }
 
@@ -109,6 +130,7 @@ impl Sample {
             Label::Kl => self.kl,
             Label::Incidence4y => self.incidence_4y,
             Label::Progression4y => self.progression_4y,
+            Label::Class => self.class,
         }
     }
 }

@@ -79,6 +79,7 @@ fn class_counts<'a>(samples: impl Iterator<Item = &'a Sample>, label: Label) -> 
 fn present_labels(samples: &[Sample]) -> Vec<Label> {
     Label::ALL
         .into_iter()
+        .chain([Label::Class])
         .filter(|l| samples.iter().any(|s| s.label(*l).is_some()))
         .collect()
 }

@@ -57,6 +57,9 @@ pub struct Columns {
     pub incidence_4y: Option<String>,
     #[serde(default)]
     pub progression_4y: Option<String>,
+    /// The object class (0..=255) of a generic labelled image set.
+    #[serde(default)]
+    pub class: Option<String>,
     #[serde(default)]
     pub report: Option<String>,
 }
@@ -75,6 +78,7 @@ impl Columns {
             ("kl", &self.kl),
             ("incidence_4y", &self.incidence_4y),
             ("progression_4y", &self.progression_4y),
+            ("class", &self.class),
             ("report", &self.report),
         ];
         for (field, column) in optional {

@@ -308,6 +308,7 @@ mod tests {
                     Some(u8::from(p % 5 == 0))
                 },
                 progression_4y: None,
+                class: None,
                 report: None,
             });
             let part = if p % 10 < 8 {

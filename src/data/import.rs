@@ -173,6 +173,7 @@ struct Row {
     kl: Option<u8>,
     incidence_4y: Option<u8>,
     progression_4y: Option<u8>,
+    class: Option<u8>,
     report: Option<String>,
 }
 
@@ -388,6 +389,7 @@ fn samples_of(rows: &[Row], puts: &[store::Put]) -> Vec<Sample> {
             kl: r.kl,
             incidence_4y: r.incidence_4y,
             progression_4y: r.progression_4y,
+            class: r.class,
             report: r.report.clone(),
         })
         .collect();
@@ -437,6 +439,7 @@ fn real_rows(
                 kl: s.kl,
                 incidence_4y: s.incidence_4y,
                 progression_4y: s.progression_4y,
+                class: None,
                 report: None,
             })
         })
@@ -527,6 +530,7 @@ fn parse_rows(dataset: &Dataset, columns: &Columns, table: &TextTable) -> Result
             label(cell("incidence_4y"), 1).map_err(|p| field_err("incidence_4y", p))?;
         let progression_4y =
             label(cell("progression_4y"), 1).map_err(|p| field_err("progression_4y", p))?;
+        let class = label(cell("class"), 255).map_err(|p| field_err("class", p))?;
         let report = cell("report").map(str::to_string);
         let image = relative_image_path(&image_rel).map_err(|problem| Error::Image {
             manifest: manifest.clone(),
@@ -546,6 +550,7 @@ fn parse_rows(dataset: &Dataset, columns: &Columns, table: &TextTable) -> Result
             kl,
             incidence_4y,
             progression_4y,
+            class,
             report,
         });
     }

@@ -3,7 +3,8 @@
 //! manifest (Parquet, rows sorted by sample id) whose blake3 is the cohort version.
 //!
 //! Canonical columns: sample_id, patient_id, side, visit (int64 months), image (blake3 hex),
-//! kl, incidence_4y, progression_4y (nullable int64), report (nullable utf8). File key-value
+//! kl, incidence_4y, progression_4y (nullable int64), report (nullable utf8), and class
+//! (nullable int64) only in a generic labelled set's manifest. File key-value
 //! metadata carries `ktrack.schema` and any cohort rules that are part of its identity.
 
 use std::collections::BTreeMap;
@@ -307,7 +308,7 @@ pub fn write_canonical(samples: &[Sample], rules: &BTreeMap<String, String>) -> 
     let strs = |f: &dyn Fn(&Sample) -> String| -> ArrayRef {
         Arc::new(StringArray::from(samples.iter().map(f).collect::<Vec<_>>()))
     };
-    let batch = table::batch(vec![
+    let mut columns = vec![
         ("sample_id", strs(&|s| s.sample_id.clone()), false),
         ("patient_id", strs(&|s| s.patient_id.clone()), false),
         ("side", strs(&|s| s.side.as_str().to_string()), false),
@@ -337,8 +338,13 @@ pub fn write_canonical(samples: &[Sample], rules: &BTreeMap<String, String>) -> 
             )),
             true,
         ),
-    ])
-    .expect("the canonical schema is consistent");
+    ];
+    // Only a generic labelled set has classes; without them the file (and so every knee
+    // cohort's version) is what it always was.
+    if samples.iter().any(|s| s.class.is_some()) {
+        columns.push(("class", opt_u8(samples.iter().map(|s| s.class)), true));
+    }
+    let batch = table::batch(columns).expect("the canonical schema is consistent");
     let mut metadata = rules.clone();
     metadata.insert("ktrack.schema".into(), SCHEMA.into());
     table::write(&batch, &metadata).expect("writing Parquet to memory cannot fail")
@@ -364,6 +370,10 @@ pub fn read_canonical(bytes: &[u8]) -> Result<Canonical, Error> {
     let inc = table::int64s(b, "incidence_4y").map_err(bad)?;
     let prog = table::int64s(b, "progression_4y").map_err(bad)?;
     let report = table::strings(b, "report").map_err(bad)?;
+    let class = match b.column_by_name("class") {
+        Some(_) => Some(table::int64s(b, "class").map_err(bad)?),
+        None => None,
+    };
     let opt = |a: &Int64Array, i: usize| (!a.is_null(i)).then(|| a.value(i) as u8);
     let mut samples = Vec::with_capacity(b.num_rows());
     for i in 0..b.num_rows() {
@@ -380,6 +390,7 @@ pub fn read_canonical(bytes: &[u8]) -> Result<Canonical, Error> {
             kl: opt(kl, i),
             incidence_4y: opt(inc, i),
             progression_4y: opt(prog, i),
+            class: class.and_then(|c| opt(c, i)),
             report: (!report.is_null(i)).then(|| report.value(i).to_string()),
         });
     }
@@ -407,6 +418,7 @@ mod tests {
                 kl: Some(2),
                 incidence_4y: None,
                 progression_4y: Some(1),
+                class: None,
                 report: Some("mild medial narrowing".into()),
             },
             Sample {
@@ -418,6 +430,7 @@ mod tests {
                 kl: None,
                 incidence_4y: Some(0),
                 progression_4y: None,
+                class: None,
                 report: None,
             },
         ];
@@ -427,6 +440,13 @@ mod tests {
         let back = read_canonical(&bytes).unwrap();
         assert_eq!(back.samples, samples);
         assert_eq!(back.rules, rules);
+        // A knee cohort has no class column; a generic set's classes come back as written.
+        let t = table::read(&bytes).unwrap();
+        assert!(t.batch.column_by_name("class").is_none());
+        let mut generic = samples.clone();
+        generic[0].class = Some(11);
+        let bytes = write_canonical(&generic, &rules);
+        assert_eq!(read_canonical(&bytes).unwrap().samples, generic);
     }
 
     #[test]

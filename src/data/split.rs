@@ -307,6 +307,7 @@ mod tests {
                         kl: Some((base + (v as u8 / 3)).min(4)),
                         incidence_4y: None,
                         progression_4y: None,
+                        class: None,
                         report: None,
                     });
                 }

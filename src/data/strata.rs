@@ -75,6 +75,7 @@ mod tests {
             kl,
             incidence_4y: None,
             progression_4y: None,
+            class: None,
             report: None,
         }
     }

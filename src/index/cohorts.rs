@@ -31,6 +31,7 @@ from_rows!(Sample, |row| {
         kl: small(row.try_get("kl")?, "kl")?,
         incidence_4y: small(row.try_get("incidence_4y")?, "incidence_4y")?,
         progression_4y: small(row.try_get("progression_4y")?, "progression_4y")?,
+        class: small(row.try_get("class")?, "class")?,
         report: None,
     })
 });
@@ -75,7 +76,7 @@ impl Cohorts<'_, '_> {
             for chunk in samples.chunks(400) {
                 let mut qb = sqlx::QueryBuilder::<Db>::new(
                     "INSERT INTO samples (cohort, sample_id, patient_id, side, visit, image, kl,
-                     incidence_4y, progression_4y, has_report) ",
+                     incidence_4y, progression_4y, class, has_report) ",
                 );
                 qb.push_values(chunk, |mut b, s| {
                     b.push_bind(cohort)
@@ -87,6 +88,7 @@ impl Cohorts<'_, '_> {
                         .push_bind(s.kl.map(i64::from))
                         .push_bind(s.incidence_4y.map(i64::from))
                         .push_bind(s.progression_4y.map(i64::from))
+                        .push_bind(s.class.map(i64::from))
                         .push_bind(i64::from(s.report.is_some()));
                 });
                 qb.build().execute(&mut *conn).await?;
@@ -125,8 +127,8 @@ impl Cohorts<'_, '_> {
     pub fn samples(&mut self, cohort: &Hash) -> Result<Vec<Sample>> {
         on!(self.0, |conn, Db| {
             Ok(sqlx::query_as(
-                "SELECT sample_id, patient_id, side, visit, image, kl, incidence_4y, progression_4y
-                 FROM samples WHERE cohort = $1 ORDER BY sample_id",
+                "SELECT sample_id, patient_id, side, visit, image, kl, incidence_4y, progression_4y,
+                 class FROM samples WHERE cohort = $1 ORDER BY sample_id",
             )
             .bind(cohort)
             .fetch_all(conn)

@@ -581,7 +581,7 @@ impl LoadedSpec {
                 (Method::Supervised, None) => {
                     return Err(self.invalid(
                         format!("{key}.label"),
-                        "a supervised pretraining needs the label it learns (kl, incidence_4y, progression_4y)",
+                        "a supervised pretraining needs the label it learns (kl, incidence_4y, progression_4y, or a generic set's class)",
                     ));
                 }
                 (m, Some(_)) if m != Method::Supervised => {
@@ -712,6 +712,12 @@ impl LoadedSpec {
             if empty {
                 return Err(self.invalid(key, "must not be empty"));
             }
+        }
+        if g.tasks.contains(&Label::Class) {
+            return Err(self.invalid(
+                "grid.tasks",
+                "`class` is a generic set's label, for a supervised pretraining to learn; the tasks are kl, incidence_4y and progression_4y",
+            ));
         }
         for i in &g.inits {
             if !s.inits.contains_key(i) {

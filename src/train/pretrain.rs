@@ -33,6 +33,7 @@ use super::data::{
 };
 use super::epochs::{Epochs, Plan, Step, Trainer};
 use super::{DeviceKind, Error, Precision, checkpoint, text};
+use crate::data::Label;
 use crate::model::Arch;
 use crate::model::bert::{Bert, BertConfig};
 use crate::model::import;
@@ -408,6 +409,22 @@ pub fn vicreg_loss(za: Tensor<2>, zb: Tensor<2>, w: &VicregWeights) -> Tensor<1>
         + covariance.mul_scalar(w.covariance)
 }
 
+/// The classes a supervised pretraining's head scores: a knee label's own, or as many as a
+/// generic set's highest class says (its data, and so its cohort hash, fix the count).
+fn classes(cfg: &PretrainConfig, data: &PretrainData) -> usize {
+    match cfg.label {
+        Some(Label::Class) => data
+            .examples
+            .iter()
+            .map(|e| usize::from(e.label) + 1)
+            .max()
+            .unwrap_or(0)
+            .max(2),
+        Some(l) => l.classes().len(),
+        None => 2,
+    }
+}
+
 /// A pretraining as the epoch loop drives it.
 struct Pretrainer<'a> {
     cfg: &'a PretrainConfig,
@@ -440,7 +457,7 @@ impl<'a> Pretrainer<'a> {
         };
         Ok(Pretrainer {
             special_tokens: tower.as_ref().is_some_and(TextTower::special_tokens),
-            nets: Nets::new(cfg, tower, &device, &base),
+            nets: Nets::new(cfg, tower, classes(cfg, data), &device, &base),
             optim: super::optim::adamw(cfg.weight_decay as f32),
             labels: Arc::new(data.examples.iter().map(|e| e.label).collect()),
             reports: data.reports.as_deref(),
@@ -753,7 +770,13 @@ impl Trainer for Pretrainer<'_> {
 
 impl Nets {
     /// The seeded networks of a method (`tower`: the text tower, for image-text methods).
-    fn new(cfg: &PretrainConfig, tower: Option<TextTower>, device: &Device, base: &Device) -> Nets {
+    fn new(
+        cfg: &PretrainConfig,
+        tower: Option<TextTower>,
+        classes: usize,
+        device: &Device,
+        base: &Device,
+    ) -> Nets {
         let tower = || tower.expect("image-text methods have a text tower");
         match cfg.method {
             Method::Simclr | Method::Vicreg => Nets::Image(ImageSsl::new(
@@ -777,10 +800,7 @@ impl Nets {
                 device,
             )),
             Method::Supervised => Nets::Supervised(crate::model::Classifier::new(
-                cfg.arch,
-                cfg.label.map_or(2, |l| l.classes().len()),
-                cfg.seed,
-                device,
+                cfg.arch, classes, cfg.seed, device,
             )),
             Method::Slip => {
                 let w = cfg.slip.clone().unwrap_or_default();

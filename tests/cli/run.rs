@@ -384,6 +384,13 @@ fn bad_specs_fail_before_anything_runs() {
                 r#"tasks = ["kl", "womac"]"#,
             ),
         ),
+        (
+            "class_as_a_task",
+            text.replace(
+                r#"tasks = ["kl", "progression_4y"]"#,
+                r#"tasks = ["kl", "class"]"#,
+            ),
+        ),
     ];
     for (name, body) in cases {
         ctx.write("experiments/bad.toml", body);
@@ -602,41 +609,80 @@ fn clip_with_a_transformers_bert_folder_runs_end_to_end() {
 
 /// A `supervised` pretraining (KL grade on the internal train partition) is an init like the
 /// self-supervised ones: its encoder initialises a prognosis probe, its record names the
-/// label, and the leakage guard finds no test or external patient in what it saw.
+/// label, and the leakage guard finds no test or external patient in what it saw. So is one
+/// on the generic labelled set's classes, the stand-in for ImageNet.
 #[test]
 fn a_supervised_pretraining_initialises_downstream_runs() {
     let ctx = TestContext::new();
     let spec = ctx.mini_study(
-        "[grid]\ninits = [\"kl-supervised\"]\ntasks = [\"progression_4y\"]\nprotocols = [\"linear\"]\nfractions = [1.0]\nseeds = [0]",
+        "[grid]\ninits = [\"kl-supervised\", \"generic-supervised\"]\ntasks = [\"progression_4y\"]\nprotocols = [\"linear\"]\nfractions = [1.0]\nseeds = [0]",
         "[pretrain.kl-supervised]\nmethod = \"supervised\"\nlabel = \"kl\"\ndata = [\"train\"]\nepochs = 2\nbatch_size = 8\n\n\
-         [inits.kl-supervised]\nkind = \"pretrain\"\npretrain = \"kl-supervised\"\n",
+         [pretrain.generic-supervised]\nmethod = \"supervised\"\nlabel = \"class\"\ndata = [\"../generic/dataset.toml\"]\nepochs = 2\nbatch_size = 8\n\n\
+         [inits.kl-supervised]\nkind = \"pretrain\"\npretrain = \"kl-supervised\"\n\n\
+         [inits.generic-supervised]\nkind = \"pretrain\"\npretrain = \"generic-supervised\"\n",
     );
+    let generic = ctx.root().join("generic");
+    ctx.ok([
+        "data",
+        "synth",
+        "--kind",
+        "generic",
+        "--patients",
+        "36",
+        "--size",
+        "32",
+        "--out",
+        generic.to_str().unwrap(),
+        "--import",
+    ]);
+    let listed: serde_json::Value =
+        serde_json::from_str(&ctx.ok(["data", "ls", "--format", "json"])).unwrap();
+    let cohort = listed["cohorts"][0]["hash"].as_str().unwrap().to_string();
+    let shown: serde_json::Value =
+        serde_json::from_str(&ctx.ok(["data", "show", &cohort, "--format", "json"])).unwrap();
+    let classes = &shown["labels"]["class"];
+    assert_eq!(
+        classes.as_object().map(|c| c.len()),
+        Some(12),
+        "12 classes, 3 images each: {shown}"
+    );
+    assert_eq!(classes["11"], 3, "{shown}");
     ctx.ok(["run", spec.to_str().unwrap(), "--no-compare"]);
     let runs = ctx.runs();
-    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs.len(), 4, "{runs:?}");
     assert!(runs.iter().all(|r| r.1 == "done"), "{runs:?}");
     let status: serde_json::Value =
         serde_json::from_str(&ctx.ok(["status", "--format", "json"])).unwrap();
-    let id = |kind: &str| {
+    let ids = |kind: &str| -> Vec<String> {
         status
             .as_array()
             .unwrap()
             .iter()
-            .find(|r| r["kind"] == kind)
-            .unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
+            .filter(|r| r["kind"] == kind)
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
     };
     let show = |id: &str| -> serde_json::Value {
         serde_json::from_str(&ctx.ok(["show", id, "--format", "json"])).unwrap()
     };
-    let pre = show(&id("pretrain"));
-    assert_eq!(pre["record"]["spec"]["config"]["method"], "supervised");
-    assert_eq!(pre["record"]["spec"]["config"]["label"], "kl");
-    let down = show(&id("downstream"));
-    assert_eq!(
-        down["record"]["details"]["leakage"]["patients"], 0,
-        "{down}"
-    );
+    let mut labels: Vec<String> = ids("pretrain")
+        .iter()
+        .map(|id| {
+            let pre = show(id);
+            assert_eq!(pre["record"]["spec"]["config"]["method"], "supervised");
+            pre["record"]["spec"]["config"]["label"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    labels.sort();
+    assert_eq!(labels, ["class", "kl"]);
+    for id in ids("downstream") {
+        let down = show(&id);
+        assert_eq!(
+            down["record"]["details"]["leakage"]["patients"], 0,
+            "{down}"
+        );
+    }
 }

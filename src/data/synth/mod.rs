@@ -7,6 +7,7 @@
 //! severity, so grades overlap in appearance. 4-year outcomes are derived from the readings
 //! exactly as for real data. The same spec gives byte-identical files (and cohort hash).
 
+pub mod generic;
 pub mod knee;
 pub mod report;
 
@@ -37,6 +38,9 @@ pub enum Kind {
     NyuLike,
     /// Hospital image-text pairs: mostly KL 3, each with a radiologist impression.
     Hospital,
+    /// A generic labelled image set (12 classes of shapes and textures over clutter): the
+    /// out-of-domain corpus whose supervised encoder stands in for ImageNet's.
+    Generic,
 }
 
 impl Kind {
@@ -46,11 +50,14 @@ impl Kind {
             Kind::MostLike => "most-like",
             Kind::NyuLike => "nyu-like",
             Kind::Hospital => "hospital",
+            Kind::Generic => "generic",
         }
     }
 
-    fn profile(self) -> Profile {
-        match self {
+    /// A knee cohort's profile; none for the generic set.
+    fn profile(self) -> Option<Profile> {
+        Some(match self {
+            Kind::Generic => return None,
             Kind::OaiLike => Profile {
                 prefix: "O",
                 prevalence: [0.39, 0.18, 0.26, 0.13, 0.03],
@@ -127,7 +134,7 @@ impl Kind {
                     zoom_out: 0.95,
                 },
             },
-        }
+        })
     }
 }
 
@@ -248,10 +255,13 @@ fn knee_outcomes(
     }
 }
 
-/// Simulates every image of a cohort (no pixels yet), in a fixed order.
+/// Simulates every image of a knee cohort (no pixels yet), in a fixed order; the generic set
+/// has no knees (see [`generic::simulate`]).
 pub fn simulate(spec: &SynthSpec) -> Vec<SimImage> {
     let kind = spec.kind;
-    let prof = kind.profile();
+    let Some(prof) = kind.profile() else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     for p in 0..spec.patients {
         let mut r = rng::stream(
@@ -393,6 +403,54 @@ struct Stamp {
 
 const STAMP: &str = "synth.json";
 
+/// What a cohort's files are drawn from: knees, or the generic set's objects.
+enum Drawn {
+    Knees(Vec<SimImage>),
+    Generic(Vec<generic::Object>),
+}
+
+impl Drawn {
+    fn of(spec: &SynthSpec) -> Drawn {
+        match spec.kind {
+            Kind::Generic => Drawn::Generic(generic::simulate(spec.patients, spec.seed)),
+            _ => Drawn::Knees(simulate(spec)),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Drawn::Knees(v) => v.len(),
+            Drawn::Generic(v) => v.len(),
+        }
+    }
+
+    fn patients(&self) -> usize {
+        match self {
+            Drawn::Knees(v) => v
+                .iter()
+                .map(|i| i.patient_id.as_str())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
+            Drawn::Generic(v) => v.len(),
+        }
+    }
+
+    /// The `i`th image's file (relative to the image root) and pixels.
+    fn image(&self, i: usize, size: u32) -> (String, Vec<u16>) {
+        match self {
+            Drawn::Knees(v) => (v[i].file_name(), v[i].render(size)),
+            Drawn::Generic(v) => (v[i].file_name(), v[i].render(size)),
+        }
+    }
+
+    fn write_manifest(&self, kind: Kind, manifest: &Path) -> std::io::Result<()> {
+        match self {
+            Drawn::Knees(v) => write_manifest(kind, v, manifest),
+            Drawn::Generic(v) => generic::write_manifest(v, manifest),
+        }
+    }
+}
+
 /// Writes the cohort's images and manifest (skipped when a matching stamp is present).
 pub fn generate(
     spec: &SynthSpec,
@@ -402,72 +460,62 @@ pub fn generate(
     interrupt: &AtomicBool,
 ) -> Result<SynthReport, Error> {
     let start = Instant::now();
-    let images = simulate(spec);
-    let patients = images
-        .iter()
-        .map(|i| i.patient_id.as_str())
-        .collect::<std::collections::BTreeSet<_>>()
-        .len();
+    let drawn = Drawn::of(spec);
     let stamp = Stamp {
         generator: GENERATOR_VERSION,
         spec: spec.clone(),
-        images: images.len(),
+        images: drawn.len(),
     };
     let stamp_path = image_root.join(STAMP);
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| Error::Write { path, source }
     };
+    let report = |seconds: f64, skipped: bool| SynthReport {
+        kind: spec.kind,
+        images: drawn.len(),
+        patients: drawn.patients(),
+        manifest: manifest.to_path_buf(),
+        seconds,
+        images_per_second: if skipped {
+            0.0
+        } else {
+            drawn.len() as f64 / seconds.max(1e-9)
+        },
+        skipped,
+    };
     if manifest.is_file()
         && let Ok(text) = std::fs::read_to_string(&stamp_path)
         && serde_json::from_str::<Stamp>(&text).is_ok_and(|s| s == stamp)
     {
-        return Ok(SynthReport {
-            kind: spec.kind,
-            images: images.len(),
-            patients,
-            manifest: manifest.to_path_buf(),
-            seconds: start.elapsed().as_secs_f64(),
-            images_per_second: 0.0,
-            skipped: true,
-        });
+        return Ok(report(start.elapsed().as_secs_f64(), true));
     }
     let _ = std::fs::remove_file(&stamp_path);
     let dir = image_root.join("images");
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    progress.start(images.len(), 0);
-    images.par_iter().try_for_each(|img| {
+    progress.start(drawn.len(), 0);
+    (0..drawn.len()).into_par_iter().try_for_each(|i| {
         if interrupt.load(Ordering::Relaxed) {
             return Err(Error::Interrupted);
         }
-        let px = img.render(spec.image_size);
-        let path = image_root.join(img.file_name());
+        let (file, px) = drawn.image(i, spec.image_size);
+        let path = image_root.join(file);
         std::fs::write(&path, encode_png16(spec.image_size, spec.image_size, &px))
             .map_err(io(&path))?;
         progress.step();
         Ok(())
     })?;
-    write_manifest(spec.kind, &images, manifest).map_err(io(manifest))?;
+    drawn
+        .write_manifest(spec.kind, manifest)
+        .map_err(io(manifest))?;
     let stamp_text = serde_json::to_string_pretty(&stamp).expect("the stamp serializes");
     std::fs::write(&stamp_path, stamp_text).map_err(io(&stamp_path))?;
-    let seconds = start.elapsed().as_secs_f64();
-    Ok(SynthReport {
-        kind: spec.kind,
-        images: images.len(),
-        patients,
-        manifest: manifest.to_path_buf(),
-        seconds,
-        images_per_second: images.len() as f64 / seconds.max(1e-9),
-        skipped: false,
-    })
+    Ok(report(start.elapsed().as_secs_f64(), false))
 }
 
 /// Image paths in the manifest are relative to the image root (`images/<sample>.png`).
 fn write_manifest(kind: Kind, images: &[SimImage], manifest: &Path) -> std::io::Result<()> {
-    let prof = kind.profile();
-    if let Some(parent) = manifest.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
+    let prof = kind.profile().expect("a knee cohort has a profile");
     let mut header = vec![
         "sample_id",
         "patient_id",
@@ -501,9 +549,17 @@ fn write_manifest(kind: Kind, images: &[SimImage], manifest: &Path) -> std::io::
         w.write_record(&row)?;
     }
     let bytes = w.into_inner().map_err(|e| e.into_error())?;
+    write_atomically(manifest, &bytes)
+}
+
+/// Writes a manifest through a synced temporary file, so a kill leaves the old one or none.
+fn write_atomically(manifest: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(parent) = manifest.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
     let tmp = manifest.with_extension("csv.tmp");
     let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&bytes)?;
+    f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, manifest)
 }
@@ -622,17 +678,22 @@ pub fn write_descriptor(dir: &Path, spec: &SynthSpec) -> Result<PathBuf, Error> 
 }
 
 pub fn descriptor_toml(spec: &SynthSpec, name: &str, manifest: &str, image_root: &str) -> String {
-    let prof = spec.kind.profile();
-    let mut columns = String::from(
-        "sample_id = \"sample_id\"\npatient_id = \"patient_id\"\nside = \"side\"\nvisit = \"visit_month\"\nimage = \"image_path\"\n",
-    );
-    if prof.labelled {
-        columns.push_str(
-            "kl = \"kl\"\nincidence_4y = \"incidence_4y\"\nprogression_4y = \"progression_4y\"\n",
-        );
-    }
-    if prof.reports {
-        columns.push_str("report = \"impression\"\n");
+    let mut columns =
+        String::from("sample_id = \"sample_id\"\npatient_id = \"patient_id\"\nside = \"side\"\n");
+    match spec.kind.profile() {
+        // One image per object: no visits, no knee labels, the class.
+        None => columns.push_str("image = \"image_path\"\nclass = \"class\"\n"),
+        Some(prof) => {
+            columns.push_str("visit = \"visit_month\"\nimage = \"image_path\"\n");
+            if prof.labelled {
+                columns.push_str(
+                    "kl = \"kl\"\nincidence_4y = \"incidence_4y\"\nprogression_4y = \"progression_4y\"\n",
+                );
+            }
+            if prof.reports {
+                columns.push_str("report = \"impression\"\n");
+            }
+        }
     }
     format!(
         "name = \"{name}\"\nmanifest = \"{manifest}\"\nimage_root = \"{image_root}\"\n\n[columns]\n{columns}\n\

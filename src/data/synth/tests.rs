@@ -362,6 +362,7 @@ fn example_pictures_show_every_grade_of_every_kind() {
     for kind in [Kind::OaiLike, Kind::MostLike, Kind::NyuLike, Kind::Hospital] {
         let grades = kind
             .profile()
+            .expect("a knee cohort")
             .prevalence
             .iter()
             .filter(|p| **p > 0.0)

@@ -28,6 +28,7 @@ fn cohort(task: Label) -> (Images, Vec<Example>, Vec<Example>, Vec<Example>) {
             Label::Kl => s.kl,
             Label::Incidence4y => s.incidence_4y,
             Label::Progression4y => s.progression_4y,
+            Label::Class => None,
         }) else {
             continue;
         };

@@ -323,14 +323,14 @@ fn slip_with_convirt_trains_non_linear_projections() {
             &Device::flex(),
         )))
     };
-    let nets = Nets::new(&cfg, own(), &Device::flex(), &Device::flex());
+    let nets = Nets::new(&cfg, own(), 2, &Device::flex(), &Device::flex());
     let Nets::Slip(m) = nets else {
         panic!("SLIP nets")
     };
     assert!(m.towers.image_projection.fc2.is_some() && m.towers.text_projection.fc2.is_some());
     // CLIP's half has linear projections; the SimCLR head is an MLP either way.
     cfg.slip = Some(SlipConfig::default());
-    let Nets::Slip(m) = Nets::new(&cfg, own(), &Device::flex(), &Device::flex()) else {
+    let Nets::Slip(m) = Nets::new(&cfg, own(), 2, &Device::flex(), &Device::flex()) else {
         panic!("SLIP nets")
     };
     assert!(m.towers.image_projection.fc2.is_none() && m.simclr_projection.fc2.is_some());

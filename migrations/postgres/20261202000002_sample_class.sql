@@ -1,0 +1,2 @@
+-- The object class of a generic (out-of-domain) labelled image set's samples; NULL for knees.
+ALTER TABLE samples ADD COLUMN class BIGINT CHECK (class BETWEEN 0 AND 255);
