@@ -3,6 +3,7 @@
 
 pub mod calibration;
 pub mod compare;
+pub mod findings;
 pub mod ingest;
 pub mod loader;
 pub mod skip;

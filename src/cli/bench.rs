@@ -117,6 +117,20 @@ pub enum Command {
     /// A/A comparisons (one init and protocol, two training seeds) through compare's
     /// single-seed tests: how often they flag p < 0.05 and how often the 95% CI covers 0.
     Calibration(CalibrationArgs),
+    /// The paper's four findings (F1–F4) on a fresh synthetic world: `experiments/paper.toml`
+    /// with every cohort generated from `--seed`, each finding's difference, CI, p and verdict.
+    Findings {
+        /// The world's seed (every cohort's `[synth].seed`).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// A world a tenth the size, 1–2 epochs, 2 seeds: checks the harness, not the findings.
+        #[arg(long)]
+        quick: bool,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
     /// Re-running a finished sweep of N runs: every run skipped.
     Skip {
         #[arg(long, default_value_t = 1000)]
@@ -230,6 +244,20 @@ pub fn run(env: &Env, cmd: Command) -> Result<()> {
             ssl(env, &opts, format)
         }
         Command::Calibration(a) => calibration(env, a),
+        Command::Findings {
+            seed,
+            threads,
+            quick,
+            format,
+        } => findings(
+            env,
+            &crate::bench::findings::FindingsOptions {
+                seed,
+                threads,
+                quick,
+            },
+            format,
+        ),
         Command::Skip {
             runs,
             postgres,
@@ -477,6 +505,75 @@ fn calibration(env: &Env, a: CalibrationArgs) -> Result<()> {
         },
         r.seconds,
         super::data::render(&t, format)
+    ))?;
+    Ok(())
+}
+
+fn findings(
+    env: &Env,
+    opts: &crate::bench::findings::FindingsOptions,
+    format: Format,
+) -> Result<()> {
+    let r = crate::bench::findings::run(opts)?;
+    if format == Format::Json {
+        return Ok(env.printer.data(&serde_json::to_string_pretty(&r)?)?);
+    }
+    let mut t = crate::output::Table::new([
+        "finding",
+        "comparison (10% labels)",
+        "init − baseline",
+        "95% CI",
+        "p (paired t, seeds)",
+        "holds",
+    ]);
+    for row in &r.rows {
+        t.row([
+            row.finding.clone(),
+            format!(
+                "{} vs {}: {} {} {} ({}, {} seeds)",
+                row.init, row.baseline, row.task, row.protocol, row.eval, row.metric, row.seeds
+            ),
+            format!(
+                "{:.3} − {:.3} = {:+.3}",
+                row.init_value, row.baseline_value, row.diff
+            ),
+            format!("[{:+.3}, {:+.3}]", row.lo, row.hi),
+            row.p.map_or("–".into(), |p| format!("{p:.3}")),
+            match (row.claim, row.holds) {
+                (_, false) => "no",
+                (crate::bench::findings::Claim::Better, true) => "yes (better)",
+                (crate::bench::findings::Claim::NotBetter, true) => "yes (not better)",
+            }
+            .into(),
+        ]);
+    }
+    let mut p = crate::output::Table::new([
+        "task",
+        "evaluation set",
+        "positives",
+        "negatives",
+        "SE of AUROC 0.7",
+        "detectable difference (80%, α 0.05)",
+    ]);
+    for row in &r.power {
+        p.row([
+            row.task.clone(),
+            row.eval.clone(),
+            row.positives.to_string(),
+            row.negatives.to_string(),
+            format!("{:.4}", row.se),
+            format!("{:.3}", row.detectable),
+        ]);
+    }
+    env.printer.data(&format!(
+        "World seed {}: {} of {} comparisons hold ({} runs in {:.0} s)\n{}\nPower of the evaluation sets (paired DeLong, AUROCs correlated at 0.5):\n{}",
+        r.seed,
+        r.rows.iter().filter(|x| x.holds).count(),
+        r.rows.len(),
+        r.runs,
+        r.seconds,
+        super::data::render(&t, format),
+        super::data::render(&p, format)
     ))?;
     Ok(())
 }

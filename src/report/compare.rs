@@ -56,7 +56,8 @@ pub struct CompareOptions {
     pub metric: Option<String>,
     /// Only runs with this seed.
     pub run_seed: Option<i64>,
-    /// The init the others are compared with (default: `imagenet` if present, else `random`).
+    /// The init the others are compared with (default: the first present of `imagenet`,
+    /// `generic-supervised` and `random`).
     pub baseline: Option<String>,
     pub rows: Axis,
     pub cols: Axis,
@@ -295,7 +296,7 @@ pub fn compare(k: &Ktrack, opts: &CompareOptions) -> Result<Vec<CompareTable>, E
         .baseline
         .clone()
         .or_else(|| {
-            ["imagenet", "random"]
+            ["imagenet", "generic-supervised", "random"]
                 .into_iter()
                 .find(|b| inits.contains(*b))
                 .map(String::from)
@@ -615,6 +616,15 @@ pub fn single_seed_test(
         t.test = "DeLong";
     }
     t
+}
+
+/// The two-sided paired t-test p-value of per-seed differences (none for fewer than two).
+pub fn paired_t_p(diffs: &[f64]) -> Option<f64> {
+    paired_t_p_from_sums(
+        diffs.len() as i64,
+        diffs.iter().sum(),
+        diffs.iter().map(|d| d * d).sum(),
+    )
 }
 
 fn paired_t_p_from_sums(n: i64, dsum: f64, dsumsq: f64) -> Option<f64> {

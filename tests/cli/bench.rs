@@ -250,3 +250,42 @@ fn calibration_reports_its_a_a_pairs() {
         assert!(row["sd_diff"].as_f64().unwrap() >= 0.0, "{row}");
     }
 }
+
+/// `bench findings --quick` runs the shipped paper study (a tenth the size) in a fresh world
+/// and reads F1–F4 and the power of its evaluation sets from it; each verdict follows from
+/// its difference and p-value.
+#[test]
+fn findings_reads_the_paper_study() {
+    let ctx = TestContext::new();
+    let out = ctx.ok([
+        "bench", "findings", "--quick", "--seed", "5", "--format", "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["seed"], 5);
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 7, "{out}");
+    for row in rows {
+        assert_eq!(row["seeds"], 2, "{row}");
+        assert_eq!(row["baseline"], "generic-supervised");
+        let diff = row["diff"].as_f64().unwrap();
+        let (a, b) = (
+            row["init_value"].as_f64().unwrap(),
+            row["baseline_value"].as_f64().unwrap(),
+        );
+        assert!((diff - (a - b)).abs() < 1e-9, "{row}");
+        let better = diff > 0.0 && row["p"].as_f64().is_some_and(|p| p < 0.05);
+        let holds = match row["claim"].as_str().unwrap() {
+            "better" => better,
+            _ => !better,
+        };
+        assert_eq!(row["holds"], holds, "{row}");
+    }
+    let power = v["power"].as_array().unwrap();
+    assert_eq!(power.len(), 4, "{out}");
+    for p in power {
+        assert!(p["positives"].as_u64().unwrap() > 0, "{p}");
+        assert!(p["detectable"].as_f64().unwrap() > 0.0, "{p}");
+    }
+    // 4 inits × 3 tasks × 2 protocols × 2 fractions × 2 seeds, and 3 pretrainings.
+    assert_eq!(v["runs"], 99, "{out}");
+}

@@ -57,6 +57,11 @@ fn by_grade(knots: [f64; 5], s: f64) -> f64 {
     knots[i] * (1.0 - t) + knots[i + 1] * t
 }
 
+/// How strongly a knee shows the signs of fast progression (0..=1.6), from its rate.
+pub fn progression_signs(rate: f64) -> f64 {
+    (rate / 0.12).clamp(0.0, 1.6)
+}
+
 /// Medial joint-space narrowing as a fraction of normal width.
 pub fn medial_narrowing(s: f64, alignment_deg: f64) -> f64 {
     (by_grade([0.0, 0.08, 0.2, 0.45, 0.8], s) + 0.015 * alignment_deg.max(0.0)).clamp(0.0, 0.9)
@@ -199,7 +204,7 @@ impl<'a> Shape<'a> {
         let scl = sclerosis(s);
         let def = deformity(s);
         // Subtle signs of a fast progressor, visible before the grade changes.
-        let sign = (p.rate / 0.12).clamp(0.0, 1.6);
+        let sign = progression_signs(p.rate);
         let tilt = (p.alignment_deg + 3.0 * def).to_radians();
 
         // Osteophytes at the four joint margins; medial ones larger, shapes fixed per knee.
@@ -225,7 +230,7 @@ impl<'a> Shape<'a> {
             }
         }
         // A spur at the medial tibial spine that grows with the progression rate.
-        let spine_lip = 0.02 * k * sign;
+        let spine_lip = 0.035 * k * sign;
         let trabecular = Texture::new(&mut r, 90.0 / k);
         let coarse = Texture::new(&mut r, 35.0 / k);
         let edge = 0.6 / n as f64;
@@ -306,7 +311,7 @@ impl<'a> Shape<'a> {
         let plateau = jsw / 2.0 + 0.01 * k * (tx / (0.12 * k)).powi(2) * (1.0 - 0.5 * def);
         let spines = 0.022 * k * (-((tx.abs() - 0.03 * k) / (0.012 * k)).powi(2)).exp();
         let lip = if tx < 0.0 {
-            spine_lip * (-((tx + 0.035 * k) / (0.01 * k)).powi(2)).exp()
+            spine_lip * (-((tx + 0.035 * k) / (0.014 * k)).powi(2)).exp()
         } else {
             0.0
         };
@@ -331,7 +336,7 @@ impl<'a> Shape<'a> {
         let weight = if medial { 1.0 } else { 0.45 };
         bone += scl * weight * near;
         if medial {
-            bone += 0.07
+            bone += 0.1
                 * sign
                 * tibia
                 * (-depth_t / (0.06 * k)).exp()

@@ -169,7 +169,7 @@ fn default_image_size() -> u32 {
 }
 
 /// Bumped whenever the generator's output changes for the same spec.
-pub const GENERATOR_VERSION: u32 = 3;
+pub const GENERATOR_VERSION: u32 = 4;
 
 /// One simulated image with its labels.
 #[derive(Clone, Debug)]
@@ -322,7 +322,9 @@ pub fn simulate(spec: &SynthSpec) -> Vec<SimImage> {
                     alignment_deg: alignment,
                     shift: (0.015 * rng::normal(&mut r), 0.015 * rng::normal(&mut r)),
                     soft_tissue: (0.15 + 0.7 * load).min(1.0),
-                    effusion: effusion_draw < 0.08 + 0.06 * shown.max(0.0),
+                    // Effusion comes with active disease: more often in fast progressors.
+                    effusion: effusion_draw
+                        < 0.04 + 0.04 * shown.max(0.0) + 0.2 * knee::progression_signs(rate),
                     hardware,
                     mirror: side == Side::L,
                     knee_seed,
@@ -340,6 +342,7 @@ pub fn simulate(spec: &SynthSpec) -> Vec<SimImage> {
                         effusion: params.effusion,
                         alignment_deg: alignment,
                         hardware,
+                        progression_signs: knee::progression_signs(rate),
                     };
                     report::impression(
                         &findings,

@@ -15,6 +15,9 @@ pub struct Findings {
     pub effusion: bool,
     pub alignment_deg: f64,
     pub hardware: bool,
+    /// The signs of a fast progressor (0..=1.6): medial tibial spine spurring and subchondral
+    /// change, visible before the grade changes.
+    pub progression_signs: f64,
 }
 
 fn pick<'a>(r: &mut Rng, options: &[&'a str]) -> &'a str {
@@ -52,6 +55,7 @@ pub fn impression(f: &Findings, r: &mut Rng) -> String {
     let mut sentences: Vec<String> = Vec::new();
     let (med, lat) = narrowing_sentence(f, r, &mut sentences);
     let ost = osteophyte_sentences(f, r, &mut sentences);
+    progression_sentences(f, r, &mut sentences);
     other_findings(f, r, &mut sentences);
     // Order varies like real reports; the negations for fracture close most of them.
     rng::shuffle(r, &mut sentences);
@@ -169,20 +173,43 @@ fn osteophyte_sentences(f: &Findings, r: &mut Rng, sentences: &mut Vec<String>) 
             ],
         );
         sentences.push(format!("{size} {word} {place}."));
-        if ost >= 2 && rng::unit(r) < 0.4 {
-            sentences.push(
-                pick(
-                    r,
-                    &[
-                        "Sharpening of the tibial spines.",
-                        "Peaking of the tibial spines.",
-                    ],
-                )
-                .into(),
-            );
-        }
     }
     ost
+}
+
+/// The early signs a fast progressor shows: spurring of the medial tibial spine, then
+/// subchondral change under the medial plateau. Written whatever the grade, as a radiologist
+/// describes what is there.
+fn progression_sentences(f: &Findings, r: &mut Rng, sentences: &mut Vec<String>) {
+    if f.progression_signs > 0.55 {
+        sentences.push(
+            pick(
+                r,
+                &[
+                    "Sharpening of the medial tibial spine.",
+                    "Peaking of the tibial spines.",
+                    "Spurring of the medial tibial spine.",
+                    "Prominent tibial spines.",
+                ],
+            )
+            .into(),
+        );
+    } else if rng::unit(r) < 0.25 {
+        sentences.push("Tibial spines are unremarkable.".into());
+    }
+    if f.progression_signs > 0.85 {
+        sentences.push(
+            pick(
+                r,
+                &[
+                    "Subchondral irregularity of the medial tibial plateau.",
+                    "Early subchondral cystic change medially.",
+                    "Subchondral bone changes beneath the medial plateau.",
+                ],
+            )
+            .into(),
+        );
+    }
 }
 
 /// Sclerosis, effusion, alignment and hardware.
@@ -306,6 +333,7 @@ mod tests {
             effusion: true,
             alignment_deg: 6.0,
             hardware: true,
+            progression_signs: 1.2,
         };
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..50 {
@@ -313,6 +341,8 @@ mod tests {
             let lower = text.to_lowercase();
             assert!(lower.contains("medial"), "{text}");
             assert!(lower.contains("effusion"), "{text}");
+            assert!(lower.contains("tibial spine"), "{text}");
+            assert!(lower.contains("subchondral"), "{text}");
             assert!(
                 lower.contains("screw") || lower.contains("hardware"),
                 "{text}"
@@ -324,5 +354,21 @@ mod tests {
             seen.insert(text);
         }
         assert!(seen.len() > 30, "reports vary");
+        // A slow progressor's report never names the signs of a fast one.
+        let slow = Findings {
+            progression_signs: 0.2,
+            ..severe
+        };
+        for _ in 0..50 {
+            let text = impression(&slow, &mut r).to_lowercase();
+            assert!(
+                !text.contains("spurring of the medial tibial spine"),
+                "{text}"
+            );
+            assert!(
+                !text.contains("cystic") && !text.contains("irregularity"),
+                "{text}"
+            );
+        }
     }
 }
