@@ -24,7 +24,7 @@ fn labelled(kind: Kind, label: fn(&synth::SimImage) -> u8) -> (Images, Vec<Examp
         kind,
         patients: 48,
         image_size: 32,
-        seed: 2,
+        seed: 3,
     });
     let mut images = BTreeMap::new();
     let mut examples = Vec::new();
