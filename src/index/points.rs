@@ -95,20 +95,36 @@ pub struct LineageRow {
 /// Runs of a sweep, or all when the sweep is '' (bound as $1).
 const IN_SWEEP: &str = "($1 = '' OR r.id IN (SELECT run FROM sweep_runs WHERE sweep = $1))";
 
-// A group row: its key, first run and `seed:value` list (values as the database prints
-// them; a point without a finite value is not in the list).
-from_rows!(PointGroup, |row| {
-    let list: Option<String> = row.try_get("seed_values")?;
-    let values = list
-        .as_deref()
-        .unwrap_or("")
+/// The `seed:value` list of a group of `run_points` rows, in (seed, run) order, as text that
+/// parses back to the very same f64s: SQLite's own real-to-text conversion keeps 15
+/// significant digits, so it prints 17 (`%!.17g`, correctly rounded since SQLite 3.43), and
+/// PostgreSQL prints the shortest exact form (sqlx sets `extra_float_digits`). A point
+/// without a value is not in the list.
+fn seed_values(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => {
+            "group_concat(CASE WHEN value IS NOT NULL THEN seed || ':' || printf('%!.17g', value) END, ',')"
+        }
+        Dialect::Postgres => "string_agg(seed || ':' || value::text, ',' ORDER BY seed, run)",
+    }
+}
+
+/// Parses [`seed_values`]' list; values that are not finite are left out.
+fn parse_seed_values(list: Option<&str>) -> Vec<(i64, f64)> {
+    list.unwrap_or("")
         .split(',')
         .filter_map(|pair| {
             let (s, v) = pair.split_once(':')?;
             Some((s.parse().ok()?, v.parse().ok()?))
         })
         .filter(|(_, v): &(i64, f64)| v.is_finite())
-        .collect();
+        .collect()
+}
+
+// A group row: its key, first run and the values by seed.
+from_rows!(PointGroup, |row| {
+    let list: Option<String> = row.try_get("seed_values")?;
+    let values = parse_seed_values(list.as_deref());
     Ok(PointGroup {
         task: row.try_get("task")?,
         protocol: row.try_get("protocol")?,
@@ -150,10 +166,7 @@ impl Points<'_, '_> {
     /// `run_points` in its key order, which is this grouping order).
     pub fn groups(&mut self, f: &PointFilter<'_>) -> Result<Vec<PointGroup>> {
         // SQLite concatenates in scan order, which is the key order (seed, run).
-        let seed_values = match self.0.dialect() {
-            Dialect::Sqlite => "group_concat(seed || ':' || value, ',')",
-            Dialect::Postgres => "string_agg(seed || ':' || value, ',' ORDER BY seed, run)",
-        };
+        let seed_values = seed_values(self.0.dialect());
         let sql = format!(
             "SELECT task, protocol, fraction, eval_set, metric, init, min(run) AS run,
                     {seed_values} AS seed_values
@@ -262,5 +275,88 @@ impl Points<'_, '_> {
                 .fetch_all(conn)
                 .await?)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    impl Points<'_, '_> {
+        /// Runs [`seed_values`] over `rows` (seed, run, value) in a scratch table.
+        fn seed_values_of(&mut self, rows: &[(i64, &str, Option<f64>)]) -> Vec<(i64, f64)> {
+            let list = seed_values(self.0.dialect());
+            let list: Option<String> = on!(self.0, |conn, Db| {
+                sqlx::query(
+                    "CREATE TEMPORARY TABLE scratch (seed BIGINT, run TEXT, value DOUBLE PRECISION)",
+                )
+                .execute(&mut *conn)
+                .await?;
+                for (seed, run, value) in rows {
+                    sqlx::query("INSERT INTO scratch VALUES ($1, $2, $3)")
+                        .bind(seed)
+                        .bind(run)
+                        .bind(value)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Ok(
+                    sqlx::query_scalar(&format!(
+                        "SELECT {list} FROM (SELECT * FROM scratch ORDER BY seed, run) s"
+                    ))
+                    .fetch_one(&mut *conn)
+                    .await?,
+                )
+            })
+            .unwrap();
+            parse_seed_values(list.as_deref())
+        }
+    }
+
+    /// Metric values come back from the grouping query bit for bit, on both backends: the
+    /// values whose shortest form has 16 or 17 significant digits too, which SQLite's own
+    /// real-to-text conversion rounds.
+    #[test]
+    fn grouped_values_come_back_bit_for_bit() {
+        let mut values = vec![
+            0.014_610_556_641_629_69,
+            0.1 + 0.2,
+            1.0 / 3.0,
+            f64::MIN_POSITIVE,
+            5e-324,
+            f64::MAX,
+            // (Not -0.0: SQLite stores an integral real as an integer, and -0.0 as 0.)
+            0.0,
+            1.0,
+            -2.5e-17,
+        ];
+        let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+        for _ in 0..200 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values.push((x >> 11) as f64 / (1u64 << 53) as f64);
+        }
+        let mut rows: Vec<(i64, String, Option<f64>)> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i as i64, format!("r{i:04}"), Some(*v)))
+            .collect();
+        rows.push((rows.len() as i64, "none".into(), None));
+        let rows: Vec<_> = rows.iter().map(|(s, r, v)| (*s, r.as_str(), *v)).collect();
+        let dir = tempfile::tempdir().unwrap();
+        for (index, _schema) in crate::index::test_indexes(dir.path()) {
+            let mut tx = index.write().unwrap();
+            let got = tx.points().seed_values_of(&rows);
+            assert_eq!(got.len(), values.len(), "{}", index.location());
+            for ((seed, got), want) in got.iter().zip(&values) {
+                assert_eq!(
+                    got.to_bits(),
+                    want.to_bits(),
+                    "seed {seed}: {got:e} read back for {want:e} on {}",
+                    index.location()
+                );
+            }
+        }
     }
 }
