@@ -169,7 +169,7 @@ fn default_image_size() -> u32 {
 }
 
 /// Bumped whenever the generator's output changes for the same spec.
-pub const GENERATOR_VERSION: u32 = 4;
+pub const GENERATOR_VERSION: u32 = 5;
 
 /// One simulated image with its labels.
 #[derive(Clone, Debug)]
