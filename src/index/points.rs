@@ -97,9 +97,9 @@ const IN_SWEEP: &str = "($1 = '' OR r.id IN (SELECT run FROM sweep_runs WHERE sw
 
 /// The `seed:value` list of a group of `run_points` rows, in (seed, run) order, as text that
 /// parses back to the very same f64s: SQLite's own real-to-text conversion keeps 15
-/// significant digits, so it prints 17 (`%!.17g`, correctly rounded since SQLite 3.43), and
-/// PostgreSQL prints the shortest exact form (sqlx sets `extra_float_digits`). A point
-/// without a value is not in the list.
+/// significant digits, so it prints 17 (`%!.17g`; the test below checks the bundled SQLite's
+/// digits round-trip), and PostgreSQL prints the shortest exact form (sqlx sets
+/// `extra_float_digits`). A point without a value is not in the list.
 fn seed_values(dialect: Dialect) -> &'static str {
     match dialect {
         Dialect::Sqlite => {
@@ -330,13 +330,8 @@ mod tests {
             1.0,
             -2.5e-17,
         ];
-        let mut x = 0x9E37_79B9_7F4A_7C15_u64;
-        for _ in 0..200 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            values.push((x >> 11) as f64 / (1u64 << 53) as f64);
-        }
+        let mut r = crate::rng::stream("points-test", &[], 1);
+        values.extend((0..200).map(|_| crate::rng::unit(&mut r)));
         let mut rows: Vec<(i64, String, Option<f64>)> = values
             .iter()
             .enumerate()
