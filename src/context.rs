@@ -68,10 +68,14 @@ pub struct Ktrack {
     pub clock: Clock,
     /// The preprocessed-image cache (`pixel_cache` in `config.toml`, default `cache/pixels`).
     pub pixel_cache: crate::train::cache::PixelCache,
+    /// Linear probes' frozen features (`cache/features`).
+    pub feature_cache: crate::train::cache::FeatureCache,
 }
 
 /// The default preprocessed-image cache, relative to the home.
 pub const PIXEL_CACHE: &str = "cache/pixels";
+/// The frozen-feature cache, relative to the home.
+pub const FEATURE_CACHE: &str = "cache/features";
 
 impl Ktrack {
     /// Opens the home, creating the store and index if they do not exist yet; the index is
@@ -110,6 +114,7 @@ impl Ktrack {
             index,
             clock: Clock::System,
             pixel_cache,
+            feature_cache: crate::train::cache::FeatureCache::at(home.join(FEATURE_CACHE)),
         })
     }
 
@@ -123,6 +128,7 @@ impl Ktrack {
         std::sync::Arc::new(crate::runner::exec::StoreImages {
             store: self.store.clone(),
             cache: Some(self.pixel_cache.clone()),
+            features: Some(self.feature_cache.clone()),
         })
     }
 

@@ -253,6 +253,9 @@ fn rebuild(
         index: fresh,
         clock,
         pixel_cache: crate::train::cache::PixelCache::at(home.join(crate::context::PIXEL_CACHE)),
+        feature_cache: crate::train::cache::FeatureCache::at(
+            home.join(crate::context::FEATURE_CACHE),
+        ),
     };
     let hashes = k.store.list()?;
     let records = ingest::find_records(&k, &hashes)?;

@@ -262,7 +262,11 @@ pub fn probe(dir: &Path, images: usize, size: u32, cached: bool) -> anyhow::Resu
         .map(|l| l.parse().map_err(|e| anyhow::anyhow!("{l}: {e}")))
         .collect::<anyhow::Result<_>>()?;
     let cache = cached.then(|| PixelCache::at(dir.join(format!("pixels-{images}"))));
-    let source = Arc::new(StoreImages { store, cache });
+    let source = Arc::new(StoreImages {
+        store,
+        cache,
+        features: None,
+    });
     let base = BaseImages::load(
         &examples(&hashes),
         source,

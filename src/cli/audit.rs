@@ -187,25 +187,31 @@ pub struct GcArgs {
     /// that is running now).
     #[arg(long)]
     pub pixel_cache: bool,
+    /// Also the linear probes' frozen-feature cache (probes compute again what they need).
+    #[arg(long)]
+    pub feature_cache: bool,
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
 }
 
-fn gc_pixel_cache(env: &Env, k: &crate::context::Ktrack, apply: bool) -> Result<()> {
-    let dir = k.pixel_cache.dir();
-    let (files, size) = k
-        .pixel_cache
-        .usage()
-        .with_context(|| format!("could not read `{}`", dir.display()))?;
+/// Lists or deletes one of the home's caches (`label`: its name in the status line, `noun`:
+/// what its entries are).
+fn gc_cache(
+    env: &Env,
+    (label, noun): (&str, &str),
+    dir: &std::path::Path,
+    usage: impl Fn() -> std::io::Result<(u64, u64)>,
+    clear: impl Fn() -> std::io::Result<()>,
+    apply: bool,
+) -> Result<()> {
+    let (files, size) = usage().with_context(|| format!("could not read `{}`", dir.display()))?;
     if apply && files > 0 {
-        k.pixel_cache
-            .clear()
-            .with_context(|| format!("could not delete `{}`", dir.display()))?;
+        clear().with_context(|| format!("could not delete `{}`", dir.display()))?;
     }
     env.printer.status(
-        if apply { "Deleted" } else { "Pixel cache" },
+        if apply { "Deleted" } else { label },
         format!(
-            "{files} cached images ({}) in {}{}",
+            "{files} {noun} ({}) in {}{}",
             bytes(size),
             dir.display(),
             if !apply && files > 0 {
@@ -221,7 +227,14 @@ fn gc_pixel_cache(env: &Env, k: &crate::context::Ktrack, apply: bool) -> Result<
 pub fn gc(env: &Env, args: GcArgs) -> Result<()> {
     let k = env.open()?;
     if args.pixel_cache {
-        gc_pixel_cache(env, &k, args.apply)?;
+        let c = &k.pixel_cache;
+        let names = ("Pixel cache", "cached images");
+        gc_cache(env, names, c.dir(), || c.usage(), || c.clear(), args.apply)?;
+    }
+    if args.feature_cache {
+        let c = &k.feature_cache;
+        let names = ("Feature cache", "cached feature sets");
+        gc_cache(env, names, c.dir(), || c.usage(), || c.clear(), args.apply)?;
     }
     let r = maintain::gc(&k, args.apply, Duration::from_secs(args.min_age))
         .context("could not collect garbage")?;

@@ -138,6 +138,25 @@ pub fn torchvision(mut encoder: ResNet, path: &Path) -> Result<(ResNet, Imported
     ))
 }
 
+/// A hash of a module's tensors (parameters and BatchNorm statistics): names, types, shapes
+/// and bytes, in name order, so equal weights give equal hashes wherever they were loaded from.
+pub fn weights_hash<M: Module>(model: &M) -> Result<crate::id::Hash, String> {
+    let mut tensors = model.collect(None, None, false);
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut h = blake3::Hasher::new();
+    for t in tensors {
+        let bytes = t
+            .to_bytes()
+            .map_err(|e| format!("cannot read tensor `{}`: {e:?}", t.name))?;
+        h.update(&(t.name.len() as u64).to_le_bytes());
+        h.update(t.name.as_bytes());
+        h.update(format!("{:?}{:?}", t.dtype, t.shape.to_vec()).as_bytes());
+        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
+    }
+    Ok(h.finalize().into())
+}
+
 /// Saves a module as safetensors with ktrack's names. Unlike burn's native format (which
 /// stores random parameter ids), equal weights give equal bytes, so the file's blake3 can be
 /// a checkpoint's identity. Save a `valid()` snapshot so BatchNorm statistics are current.

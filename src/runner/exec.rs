@@ -24,7 +24,7 @@ use crate::progress::Task;
 use crate::record::{RunAxes, RunRecord, Tolerance};
 use crate::store::Store;
 use crate::table;
-use crate::train::cache::PixelCache;
+use crate::train::cache::{FeatureCache, PixelCache};
 use crate::train::data::{Example, ImageSource};
 use crate::train::downstream::{self, DownstreamData, Init};
 use crate::train::pretrain::{self, PretrainData};
@@ -79,6 +79,7 @@ impl crate::hint::Hint for Error {
 pub struct StoreImages {
     pub store: Store,
     pub cache: Option<PixelCache>,
+    pub features: Option<FeatureCache>,
 }
 
 impl ImageSource for StoreImages {
@@ -88,6 +89,10 @@ impl ImageSource for StoreImages {
 
     fn pixel_cache(&self) -> Option<&PixelCache> {
         self.cache.as_ref()
+    }
+
+    fn feature_cache(&self) -> Option<&FeatureCache> {
+        self.features.as_ref()
     }
 }
 

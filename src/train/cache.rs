@@ -13,6 +13,12 @@
 //! The quantisation (round(v × 65535) of the resized [0, 1] intensity) is part of the
 //! preprocessing on every path: the loader without a cache keeps the same u16 pixels in memory,
 //! so a run reads identical pixels with or without one.
+//!
+//! The frozen-feature cache ([`FeatureCache`]) keeps a linear probe's encoder features of a
+//! whole set, keyed by the encoder's weights, the set's (image, side) list and everything else
+//! the values depend on; other probes of the same encoder read them. Its entries are a 56-byte
+//! header (magic, format version, rows, width, blake3 of the payload) and little-endian f32,
+//! written and checked the same way.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -68,40 +74,17 @@ impl PixelCache {
 
     /// Where an entry lives.
     pub fn path(&self, key: &Hash) -> PathBuf {
-        let hex = key.hex();
-        self.dir.join(&hex[..2]).join(&hex[2..])
+        fan_out(&self.dir, key)
     }
 
     /// How many entries the cache holds and their bytes (none when it does not exist).
     pub fn usage(&self) -> io::Result<(u64, u64)> {
-        fn walk(dir: &Path) -> io::Result<(u64, u64)> {
-            let entries = match std::fs::read_dir(dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
-                Err(e) => return Err(e),
-            };
-            let mut total = (0, 0);
-            for e in entries {
-                let e = e?;
-                let meta = e.metadata()?;
-                let (files, size) = if meta.is_dir() {
-                    walk(&e.path())?
-                } else {
-                    (1, meta.len())
-                };
-                total = (total.0 + files, total.1 + size);
-            }
-            Ok(total)
-        }
-        walk(&self.dir)
+        usage(&self.dir)
     }
 
     /// Deletes the whole cache (runs that are reading it make the entries they need again).
     pub fn clear(&self) -> io::Result<()> {
-        match std::fs::remove_dir_all(&self.dir) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            other => other,
-        }
+        clear(&self.dir)
     }
 
     /// Reads an entry; `Ok(None)` when it is absent or not a whole, intact entry of `size`.
@@ -131,20 +114,161 @@ impl PixelCache {
     /// A directory removed meanwhile (`gc --pixel-cache --apply` while runs write) is made
     /// again once.
     pub fn write(&self, key: &Hash, size: usize, px: &[u16]) -> io::Result<PathBuf> {
-        let bytes = entry_bytes(size, px);
         let path = self.path(key);
-        let dir = path.parent().expect("entries live in a fan-out directory");
-        let attempt = || -> io::Result<()> {
-            std::fs::create_dir_all(dir)?;
-            let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-            tmp.write_all(&bytes)?;
-            tmp.persist(&path).map(drop).map_err(|e| e.error)
-        };
-        match attempt() {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => attempt()?,
-            other => other?,
-        }
+        write_entry(&path, &entry_bytes(size, px))?;
         Ok(path)
+    }
+}
+
+/// The fan-out path of `key` under `dir`.
+fn fan_out(dir: &Path, key: &Hash) -> PathBuf {
+    let hex = key.hex();
+    dir.join(&hex[..2]).join(&hex[2..])
+}
+
+/// Files and bytes under `dir` (none when it does not exist).
+fn usage(dir: &Path) -> io::Result<(u64, u64)> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) => return Err(e),
+    };
+    let mut total = (0, 0);
+    for e in entries {
+        let e = e?;
+        let meta = e.metadata()?;
+        let (files, size) = if meta.is_dir() {
+            usage(&e.path())?
+        } else {
+            (1, meta.len())
+        };
+        total = (total.0 + files, total.1 + size);
+    }
+    Ok(total)
+}
+
+fn clear(dir: &Path) -> io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Writes an entry atomically (a temporary file in the same directory, then a rename). A
+/// directory removed meanwhile (`gc` of the cache while runs write) is made again once.
+fn write_entry(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().expect("entries live in a fan-out directory");
+    let attempt = || -> io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        tmp.write_all(bytes)?;
+        tmp.persist(path).map(drop).map_err(|e| e.error)
+    };
+    match attempt() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => attempt(),
+        other => other,
+    }
+}
+
+/// The frozen-feature cache (normally `<home>/cache/features`): a linear probe's encoder
+/// features of one set of images, computed once and shared by every probe (of any task,
+/// label fraction or seed, in any process) that asks for the same features.
+///
+/// An entry is keyed by everything the values depend on: the encoder's weights (their hash),
+/// the set's images in order with their sides, the preprocessing, and how the features were
+/// computed (batch size, device, threads, precision), so a probe reads exactly the floats it
+/// would have computed itself and a run is bit-identical with or without the cache. The file
+/// is a 56-byte header (magic, format version, rows, row length, blake3 of the payload) and the
+/// values as little-endian f32, written atomically like a pixel entry.
+#[derive(Clone, Debug)]
+pub struct FeatureCache {
+    dir: PathBuf,
+}
+
+const FEATURE_MAGIC: &[u8; 4] = b"KTFT";
+const FEATURE_FORMAT: u32 = 1;
+const FEATURE_HEADER: usize = 56;
+
+impl FeatureCache {
+    pub fn at(dir: impl Into<PathBuf>) -> FeatureCache {
+        FeatureCache { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The key of an encoder's features of `images` (hash and side, in order); `how` is the
+    /// rest of what the values depend on (preprocessing, batching, device).
+    pub fn key(
+        encoder: &Hash,
+        images: &[(Hash, crate::data::Side)],
+        how: &serde_json::Value,
+    ) -> Hash {
+        let mut set = blake3::Hasher::new();
+        for (image, side) in images {
+            set.update(image.as_bytes());
+            set.update(&[u8::from(*side == crate::data::Side::L)]);
+        }
+        Hash::of_json(&serde_json::json!({
+            "format": FEATURE_FORMAT,
+            "encoder": encoder.hex(),
+            "images": Hash::from(set.finalize()).hex(),
+            "how": how,
+        }))
+    }
+
+    pub fn path(&self, key: &Hash) -> PathBuf {
+        fan_out(&self.dir, key)
+    }
+
+    pub fn usage(&self) -> io::Result<(u64, u64)> {
+        usage(&self.dir)
+    }
+
+    pub fn clear(&self) -> io::Result<()> {
+        clear(&self.dir)
+    }
+
+    /// Reads an entry: `Ok(None)` when it is absent or not a whole, intact entry of `rows` x
+    /// `dim` values.
+    pub fn read(&self, key: &Hash, rows: usize, dim: usize) -> io::Result<Option<Vec<f32>>> {
+        let bytes = match std::fs::read(self.path(key)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if bytes.len() != FEATURE_HEADER + rows * dim * 4
+            || &bytes[..4] != FEATURE_MAGIC
+            || bytes[4..8] != FEATURE_FORMAT.to_le_bytes()
+            || bytes[8..16] != (rows as u64).to_le_bytes()
+            || bytes[16..24] != (dim as u64).to_le_bytes()
+            || bytes[24..56] != *blake3::hash(&bytes[FEATURE_HEADER..]).as_bytes()
+        {
+            return Ok(None);
+        }
+        Ok(Some(
+            bytes[FEATURE_HEADER..]
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        ))
+    }
+
+    /// Writes an entry of `values.len() / dim` rows atomically.
+    pub fn write(&self, key: &Hash, dim: usize, values: &[f32]) -> io::Result<()> {
+        let mut bytes = Vec::with_capacity(FEATURE_HEADER + values.len() * 4);
+        bytes.extend_from_slice(FEATURE_MAGIC);
+        bytes.extend_from_slice(&FEATURE_FORMAT.to_le_bytes());
+        bytes.extend_from_slice(&((values.len() / dim.max(1)) as u64).to_le_bytes());
+        bytes.extend_from_slice(&(dim as u64).to_le_bytes());
+        bytes.extend_from_slice(&[0; 32]);
+        for v in values {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        let sum = blake3::hash(&bytes[FEATURE_HEADER..]);
+        bytes[24..56].copy_from_slice(sum.as_bytes());
+        write_entry(&self.path(key), &bytes)
     }
 }
 
@@ -209,5 +333,49 @@ mod tests {
             assert_eq!(quantise(&[dequantise(k)]), vec![k]);
         }
         assert_eq!(quantise(&[-0.1, 1.2]), vec![0, 65535]);
+    }
+
+    #[test]
+    fn feature_entries_round_trip_keys_separate_and_damage_is_detected() {
+        use crate::data::Side;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = FeatureCache::at(dir.path());
+        let (a, b) = (Hash::of(b"a"), Hash::of(b"b"));
+        let how = serde_json::json!({"batch_size": 4});
+        let key = FeatureCache::key(&Hash::of(b"enc"), &[(a, Side::R), (b, Side::L)], &how);
+        // Another encoder, order, side or computation: another entry.
+        for other in [
+            FeatureCache::key(&Hash::of(b"enc2"), &[(a, Side::R), (b, Side::L)], &how),
+            FeatureCache::key(&Hash::of(b"enc"), &[(b, Side::L), (a, Side::R)], &how),
+            FeatureCache::key(&Hash::of(b"enc"), &[(a, Side::R), (b, Side::R)], &how),
+            FeatureCache::key(
+                &Hash::of(b"enc"),
+                &[(a, Side::R), (b, Side::L)],
+                &serde_json::json!({"batch_size": 8}),
+            ),
+        ] {
+            assert_ne!(key, other);
+        }
+        let values: Vec<f32> = vec![0.5, -0.0, f32::MIN_POSITIVE / 2.0, 1e30, 3.25, -7.0];
+        assert_eq!(cache.read(&key, 2, 3).unwrap(), None);
+        cache.write(&key, 3, &values).unwrap();
+        let back = cache.read(&key, 2, 3).unwrap().unwrap();
+        assert_eq!(
+            back.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            values.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+        // Another shape, a truncated or flipped entry: none.
+        assert_eq!(cache.read(&key, 3, 2).unwrap(), None);
+        let path = cache.path(&key);
+        let bytes = std::fs::read(&path).unwrap();
+        let mut flipped = bytes.clone();
+        flipped[FEATURE_HEADER + 5] ^= 1;
+        std::fs::write(&path, &flipped).unwrap();
+        assert_eq!(cache.read(&key, 2, 3).unwrap(), None);
+        std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
+        assert_eq!(cache.read(&key, 2, 3).unwrap(), None);
+        assert_eq!(cache.usage().unwrap().0, 1);
+        cache.clear().unwrap();
+        assert_eq!(cache.usage().unwrap(), (0, 0));
     }
 }

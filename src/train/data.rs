@@ -21,14 +21,21 @@ use crate::data::{Side, image};
 use crate::id::Hash;
 use crate::rng;
 
-/// Where image bytes come from (the runner reads them from the store), and where their
-/// preprocessed pixels are cached (the runner's: `<home>/cache/pixels`).
+/// Where image bytes come from (the runner reads them from the store), and where what is
+/// derived from them is cached: preprocessed pixels (the runner's: `<home>/cache/pixels`) and
+/// linear probes' frozen features (`<home>/cache/features`).
 pub trait ImageSource: Send + Sync {
     fn bytes(&self, image: &Hash) -> Result<Vec<u8>, String>;
 
     /// The preprocessed-image cache, if the source has one; without one every run keeps its
     /// images' (quantised) pixels in memory.
     fn pixel_cache(&self) -> Option<&PixelCache> {
+        None
+    }
+
+    /// The frozen-feature cache, if the source has one; without one every probe computes its
+    /// features itself (the same values).
+    fn feature_cache(&self) -> Option<&super::cache::FeatureCache> {
         None
     }
 }

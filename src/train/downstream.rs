@@ -22,6 +22,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{sigmoid, softmax};
 use serde::{Deserialize, Serialize};
 
+use super::cache::FeatureCache;
 use super::data::{
     Augment, BaseImages, Example, ImageSource, Loader, Pass, Preprocess, epoch_order,
 };
@@ -302,11 +303,33 @@ fn train(
                 }
             })
     };
-    let (train, val) = (
-        load(&data.train, epochs.epoch())?,
-        load(&data.val, epochs.epoch())?,
-    );
-    let mut trainer = Downstream::new(cfg, start, data, train, val, &run_dir.join(BEST))?;
+    let device = base.clone().autodiff();
+    let model = start_model(cfg, start, &device)?;
+    // A probe without augmentation trains on frozen features: the encoder's, from the
+    // source's feature cache when another probe of the same encoder computed them.
+    let frozen = if cfg.protocol == Protocol::Linear && !cfg.augment.enabled {
+        let encoder = model.encoder.valid();
+        let weights = import::weights_hash(&encoder).map_err(Error::Data)?;
+        Some((encoder, weights))
+    } else {
+        None
+    };
+    let features = |set: &[Example], epoch: usize| -> Result<Features, Error> {
+        let (encoder, weights) = frozen.as_ref().expect("features of a frozen encoder");
+        set_features(encoder, weights, set, &|s| load(s, epoch), cfg, data, &base)
+    };
+    let epoch = epochs.epoch();
+    let inputs = match frozen {
+        Some(_) => Inputs::Features {
+            train: features(&data.train, epoch)?,
+            val: features(&data.val, epoch)?,
+        },
+        None => Inputs::Images {
+            train: load(&data.train, epoch)?,
+            val: load(&data.val, epoch)?,
+        },
+    };
+    let mut trainer = Downstream::new(cfg, model, device, data, inputs, &run_dir.join(BEST));
     let plan = trainer.plan();
     epochs.run(&mut trainer, &plan, progress, interrupt)?;
 
@@ -319,7 +342,10 @@ fn train(
     .valid();
     let mut predictions = Vec::new();
     for (name, set) in data.evals.iter().filter(|(_, set)| !set.is_empty()) {
-        let probs = probabilities(&best, &load(set, epochs.epoch())?, cfg, &base)?;
+        let probs = match frozen {
+            Some(_) => head_probs(&best.head, &features(set, epochs.epoch())?, cfg),
+            None => probabilities(&best, &load(set, epochs.epoch())?, cfg, &base)?,
+        };
         let preds = Predictions {
             sample_id: set.iter().map(|e| e.sample_id.clone()).collect(),
             patient_id: set.iter().map(|e| e.patient_id.clone()).collect(),
@@ -356,7 +382,7 @@ fn train(
         checkpoint: best_path,
         predictions,
         resumed_from_epoch,
-        cached_features: trainer.cached.is_some(),
+        cached_features: frozen.is_some(),
         probe: None,
     })
 }
@@ -371,17 +397,49 @@ struct Downstream<'a> {
     base: Device,
     model: Classifier,
     optim: burn::optim::ModuleOptimizer,
-    train: Arc<BaseImages>,
+    inputs: Inputs,
     train_labels: Arc<Vec<u8>>,
-    val: Arc<BaseImages>,
     val_set: &'a [Example],
-    /// Frozen features (train, val), computed once when the probe sees no augmentation.
-    cached: Option<(Features, Features)>,
     ce: burn::nn::loss::CrossEntropyLoss,
     bce: burn::nn::loss::BinaryCrossEntropyLoss,
     /// The model as last validated (what `keep_best` saves).
     validated: Option<Classifier>,
     best: PathBuf,
+}
+
+/// What a training reads: frozen features (a probe without augmentation), or images.
+enum Inputs {
+    Features {
+        train: Features,
+        val: Features,
+    },
+    Images {
+        train: Arc<BaseImages>,
+        val: Arc<BaseImages>,
+    },
+}
+
+impl Inputs {
+    fn train_len(&self) -> usize {
+        match self {
+            Inputs::Features { train, .. } => train.0.len() / train.1.max(1),
+            Inputs::Images { train, .. } => train.len(),
+        }
+    }
+}
+
+/// The model a training starts from: a seeded head on an initialised encoder, or a whole
+/// classifier; a probe's encoder frozen.
+fn start_model(cfg: &DownstreamConfig, start: Start, device: &Device) -> Result<Classifier, Error> {
+    let mut model = Classifier::new(cfg.arch, cfg.outputs(), cfg.seed, device);
+    match start {
+        Start::Init(init) => model.encoder = load_init(model.encoder, init)?,
+        Start::Model(path) => model = import::load_checkpoint(model, &path)?,
+    }
+    if cfg.protocol == Protocol::Linear {
+        model.encoder = model.encoder.freeze();
+    }
+    Ok(model)
 }
 
 /// A downstream batch: rows of the cached features, or augmented images.
@@ -393,33 +451,13 @@ enum Batch {
 impl<'a> Downstream<'a> {
     fn new(
         cfg: &'a DownstreamConfig,
-        start: Start,
+        model: Classifier,
+        device: Device,
         data: &'a DownstreamData,
-        train: Arc<BaseImages>,
-        val: Arc<BaseImages>,
+        inputs: Inputs,
         best: &Path,
-    ) -> Result<Downstream<'a>, Error> {
-        let base = cfg.device.device()?;
-        let device = base.clone().autodiff();
-        // Model: seeded init, then the encoder's weights.
-        let mut model = Classifier::new(cfg.arch, cfg.outputs(), cfg.seed, &device);
-        match start {
-            Start::Init(init) => model.encoder = load_init(model.encoder, init)?,
-            Start::Model(path) => model = import::load_checkpoint(model, &path)?,
-        }
-        if cfg.protocol == Protocol::Linear {
-            model.encoder = model.encoder.freeze();
-        }
-        let cached = if cfg.protocol == Protocol::Linear && !cfg.augment.enabled {
-            let encoder = model.encoder.valid();
-            Some((
-                features(&encoder, &train, cfg, &base)?,
-                features(&encoder, &val, cfg, &base)?,
-            ))
-        } else {
-            None
-        };
-        Ok(Downstream {
+    ) -> Downstream<'a> {
+        Downstream {
             cfg,
             optim: super::optim::adamw(cfg.weight_decay as f32),
             train_labels: Arc::new(data.train.iter().map(|e| e.label).collect()),
@@ -427,21 +465,19 @@ impl<'a> Downstream<'a> {
             bce: BinaryCrossEntropyLossConfig::new()
                 .with_logits(true)
                 .init(&device),
+            base: cfg.device.device().expect("the device opened before"),
             device,
-            base,
             model,
-            train,
-            val,
+            inputs,
             val_set: &data.val,
-            cached,
             validated: None,
             best: best.to_path_buf(),
-        })
+        }
     }
 
     fn plan(&self) -> Plan {
-        let (n, b) = (self.train.len(), self.cfg.batch_size);
-        let per_epoch = if self.cached.is_some() {
+        let (n, b) = (self.inputs.train_len(), self.cfg.batch_size);
+        let per_epoch = if matches!(self.inputs, Inputs::Features { .. }) {
             n.div_ceil(b)
         } else {
             n / b.max(1) + usize::from(n % b >= 2)
@@ -475,15 +511,18 @@ impl Trainer for Downstream<'_> {
         skip: usize,
     ) -> Result<Box<dyn Iterator<Item = Batch>>, Error> {
         let cfg = self.cfg;
-        let order = epoch_order(self.train.len(), cfg.seed, epoch, true);
-        if self.cached.is_some() {
-            let chunks: Vec<Vec<usize>> = order
-                .chunks(cfg.batch_size)
-                .skip(skip)
-                .map(<[usize]>::to_vec)
-                .collect();
-            return Ok(Box::new(chunks.into_iter().map(Batch::Rows)));
-        }
+        let order = epoch_order(self.inputs.train_len(), cfg.seed, epoch, true);
+        let train = match &self.inputs {
+            Inputs::Images { train, .. } => train.clone(),
+            Inputs::Features { .. } => {
+                let chunks: Vec<Vec<usize>> = order
+                    .chunks(cfg.batch_size)
+                    .skip(skip)
+                    .map(<[usize]>::to_vec)
+                    .collect();
+                return Ok(Box::new(chunks.into_iter().map(Batch::Rows)));
+            }
+        };
         let pass = Pass {
             order,
             batch_size: cfg.batch_size,
@@ -496,7 +535,7 @@ impl Trainer for Downstream<'_> {
             min_batch: 2,
             views: 1,
         };
-        let loader = Loader::spawn(self.train.clone(), self.train_labels.clone(), pass);
+        let loader = Loader::spawn(train, self.train_labels.clone(), pass);
         Ok(Box::new(loader.map(Batch::Images)))
     }
 
@@ -504,8 +543,10 @@ impl Trainer for Downstream<'_> {
         let (loss, n) = match batch {
             // Head-only training on cached features.
             Batch::Rows(rows) => {
-                let (train_feats, _) = self.cached.as_ref().expect("rows come from the cache");
-                let x = gather_rows(train_feats, &rows, &self.device);
+                let Inputs::Features { train, .. } = &self.inputs else {
+                    unreachable!("rows come from features")
+                };
+                let x = gather_rows(train, &rows, &self.device);
                 let labels: Vec<i64> = rows
                     .iter()
                     .map(|&r| i64::from(self.train_labels[r]))
@@ -539,9 +580,9 @@ impl Trainer for Downstream<'_> {
 
     fn validate(&mut self) -> Result<f64, Error> {
         let valid = self.model.valid();
-        let probs = match &self.cached {
-            Some((_, val_feats)) => head_probs(&valid.head, val_feats, self.cfg),
-            None => probabilities(&valid, &self.val, self.cfg, &self.base)?,
+        let probs = match &self.inputs {
+            Inputs::Features { val, .. } => head_probs(&valid.head, val, self.cfg),
+            Inputs::Images { val, .. } => probabilities(&valid, val, self.cfg, &self.base)?,
         };
         self.validated = Some(valid);
         Ok(selection_value(self.cfg, self.val_set, &probs))
@@ -618,6 +659,51 @@ fn eval_batches(images: &Arc<BaseImages>, cfg: &DownstreamConfig) -> Loader {
             views: 1,
         },
     )
+}
+
+/// Decodes a set's images (the source's pixel cache when it has one).
+type LoadImages<'a> = dyn Fn(&[Example]) -> Result<Arc<BaseImages>, Error> + 'a;
+
+/// The frozen features of `set` from `encoder` (whose weights hash to `weights`): read from the
+/// source's feature cache when it holds them, else computed from the images (`load`) and
+/// written to it. The key holds everything the values depend on, so they are the same floats
+/// either way.
+fn set_features(
+    encoder: &ResNet,
+    weights: &crate::id::Hash,
+    set: &[Example],
+    load: &LoadImages,
+    cfg: &DownstreamConfig,
+    data: &DownstreamData,
+    device: &Device,
+) -> Result<Features, Error> {
+    let dim = cfg.arch.feature_dim();
+    let Some(cache) = data.images.feature_cache() else {
+        return features(encoder, &load(set)?, cfg, device);
+    };
+    let images: Vec<_> = set.iter().map(|e| (e.image, e.side)).collect();
+    let how = serde_json::json!({
+        "ktrack": env!("CARGO_PKG_VERSION"),
+        "arch": cfg.arch,
+        "preprocess": cfg.preprocess,
+        "batch_size": cfg.batch_size,
+        "device": cfg.device,
+        "threads": cfg.threads,
+        "precision": cfg.precision,
+    });
+    let key = FeatureCache::key(weights, &images, &how);
+    let failed = |e: std::io::Error| {
+        Error::Data(format!(
+            "could not use the feature cache `{}`: {e}",
+            cache.dir().display()
+        ))
+    };
+    if let Some(values) = cache.read(&key, set.len(), dim).map_err(failed)? {
+        return Ok((values, dim));
+    }
+    let computed = features(encoder, &load(set)?, cfg, device)?;
+    cache.write(&key, dim, &computed.0).map_err(failed)?;
+    Ok(computed)
 }
 
 /// Frozen-encoder features of every image: `[n, feature_dim]` as a flat row-major matrix.

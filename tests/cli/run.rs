@@ -244,6 +244,18 @@ fn exec_runs_exactly_one_planned_run() {
     assert!(entries(&scratch) > pretrained);
     ctx.ok(["gc", "--pixel-cache", "--apply"]);
     assert_eq!(entries(&scratch), 0);
+    // The probe's frozen features are in the home's feature cache, which gc lists and deletes.
+    let features = ctx.home().join("cache/features");
+    // One entry per set: train, val and each evaluation set.
+    let sets = entries(&features);
+    assert!(sets >= 3, "{sets}");
+    let listed = ctx.run(["gc", "--feature-cache"]);
+    assert!(
+        listed.contains(&format!("{sets} cached feature sets")),
+        "{listed}"
+    );
+    ctx.ok(["gc", "--feature-cache", "--apply"]);
+    assert_eq!(entries(&features), 0);
     let again = ctx.run(["exec", &probe[..10]]);
     assert!(again.contains("had already finished"), "{again}");
     let runs = ctx.runs();

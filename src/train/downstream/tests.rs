@@ -173,6 +173,89 @@ fn linear_probe_caches_features_and_keeps_the_encoder() {
     assert_eq!(preds.kind, TaskKind::Binary);
 }
 
+/// An image source with a feature cache that counts the image files it is asked for.
+struct WithFeatures {
+    images: Images,
+    cache: FeatureCache,
+    reads: AtomicUsize,
+}
+
+impl ImageSource for WithFeatures {
+    fn bytes(&self, image: &Hash) -> Result<Vec<u8>, String> {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.images.bytes(image)
+    }
+
+    fn feature_cache(&self) -> Option<&FeatureCache> {
+        Some(&self.cache)
+    }
+}
+
+#[test]
+fn probes_through_the_feature_cache_give_the_uncached_predictions() {
+    let cfg = DownstreamConfig {
+        task: Label::Progression4y,
+        ..config(Protocol::Linear, false)
+    };
+    let plain = tempfile::tempdir().unwrap();
+    train(&cfg, plain.path(), &Quiet, &AtomicBool::new(false)).unwrap();
+    let (images, train_set, val, test) = cohort(cfg.task);
+    let cache_dir = tempfile::tempdir().unwrap();
+    let source = Arc::new(WithFeatures {
+        images,
+        cache: FeatureCache::at(cache_dir.path()),
+        reads: AtomicUsize::new(0),
+    });
+    let data = DownstreamData {
+        train: train_set,
+        val: val.clone(),
+        evals: vec![("val".into(), val), ("test".into(), test)],
+        images: source.clone(),
+    };
+    let probe = |dir: &Path| {
+        run(
+            &cfg,
+            &Init::Random,
+            &data,
+            dir,
+            &Quiet,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        outputs(dir)
+    };
+    let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    assert_eq!(probe(first.path()), outputs(plain.path()));
+    let read = source.reads.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(read > 0);
+    let (entries, bytes) = source.cache.usage().unwrap();
+    assert_eq!(entries, 3, "train, val and test features");
+    assert!(bytes > 0);
+    // A second probe of the same encoder reads no image: its features come from the cache.
+    assert_eq!(probe(second.path()), outputs(plain.path()));
+    assert_eq!(
+        source.reads.load(std::sync::atomic::Ordering::Relaxed),
+        read
+    );
+    // Another training seed is another random encoder: other features, other entries.
+    let other = DownstreamConfig {
+        seed: 10,
+        ..cfg.clone()
+    };
+    let third = tempfile::tempdir().unwrap();
+    run(
+        &other,
+        &Init::Random,
+        &data,
+        third.path(),
+        &Quiet,
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    assert_eq!(source.cache.usage().unwrap().0, 6);
+}
+
 /// Sets the interrupt flag two steps into the second epoch.
 struct InterruptAt {
     step: AtomicUsize,
