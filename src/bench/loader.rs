@@ -23,7 +23,7 @@ use crate::data::image;
 use crate::id::Hash;
 use crate::runner::exec::StoreImages;
 use crate::store::Store;
-use crate::train::cache::PixelCache;
+use crate::train::cache::{CacheDir, PixelCache};
 use crate::train::data::{
     Augment, BaseImages, Example, Loader, MemoryImages, Normalize, Pass, Preprocess, epoch_order,
 };

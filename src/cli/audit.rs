@@ -199,14 +199,17 @@ pub struct GcArgs {
 fn gc_cache(
     env: &Env,
     (label, noun): (&str, &str),
-    dir: &std::path::Path,
-    usage: impl Fn() -> std::io::Result<(u64, u64)>,
-    clear: impl Fn() -> std::io::Result<()>,
+    cache: &dyn crate::train::cache::CacheDir,
     apply: bool,
 ) -> Result<()> {
-    let (files, size) = usage().with_context(|| format!("could not read `{}`", dir.display()))?;
+    let dir = cache.dir();
+    let (files, size) = cache
+        .usage()
+        .with_context(|| format!("could not read `{}`", dir.display()))?;
     if apply && files > 0 {
-        clear().with_context(|| format!("could not delete `{}`", dir.display()))?;
+        cache
+            .clear()
+            .with_context(|| format!("could not delete `{}`", dir.display()))?;
     }
     env.printer.status(
         if apply { "Deleted" } else { label },
@@ -227,14 +230,12 @@ fn gc_cache(
 pub fn gc(env: &Env, args: GcArgs) -> Result<()> {
     let k = env.open()?;
     if args.pixel_cache {
-        let c = &k.pixel_cache;
         let names = ("Pixel cache", "cached images");
-        gc_cache(env, names, c.dir(), || c.usage(), || c.clear(), args.apply)?;
+        gc_cache(env, names, &k.pixel_cache, args.apply)?;
     }
     if args.feature_cache {
-        let c = &k.feature_cache;
         let names = ("Feature cache", "cached feature sets");
-        gc_cache(env, names, c.dir(), || c.usage(), || c.clear(), args.apply)?;
+        gc_cache(env, names, &k.feature_cache, args.apply)?;
     }
     let r = maintain::gc(&k, args.apply, Duration::from_secs(args.min_age))
         .context("could not collect garbage")?;

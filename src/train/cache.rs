@@ -59,10 +59,6 @@ impl PixelCache {
         PixelCache { dir: dir.into() }
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// The key of an image's pixels at `size` x `size`.
     pub fn key(image: &Hash, size: usize) -> Hash {
         Hash::of_json(&serde_json::json!({
@@ -72,42 +68,18 @@ impl PixelCache {
         }))
     }
 
-    /// Where an entry lives.
-    pub fn path(&self, key: &Hash) -> PathBuf {
-        fan_out(&self.dir, key)
-    }
-
-    /// How many entries the cache holds and their bytes (none when it does not exist).
-    pub fn usage(&self) -> io::Result<(u64, u64)> {
-        usage(&self.dir)
-    }
-
-    /// Deletes the whole cache (runs that are reading it make the entries they need again).
-    pub fn clear(&self) -> io::Result<()> {
-        clear(&self.dir)
-    }
-
     /// Reads an entry; `Ok(None)` when it is absent or not a whole, intact entry of `size`.
     pub fn read(path: &Path, size: usize) -> io::Result<Option<Vec<u16>>> {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        if bytes.len() as u64 != entry_len(size)
-            || &bytes[..4] != MAGIC
-            || bytes[4..8] != FORMAT.to_le_bytes()
-            || bytes[8..16] != (size as u64).to_le_bytes()
-            || bytes[16..48] != *blake3::hash(&bytes[HEADER..]).as_bytes()
-        {
+        let Some(bytes) = read_file(path)? else {
             return Ok(None);
-        }
-        Ok(Some(
-            bytes[HEADER..]
-                .chunks_exact(2)
-                .map(|b| u16::from_le_bytes([b[0], b[1]]))
-                .collect(),
-        ))
+        };
+        Ok(
+            payload(&bytes, (MAGIC, FORMAT), &[size as u64], size * size * 2).map(|p| {
+                p.chunks_exact(2)
+                    .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                    .collect()
+            }),
+        )
     }
 
     /// Writes an entry atomically (a temporary file in the same directory, then a rename).
@@ -120,10 +92,40 @@ impl PixelCache {
     }
 }
 
-/// The fan-out path of `key` under `dir`.
-fn fan_out(dir: &Path, key: &Hash) -> PathBuf {
-    let hex = key.hex();
-    dir.join(&hex[..2]).join(&hex[2..])
+/// A cache directory of entries fanned out by key: `<dir>/<key[..2]>/<key[2..]>`.
+pub trait CacheDir {
+    fn dir(&self) -> &Path;
+
+    /// Where an entry lives.
+    fn path(&self, key: &Hash) -> PathBuf {
+        let hex = key.hex();
+        self.dir().join(&hex[..2]).join(&hex[2..])
+    }
+
+    /// How many entries the cache holds and their bytes (none when it does not exist).
+    fn usage(&self) -> io::Result<(u64, u64)> {
+        usage(self.dir())
+    }
+
+    /// Deletes the whole cache (runs that are reading it make the entries they need again).
+    fn clear(&self) -> io::Result<()> {
+        match std::fs::remove_dir_all(self.dir()) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+}
+
+impl CacheDir for PixelCache {
+    fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl CacheDir for FeatureCache {
+    fn dir(&self) -> &Path {
+        &self.dir
+    }
 }
 
 /// Files and bytes under `dir` (none when it does not exist).
@@ -145,13 +147,6 @@ fn usage(dir: &Path) -> io::Result<(u64, u64)> {
         total = (total.0 + files, total.1 + size);
     }
     Ok(total)
-}
-
-fn clear(dir: &Path) -> io::Result<()> {
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    }
 }
 
 /// Writes an entry atomically (a temporary file in the same directory, then a rename). A
@@ -187,15 +182,10 @@ pub struct FeatureCache {
 
 const FEATURE_MAGIC: &[u8; 4] = b"KTFT";
 const FEATURE_FORMAT: u32 = 1;
-const FEATURE_HEADER: usize = 56;
 
 impl FeatureCache {
     pub fn at(dir: impl Into<PathBuf>) -> FeatureCache {
         FeatureCache { dir: dir.into() }
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// The key of an encoder's features of `images` (hash and side, in order); `how` is the
@@ -218,73 +208,86 @@ impl FeatureCache {
         }))
     }
 
-    pub fn path(&self, key: &Hash) -> PathBuf {
-        fan_out(&self.dir, key)
-    }
-
-    pub fn usage(&self) -> io::Result<(u64, u64)> {
-        usage(&self.dir)
-    }
-
-    pub fn clear(&self) -> io::Result<()> {
-        clear(&self.dir)
-    }
-
     /// Reads an entry: `Ok(None)` when it is absent or not a whole, intact entry of `rows` x
     /// `dim` values.
     pub fn read(&self, key: &Hash, rows: usize, dim: usize) -> io::Result<Option<Vec<f32>>> {
-        let bytes = match std::fs::read(self.path(key)) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        if bytes.len() != FEATURE_HEADER + rows * dim * 4
-            || &bytes[..4] != FEATURE_MAGIC
-            || bytes[4..8] != FEATURE_FORMAT.to_le_bytes()
-            || bytes[8..16] != (rows as u64).to_le_bytes()
-            || bytes[16..24] != (dim as u64).to_le_bytes()
-            || bytes[24..56] != *blake3::hash(&bytes[FEATURE_HEADER..]).as_bytes()
-        {
+        let Some(bytes) = read_file(&self.path(key))? else {
             return Ok(None);
-        }
-        Ok(Some(
-            bytes[FEATURE_HEADER..]
-                .chunks_exact(4)
+        };
+        let shape = [rows as u64, dim as u64];
+        let format = (FEATURE_MAGIC, FEATURE_FORMAT);
+        Ok(payload(&bytes, format, &shape, rows * dim * 4).map(|p| {
+            p.chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-        ))
+                .collect()
+        }))
     }
 
     /// Writes an entry of `values.len() / dim` rows atomically.
     pub fn write(&self, key: &Hash, dim: usize, values: &[f32]) -> io::Result<()> {
-        let mut bytes = Vec::with_capacity(FEATURE_HEADER + values.len() * 4);
-        bytes.extend_from_slice(FEATURE_MAGIC);
-        bytes.extend_from_slice(&FEATURE_FORMAT.to_le_bytes());
-        bytes.extend_from_slice(&((values.len() / dim.max(1)) as u64).to_le_bytes());
-        bytes.extend_from_slice(&(dim as u64).to_le_bytes());
-        bytes.extend_from_slice(&[0; 32]);
-        for v in values {
-            bytes.extend_from_slice(&v.to_le_bytes());
-        }
-        let sum = blake3::hash(&bytes[FEATURE_HEADER..]);
-        bytes[24..56].copy_from_slice(sum.as_bytes());
+        let shape = [(values.len() / dim.max(1)) as u64, dim as u64];
+        let values = values.iter().flat_map(|v| v.to_le_bytes());
+        let bytes = encode((FEATURE_MAGIC, FEATURE_FORMAT), &shape, values);
         write_entry(&self.path(key), &bytes)
     }
 }
 
-/// An entry's bytes: header (magic, format, side, blake3 of the payload), then the pixels.
-fn entry_bytes(size: usize, px: &[u16]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(HEADER + px.len() * 2);
-    bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(&FORMAT.to_le_bytes());
-    bytes.extend_from_slice(&(size as u64).to_le_bytes());
-    bytes.extend_from_slice(&[0; 32]);
-    for v in px {
-        bytes.extend_from_slice(&v.to_le_bytes());
+/// An entry's bytes: magic, format version, its shape as u64s, blake3 of the payload, then
+/// the payload.
+fn encode(
+    (magic, format): (&[u8; 4], u32),
+    shape: &[u64],
+    payload: impl Iterator<Item = u8>,
+) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(magic);
+    bytes.extend_from_slice(&format.to_le_bytes());
+    for d in shape {
+        bytes.extend_from_slice(&d.to_le_bytes());
     }
-    let sum = blake3::hash(&bytes[HEADER..]);
-    bytes[16..48].copy_from_slice(sum.as_bytes());
+    let sum_at = bytes.len();
+    bytes.extend_from_slice(&[0; 32]);
+    bytes.extend(payload);
+    let sum = blake3::hash(&bytes[sum_at + 32..]);
+    bytes[sum_at..sum_at + 32].copy_from_slice(sum.as_bytes());
     bytes
+}
+
+/// The payload of an entry written by [`encode`], if it is whole and intact: magic, format and
+/// shape as expected, `len` bytes of payload, and their checksum.
+fn payload<'a>(
+    bytes: &'a [u8],
+    (magic, format): (&[u8; 4], u32),
+    shape: &[u64],
+    len: usize,
+) -> Option<&'a [u8]> {
+    let header = 8 + 8 * shape.len() + 32;
+    let sum_at = header - 32;
+    let expected: Vec<u8> = magic
+        .iter()
+        .copied()
+        .chain(format.to_le_bytes())
+        .chain(shape.iter().flat_map(|d| d.to_le_bytes()))
+        .collect();
+    (bytes.len() == header + len
+        && bytes[..sum_at] == expected[..]
+        && bytes[sum_at..header] == *blake3::hash(&bytes[header..]).as_bytes())
+    .then(|| &bytes[header..])
+}
+
+/// A file's bytes; `None` when it does not exist.
+fn read_file(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// An entry's bytes: header (magic, format, size, blake3 of the payload), then the pixels.
+fn entry_bytes(size: usize, px: &[u16]) -> Vec<u8> {
+    let px = px.iter().flat_map(|v| v.to_le_bytes());
+    encode((MAGIC, FORMAT), &[size as u64], px)
 }
 
 #[cfg(test)]
@@ -369,7 +372,7 @@ mod tests {
         let path = cache.path(&key);
         let bytes = std::fs::read(&path).unwrap();
         let mut flipped = bytes.clone();
-        flipped[FEATURE_HEADER + 5] ^= 1;
+        flipped[56 + 5] ^= 1; // a value, past the 56-byte header
         std::fs::write(&path, &flipped).unwrap();
         assert_eq!(cache.read(&key, 2, 3).unwrap(), None);
         std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();

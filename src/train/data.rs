@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::cache::{self, PixelCache};
+use super::cache::{self, CacheDir, PixelCache};
 use crate::data::{Side, image};
 use crate::id::Hash;
 use crate::rng;

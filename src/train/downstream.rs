@@ -22,7 +22,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{sigmoid, softmax};
 use serde::{Deserialize, Serialize};
 
-use super::cache::FeatureCache;
+use super::cache::{CacheDir, FeatureCache};
 use super::data::{
     Augment, BaseImages, Example, ImageSource, Loader, Pass, Preprocess, epoch_order,
 };
