@@ -604,6 +604,7 @@ pub fn plan(spec: &LoadedSpec, prepared: &Prepared, opts: &PlanOptions) -> Plan 
                                 weight_decay: h.weight_decay,
                                 warmup_epochs: h.warmup_epochs,
                                 patience: h.patience,
+                                select: h.select,
                                 seed,
                                 device,
                                 threads,

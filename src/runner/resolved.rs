@@ -140,6 +140,7 @@ mod tests {
                 weight_decay: 0.0,
                 warmup_epochs: 0.0,
                 patience: None,
+                select: Default::default(),
                 seed,
                 device,
                 threads,

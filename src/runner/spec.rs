@@ -14,7 +14,7 @@ use crate::data::Label;
 use crate::model::Arch;
 use crate::model::ssl::TextConfig;
 use crate::train::data::{Augment, Normalize};
-use crate::train::downstream::{Protocol, Settings};
+use crate::train::downstream::{Protocol, Select, Settings};
 use crate::train::pretrain::{Method, SlipConfig, VicregWeights};
 use crate::train::{DeviceKind, Precision};
 
@@ -257,6 +257,9 @@ pub struct Hyper {
     pub weight_decay: Option<f64>,
     pub warmup_epochs: Option<f64>,
     pub patience: Option<usize>,
+    /// What selects the best epoch: `metric` (the validation QWK or AUROC) or `loss` (the
+    /// validation cross-entropy).
+    pub select: Option<Select>,
     pub augment: Option<Augment>,
 }
 
@@ -269,6 +272,7 @@ impl Hyper {
             weight_decay: self.weight_decay.or(base.weight_decay),
             warmup_epochs: self.warmup_epochs.or(base.warmup_epochs),
             patience: self.patience.or(base.patience),
+            select: self.select.or(base.select),
             augment: self.augment.clone().or_else(|| base.augment.clone()),
         }
     }
@@ -345,6 +349,7 @@ impl TrainSpec {
                 weight_decay: Some(1e-4),
                 warmup_epochs: Some(0.0),
                 patience: Some(10),
+                select: None,
                 augment: Some(Augment::off()),
             },
             Protocol::Finetune => Hyper {
@@ -354,6 +359,7 @@ impl TrainSpec {
                 weight_decay: Some(1e-4),
                 warmup_epochs: Some(1.0),
                 patience: Some(5),
+                select: None,
                 augment: Some(Augment::default()),
             },
             // After the probe the head already fits: a tenth of fine-tune's rate keeps the
@@ -365,6 +371,7 @@ impl TrainSpec {
                 weight_decay: Some(1e-4),
                 warmup_epochs: Some(1.0),
                 patience: Some(5),
+                select: None,
                 augment: Some(Augment::default()),
             },
         };
@@ -381,6 +388,7 @@ impl TrainSpec {
             weight_decay: h.weight_decay.unwrap_or(0.0),
             warmup_epochs: h.warmup_epochs.unwrap_or(0.0),
             patience: h.patience,
+            select: h.select.unwrap_or_default(),
             augment: h.augment.unwrap_or_else(Augment::off),
         }
     }

@@ -26,7 +26,8 @@ use super::cache::{CacheDir, FeatureCache};
 use super::data::{
     Augment, BaseImages, Example, ImageSource, Loader, Pass, Preprocess, epoch_order,
 };
-use super::epochs::{Epochs, Plan, Step, Trainer};
+pub use super::epochs::Select;
+use super::epochs::{Epochs, Plan, Step, Trainer, Validation};
 use super::{DeviceKind, Error, Precision, checkpoint};
 use crate::data::Label;
 use crate::metrics::{binary, kl};
@@ -66,6 +67,9 @@ pub struct Settings {
     pub weight_decay: f64,
     pub warmup_epochs: f64,
     pub patience: Option<usize>,
+    /// Absent when the metric selects, so the identities of those runs are what they were.
+    #[serde(default, skip_serializing_if = "Select::is_metric")]
+    pub select: Select,
 }
 
 /// Everything that defines a downstream run's training (all of it enters the run identity).
@@ -81,8 +85,12 @@ pub struct DownstreamConfig {
     pub lr: f64,
     pub weight_decay: f64,
     pub warmup_epochs: f64,
-    /// Stop after this many epochs without a better validation metric.
+    /// Stop after this many epochs without a better validation score.
     pub patience: Option<usize>,
+    /// What selects the best epoch: the validation metric or the validation loss; absent when
+    /// the metric, so the identities of those runs are what they were.
+    #[serde(default, skip_serializing_if = "Select::is_metric")]
+    pub select: Select,
     pub seed: u64,
     pub device: DeviceKind,
     /// CPU threads (parallel reductions depend on it, so it is recorded).
@@ -215,6 +223,7 @@ fn lpft(
         weight_decay: probe.weight_decay,
         warmup_epochs: probe.warmup_epochs,
         patience: probe.patience,
+        select: probe.select,
         probe: None,
         ..cfg.clone()
     };
@@ -373,9 +382,15 @@ fn train(
         &serde_json::to_vec_pretty(&curves).expect("curves serialize"),
     )?;
     let state = epochs.finish();
+    // The metric of the best epoch (what selected it may have been the loss).
+    let best_val_metric = state
+        .curves
+        .iter()
+        .find(|c| c.epoch == state.best_epoch)
+        .map_or(f64::NAN, |c| c.val_metric);
     Ok(DownstreamReport {
         best_epoch: state.best_epoch,
-        best_val_metric: state.best_metric,
+        best_val_metric,
         epochs_run: state.curves.len(),
         train_images_per_second: state.images_per_second(),
         curves: state.curves,
@@ -488,7 +503,7 @@ impl<'a> Downstream<'a> {
             lr: self.cfg.lr,
             warmup_steps: (self.cfg.warmup_epochs * per_epoch as f64).round() as usize,
             patience: self.cfg.patience,
-            select_best: true,
+            select: Some(self.cfg.select),
         }
     }
 
@@ -578,14 +593,14 @@ impl Trainer for Downstream<'_> {
         })
     }
 
-    fn validate(&mut self) -> Result<f64, Error> {
+    fn validate(&mut self) -> Result<Validation, Error> {
         let valid = self.model.valid();
         let probs = match &self.inputs {
             Inputs::Features { val, .. } => head_probs(&valid.head, val, self.cfg),
             Inputs::Images { val, .. } => probabilities(&valid, val, self.cfg, &self.base)?,
         };
         self.validated = Some(valid);
-        Ok(selection_value(self.cfg, self.val_set, &probs))
+        Ok(validation(self.cfg, self.val_set, &probs))
     }
 
     fn keep_best(&mut self) -> Result<(), Error> {
@@ -795,9 +810,11 @@ fn probabilities(
     Ok(out)
 }
 
-fn selection_value(cfg: &DownstreamConfig, set: &[Example], probs: &[Vec<f64>]) -> f64 {
+/// The validation metric (QWK, AUROC) and the mean cross-entropy of the probabilities
+/// (scikit-learn's `log_loss`, probabilities clipped to [ε, 1 − ε]).
+fn validation(cfg: &DownstreamConfig, set: &[Example], probs: &[Vec<f64>]) -> Validation {
     let labels: Vec<u8> = set.iter().map(|e| e.label).collect();
-    match cfg.kind() {
+    let metric = match cfg.kind() {
         TaskKind::Kl => {
             let pred: Vec<u8> = probs.iter().map(|p| kl::argmax(p)).collect();
             kl::qwk(&labels, &pred)
@@ -806,7 +823,28 @@ fn selection_value(cfg: &DownstreamConfig, set: &[Example], probs: &[Vec<f64>]) 
             let s: Vec<f64> = probs.iter().map(|p| p[0]).collect();
             binary::auroc(&labels, &s)
         }
+    };
+    Validation {
+        metric,
+        loss: log_loss(cfg.kind(), &labels, probs),
     }
+}
+
+fn log_loss(kind: TaskKind, labels: &[u8], probs: &[Vec<f64>]) -> f64 {
+    if labels.is_empty() {
+        return f64::NAN;
+    }
+    let clip = |p: f64| p.clamp(f64::EPSILON, 1.0 - f64::EPSILON);
+    let sum: f64 = labels
+        .iter()
+        .zip(probs)
+        .map(|(&y, p)| match kind {
+            TaskKind::Kl => -clip(p[usize::from(y)]).ln(),
+            TaskKind::Binary if y == 1 => -clip(p[0]).ln(),
+            TaskKind::Binary => -(1.0 - clip(p[0])).ln(),
+        })
+        .sum();
+    sum / labels.len() as f64
 }
 
 #[cfg(test)]

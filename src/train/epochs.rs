@@ -25,6 +25,14 @@ pub struct EpochCurve {
     pub train_loss: f64,
     #[serde(with = "crate::lossless::f64")]
     pub val_metric: f64,
+    /// The validation loss (cross-entropy); absent for a training without validation and in
+    /// curves written before it was recorded.
+    #[serde(
+        default = "nan",
+        with = "crate::lossless::f64",
+        skip_serializing_if = "is_nan"
+    )]
+    pub val_loss: f64,
     #[serde(with = "crate::lossless::f64")]
     pub lr: f64,
     #[serde(with = "crate::lossless::f64")]
@@ -32,6 +40,54 @@ pub struct EpochCurve {
     /// The phase of a run with more than one (LP-FT: `linear`, then `finetune`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<super::downstream::Protocol>,
+}
+
+fn nan() -> f64 {
+    f64::NAN
+}
+
+fn is_nan(x: &f64) -> bool {
+    x.is_nan()
+}
+
+/// What selects the best epoch (and counts towards early stopping): the validation metric
+/// (QWK, AUROC; higher is better) or the validation cross-entropy (lower is better). The loss
+/// is a proper scoring rule of every case's probability, so on a small validation set it is
+/// far less noisy than a rank metric, which can favour an early, near-random head by chance.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Select {
+    #[default]
+    Metric,
+    Loss,
+}
+
+impl Select {
+    pub fn is_metric(&self) -> bool {
+        *self == Select::Metric
+    }
+
+    /// The score to maximise.
+    fn score(self, v: &Validation) -> f64 {
+        match self {
+            Select::Metric => v.metric,
+            Select::Loss => -v.loss,
+        }
+    }
+}
+
+/// One validation: the metric and the cross-entropy (NaN when undefined or when there is none).
+#[derive(Clone, Copy, Debug)]
+pub struct Validation {
+    pub metric: f64,
+    pub loss: f64,
+}
+
+impl Validation {
+    pub const NONE: Validation = Validation {
+        metric: f64::NAN,
+        loss: f64::NAN,
+    };
 }
 
 /// The loop state saved with every checkpoint. Every float goes through [`crate::lossless`],
@@ -50,7 +106,8 @@ pub struct LoopState {
     pub loss_weight: f64,
     pub step: usize,
     pub best_epoch: usize,
-    /// `-inf` until an epoch has a finite validation metric.
+    /// The best selection score (the metric, or minus the loss); `-inf` until an epoch has a
+    /// finite one.
     #[serde(with = "crate::lossless::f64")]
     pub best_metric: f64,
     pub bad_epochs: usize,
@@ -102,8 +159,8 @@ pub struct Plan {
     pub warmup_steps: usize,
     /// Stop after this many epochs without a better validation metric.
     pub patience: Option<usize>,
-    /// Track the best epoch by the validation metric (and keep its weights).
-    pub select_best: bool,
+    /// Track the best epoch by this (and keep its weights); `None`: the last epoch is kept.
+    pub select: Option<Select>,
 }
 
 /// A training the loop drives.
@@ -117,8 +174,8 @@ pub trait Trainer {
     ) -> Result<Box<dyn Iterator<Item = Self::Batch>>, Error>;
     /// One optimisation step at learning rate `lr`.
     fn step(&mut self, batch: Self::Batch, lr: f64) -> Result<Step, Error>;
-    /// The validation metric after an epoch (NaN when undefined or when there is none).
-    fn validate(&mut self) -> Result<f64, Error>;
+    /// The validation metric and loss after an epoch.
+    fn validate(&mut self) -> Result<Validation, Error>;
     /// Keeps the weights just validated as the best so far.
     fn keep_best(&mut self) -> Result<(), Error>;
     /// Writes the networks and optimizer state into a checkpoint folder.
@@ -210,8 +267,8 @@ impl Epochs {
             }
             losses.flush(&mut self.state);
             self.state.train_seconds += started.elapsed().as_secs_f64();
-            let val_metric = t.validate()?;
-            self.end_epoch(t, plan, lr, val_metric, started, progress)?;
+            let validation = t.validate()?;
+            self.end_epoch(t, plan, lr, validation, started, progress)?;
             self.checkpoint(t)?;
         }
         Ok(())
@@ -223,7 +280,7 @@ impl Epochs {
         t: &mut T,
         plan: &Plan,
         lr: f64,
-        val_metric: f64,
+        validation: Validation,
         started: Instant,
         progress: &dyn Task,
     ) -> Result<(), Error> {
@@ -235,19 +292,22 @@ impl Epochs {
             } else {
                 1.0
             };
+        let val_metric = validation.metric;
         s.curves.push(EpochCurve {
             epoch,
             train_loss,
             val_metric,
+            val_loss: validation.loss,
             lr,
             seconds: started.elapsed().as_secs_f64(),
             phase: None,
         });
         tracing::info!(epoch, train_loss, val_metric, "epoch done");
         progress.epoch(epoch, train_loss, val_metric);
-        if plan.select_best {
-            if val_metric.is_finite() && val_metric > s.best_metric {
-                s.best_metric = val_metric;
+        if let Some(select) = plan.select {
+            let score = select.score(&validation);
+            if score.is_finite() && score > s.best_metric {
+                s.best_metric = score;
                 s.best_epoch = epoch;
                 s.bad_epochs = 0;
                 t.keep_best()?;

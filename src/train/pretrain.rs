@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use super::data::{
     Augment, BaseImages, Example, ImageSource, Loader, Pass, Preprocess, epoch_order,
 };
-use super::epochs::{Epochs, Plan, Step, Trainer};
+use super::epochs::{Epochs, Plan, Step, Trainer, Validation};
 use super::{DeviceKind, Error, Precision, checkpoint, text};
 use crate::data::Label;
 use crate::model::Arch;
@@ -303,7 +303,7 @@ pub fn run(
         lr: cfg.lr,
         warmup_steps: (cfg.warmup_epochs * per_epoch as f64).round() as usize,
         patience: None,
-        select_best: false,
+        select: None,
     };
     epochs.run(&mut trainer, &plan, progress, interrupt)?;
 
@@ -740,8 +740,8 @@ impl Trainer for Pretrainer<'_> {
         })
     }
 
-    fn validate(&mut self) -> Result<f64, Error> {
-        Ok(f64::NAN)
+    fn validate(&mut self) -> Result<Validation, Error> {
+        Ok(Validation::NONE)
     }
 
     fn keep_best(&mut self) -> Result<(), Error> {

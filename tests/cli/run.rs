@@ -358,6 +358,10 @@ fn bad_specs_fail_before_anything_runs() {
             text.replace("[train]\n", "[train]\nprecision = \"fp8\"\n"),
         ),
         (
+            "bad_select",
+            text.replace("[train]\n", "[train]\nselect = \"auroc\"\n"),
+        ),
+        (
             "bad_vicreg_weights",
             text.replace(
                 "method = \"simclr\"",

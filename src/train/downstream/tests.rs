@@ -70,6 +70,7 @@ fn config(protocol: Protocol, augment: bool) -> DownstreamConfig {
         weight_decay: 1e-4,
         warmup_epochs: 0.5,
         patience: None,
+        select: Select::Metric,
         seed: 9,
         device: DeviceKind::Cpu,
         threads: 2,
@@ -82,6 +83,7 @@ fn config(protocol: Protocol, augment: bool) -> DownstreamConfig {
             weight_decay: 1e-4,
             warmup_epochs: 0.0,
             patience: None,
+            select: Select::Metric,
         }),
     }
 }
@@ -588,4 +590,87 @@ fn lpft_interrupted_in_its_fine_tune_resumes_without_a_second_probe() {
             .map(|c| c.train_loss.to_bits())
             .collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn log_loss_is_scikit_learns() {
+    // sklearn.metrics.log_loss([1, 0, 1], [0.9, 0.2, 0.6]) = 0.279776...
+    let binary = log_loss(
+        TaskKind::Binary,
+        &[1, 0, 1],
+        &[vec![0.9], vec![0.2], vec![0.6]],
+    );
+    let by_hand = -(0.9f64.ln() + 0.8f64.ln() + 0.6f64.ln()) / 3.0;
+    assert!((binary - by_hand).abs() < 1e-15);
+    assert!((binary - 0.279_776_6).abs() < 1e-6, "{binary}");
+    // Multiclass: minus the log of the true class's probability; a zero is clipped.
+    let kl = log_loss(
+        TaskKind::Kl,
+        &[0, 2],
+        &[vec![0.5, 0.3, 0.2, 0.0, 0.0], vec![0.0, 0.0, 0.0, 0.5, 0.5]],
+    );
+    assert!((kl - (-(0.5f64.ln()) - f64::EPSILON.ln()) / 2.0).abs() < 1e-12);
+    assert!(log_loss(TaskKind::Binary, &[], &[]).is_nan());
+}
+
+#[test]
+fn the_validation_loss_can_select_the_best_epoch() {
+    let base = DownstreamConfig {
+        task: Label::Progression4y,
+        epochs: 12,
+        ..config(Protocol::Linear, false)
+    };
+    let cfg = DownstreamConfig {
+        select: Select::Loss,
+        ..base.clone()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let r = train(&cfg, dir.path(), &Quiet, &AtomicBool::new(false)).unwrap();
+    assert!(r.curves.iter().all(|c| c.val_loss.is_finite()));
+    let lowest = r
+        .curves
+        .iter()
+        .min_by(|a, b| a.val_loss.total_cmp(&b.val_loss))
+        .unwrap();
+    assert_eq!(
+        r.best_epoch, lowest.epoch,
+        "the lowest validation loss wins"
+    );
+    assert_eq!(r.best_val_metric.to_bits(), lowest.val_metric.to_bits());
+    // The metric's choice is the epoch of the highest AUROC (the first on a tie).
+    let m = train(
+        &base,
+        tempfile::tempdir().unwrap().path(),
+        &Quiet,
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let highest = m
+        .curves
+        .iter()
+        .fold(None::<&EpochCurve>, |best, c| match best {
+            Some(b) if b.val_metric >= c.val_metric => Some(b),
+            _ => Some(c),
+        })
+        .unwrap();
+    assert_eq!(m.best_epoch, highest.epoch);
+    // Both trainings ran the same steps: the curves agree, only the choice differs.
+    let timeless = |r: &DownstreamReport| {
+        r.curves
+            .iter()
+            .map(|c| EpochCurve {
+                seconds: 0.0,
+                ..c.clone()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(timeless(&r), timeless(&m));
+    assert_ne!(
+        r.best_epoch, m.best_epoch,
+        "this cohort's two choices differ"
+    );
+    // Selecting by the metric leaves a run's identity as it was; the loss is part of it.
+    let json = |c: &DownstreamConfig| serde_json::to_string(c).unwrap();
+    assert!(!json(&base).contains("select"));
+    assert!(json(&cfg).contains(r#""select":"loss""#));
 }
