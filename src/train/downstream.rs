@@ -382,15 +382,9 @@ fn train(
         &serde_json::to_vec_pretty(&curves).expect("curves serialize"),
     )?;
     let state = epochs.finish();
-    // The metric of the best epoch (what selected it may have been the loss).
-    let best_val_metric = state
-        .curves
-        .iter()
-        .find(|c| c.epoch == state.best_epoch)
-        .map_or(f64::NAN, |c| c.val_metric);
     Ok(DownstreamReport {
         best_epoch: state.best_epoch,
-        best_val_metric,
+        best_val_metric: metric_of(&state.curves, state.best_epoch),
         epochs_run: state.curves.len(),
         train_images_per_second: state.images_per_second(),
         curves: state.curves,
@@ -808,6 +802,14 @@ fn probabilities(
         out.extend(to_probs(model.forward(x), cfg.kind()));
     }
     Ok(out)
+}
+
+/// The validation metric of `epoch` (what selected it may have been the loss).
+fn metric_of(curves: &[EpochCurve], epoch: usize) -> f64 {
+    curves
+        .iter()
+        .find(|c| c.epoch == epoch)
+        .map_or(f64::NAN, |c| c.val_metric)
 }
 
 /// The validation metric (QWK, AUROC) and the mean cross-entropy of the probabilities
