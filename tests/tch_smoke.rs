@@ -60,6 +60,7 @@ fn libtorch_cpu_trains_and_repeats_bit_for_bit() {
         threads: 2,
         precision: Default::default(),
         probe: None,
+        select: Default::default(),
     };
     let mut hashes = Vec::new();
     for _ in 0..2 {
