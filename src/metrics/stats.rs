@@ -1,7 +1,8 @@
 //! Statistics over metrics: stratified patient bootstrap CIs (seeded ChaCha, percentile type 7
 //! as numpy's default), aggregation over seeds (mean, sd, t-interval), the paired DeLong test
-//! for two AUROCs on the same cases (Sun & Xu's fast midrank algorithm) and paired bootstrap
-//! p-values for other metrics.
+//! for two AUROCs on the same cases (Sun & Xu's fast midrank algorithm), paired bootstrap
+//! p-values for other metrics, and the two-level test of a difference over training seeds and
+//! test patients ([`two_level`]).
 
 use std::collections::BTreeMap;
 
@@ -178,6 +179,98 @@ pub fn over_seeds(values: &[f64], level: f64) -> SeedSummary {
     }
 }
 
+/// A difference of two inits over training seeds on one test set, with both sources of its
+/// variance: the test patients (a paired patient bootstrap of the seed-mean difference) and
+/// the training seeds (the per-seed differences' variance over the seeds).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct TwoLevel {
+    /// Mean of the per-seed differences.
+    pub mean: f64,
+    /// Standard error from resampling the test patients.
+    pub se_test: f64,
+    /// Standard error from the training seeds: sd / √seeds.
+    pub se_seeds: f64,
+    /// √(se_test² + se_seeds²).
+    pub se: f64,
+    /// Welch–Satterthwaite degrees of freedom (the bootstrap part counts as infinite).
+    pub df: f64,
+    pub lo: f64,
+    pub hi: f64,
+    /// Two-sided p of mean / se against Student's t with `df`.
+    pub p: f64,
+}
+
+/// The two-level test: `seed_diffs` are the per-seed differences on the whole test set,
+/// `test_replicates` the seed-mean difference on patient bootstrap resamples (the same
+/// resample for every seed and both inits). A training seed and a test patient are both
+/// drawn at random, so a difference that is to hold for new patients and new seeds has both
+/// variances; the seed part alone (the paired t-test over seeds) calls a small but
+/// consistent difference significant however few patients it was measured on, and the
+/// test part alone ignores how far one seed's training lands from the next.
+pub fn two_level(seed_diffs: &[f64], test_replicates: &[f64], level: f64) -> TwoLevel {
+    let sample_var = |v: &[f64]| {
+        let n = v.len() as f64;
+        let m = v.iter().sum::<f64>() / n;
+        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)
+    };
+    let d: Vec<f64> = seed_diffs
+        .iter()
+        .copied()
+        .filter(|x| x.is_finite())
+        .collect();
+    let reps: Vec<f64> = test_replicates
+        .iter()
+        .copied()
+        .filter(|x| x.is_finite())
+        .collect();
+    let s = d.len();
+    let mean = d.iter().sum::<f64>() / s as f64;
+    let var_seeds = if s >= 2 {
+        sample_var(&d) / s as f64
+    } else {
+        0.0
+    };
+    let var_test = if reps.len() >= 2 {
+        sample_var(&reps)
+    } else {
+        0.0
+    };
+    let var = var_seeds + var_test;
+    let se = var.sqrt();
+    // (A seed variance that is rounding noise against the total counts as none.)
+    let df = if var_seeds > 1e-12 * var && s >= 2 {
+        var * var / (var_seeds * var_seeds / (s as f64 - 1.0))
+    } else {
+        f64::INFINITY
+    };
+    // Beyond a million degrees of freedom Student's t is the normal to 1e-6.
+    let t = (df.is_finite() && df < 1e6)
+        .then(|| StudentsT::new(0.0, 1.0, df).expect("positive degrees of freedom"));
+    let n = Normal::standard();
+    let q = 1.0 - (1.0 - level) / 2.0;
+    let crit = t
+        .as_ref()
+        .map_or_else(|| n.inverse_cdf(q), |t| t.inverse_cdf(q));
+    let cdf = |x: f64| t.as_ref().map_or_else(|| n.cdf(x), |t| t.cdf(x));
+    let p = if s == 0 {
+        f64::NAN
+    } else if se <= 1e-15 {
+        if mean.abs() <= 1e-15 { 1.0 } else { 0.0 }
+    } else {
+        2.0 * (1.0 - cdf((mean / se).abs()))
+    };
+    TwoLevel {
+        mean,
+        se_test: var_test.sqrt(),
+        se_seeds: var_seeds.sqrt(),
+        se,
+        df,
+        lo: mean - crit * se,
+        hi: mean + crit * se,
+        p,
+    }
+}
+
 /// The paired DeLong test of two AUROCs on the same cases.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct DeLong {
@@ -300,5 +393,45 @@ mod tests {
         let b = bootstrap_ci(&clusters, 200, &metric, 500, 0.95, 1);
         assert_eq!(a, b);
         assert!(a.lo < a.estimate && a.estimate < a.hi);
+    }
+
+    #[test]
+    fn two_level_reduces_to_its_parts_and_weighs_them_by_satterthwaite() {
+        // No test-set variance: the paired t-test over seeds and its t-interval.
+        let d = [0.019, 0.014, 0.020];
+        let t = two_level(&d, &[0.3, 0.3, 0.3], 0.95);
+        let paired = {
+            let mean = d.iter().sum::<f64>() / 3.0;
+            let sd = (d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / 2.0).sqrt();
+            let t = mean / (sd / 3.0_f64.sqrt());
+            2.0 * (1.0 - StudentsT::new(0.0, 1.0, 2.0).unwrap().cdf(t.abs()))
+        };
+        let seeds = over_seeds(&d, 0.95);
+        assert!((t.p - paired).abs() < 1e-12, "{} {paired}", t.p);
+        assert!((t.lo - seeds.lo).abs() < 1e-12 && (t.hi - seeds.hi).abs() < 1e-12);
+        assert!((t.df - 2.0).abs() < 1e-12);
+        // No seed variance: a z-test with the bootstrap's standard error (z = 2).
+        let t = two_level(&[0.05, 0.05, 0.05], &[0.025, 0.075], 0.95);
+        let sd = (2.0_f64 * 0.025 * 0.025).sqrt();
+        assert!((t.se - sd).abs() < 1e-12 && t.df.is_infinite());
+        let z = 0.05 / sd;
+        let want = 2.0 * (1.0 - Normal::standard().cdf(z));
+        assert!((t.p - want).abs() < 1e-12);
+        // Equal parts, 3 seeds: df = (2v)² / (v² / 2) = 8.
+        let d = [0.1, 0.2, 0.3];
+        let v: f64 = 0.01 / 3.0;
+        let a = (v / 2.0).sqrt();
+        let t = two_level(&d, &[0.2 - a, 0.2 + a], 0.95);
+        assert!((t.df - 8.0).abs() < 1e-9, "{}", t.df);
+        assert!((t.se - (2.0 * v).sqrt()).abs() < 1e-12);
+        let crit = StudentsT::new(0.0, 1.0, 8.0).unwrap().inverse_cdf(0.975);
+        assert!((t.hi - (0.2 + crit * t.se)).abs() < 1e-9);
+        // A consistent small difference on a noisy test set is not significant.
+        let t = two_level(
+            &[0.019, 0.014, 0.020],
+            &[-0.02, 0.05, 0.01, 0.03, -0.01],
+            0.95,
+        );
+        assert!(t.p > 0.05, "{}", t.p);
     }
 }
