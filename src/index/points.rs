@@ -53,6 +53,25 @@ pub struct PointValue {
     pub value: Option<f64>,
 }
 
+/// One cell of the grid: an init's runs of one task, protocol and label fraction, read on
+/// one evaluation set with one metric.
+#[derive(Clone, Copy, Debug)]
+pub struct CellKey<'a> {
+    pub init: &'a str,
+    pub task: &'a str,
+    pub protocol: &'a str,
+    pub fraction: f64,
+    pub eval_set: &'a str,
+    pub metric: &'a str,
+}
+
+/// One training seed's run of a cell.
+#[derive(Clone, Debug, PartialEq, FromRow)]
+pub struct SeedRun {
+    pub seed: i64,
+    pub run: Hash,
+}
+
 /// A run with its grid coordinates (absent for pretraining), as `export` writes it.
 #[derive(Clone, Debug, FromRow)]
 pub struct ExportRun {
@@ -189,6 +208,27 @@ impl Points<'_, '_> {
                 .bind(f.seed)
                 .fetch_all(conn)
                 .await?)
+        })
+    }
+
+    /// The runs of one cell with a value, by seed (in seed order; the smallest run id where
+    /// a seed has several).
+    pub fn seed_runs(&mut self, c: &CellKey<'_>) -> Result<Vec<SeedRun>> {
+        on!(self.0, |conn, Db| {
+            Ok(sqlx::query_as(
+                "SELECT seed, min(run) AS run FROM run_points
+                 WHERE init = $1 AND task = $2 AND protocol = $3 AND abs(fraction - $4) < 1e-6
+                   AND eval_set = $5 AND metric = $6 AND value IS NOT NULL
+                 GROUP BY seed ORDER BY seed",
+            )
+            .bind(c.init)
+            .bind(c.task)
+            .bind(c.protocol)
+            .bind(c.fraction)
+            .bind(c.eval_set)
+            .bind(c.metric)
+            .fetch_all(conn)
+            .await?)
         })
     }
 
