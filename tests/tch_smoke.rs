@@ -61,6 +61,7 @@ fn libtorch_cpu_trains_and_repeats_bit_for_bit() {
         precision: Default::default(),
         probe: None,
         select: Default::default(),
+        head_init: Default::default(),
     };
     let mut hashes = Vec::new();
     for _ in 0..2 {

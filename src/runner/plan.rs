@@ -605,6 +605,7 @@ pub fn plan(spec: &LoadedSpec, prepared: &Prepared, opts: &PlanOptions) -> Plan 
                                 warmup_epochs: h.warmup_epochs,
                                 patience: h.patience,
                                 select: h.select,
+                                head_init: h.head_init,
                                 seed,
                                 device,
                                 threads,

@@ -141,6 +141,7 @@ mod tests {
                 warmup_epochs: 0.0,
                 patience: None,
                 select: Default::default(),
+                head_init: Default::default(),
                 seed,
                 device,
                 threads,

@@ -14,7 +14,7 @@ use crate::data::Label;
 use crate::model::Arch;
 use crate::model::ssl::TextConfig;
 use crate::train::data::{Augment, Normalize};
-use crate::train::downstream::{Protocol, Select, Settings};
+use crate::train::downstream::{HeadInit, Protocol, Select, Settings};
 use crate::train::pretrain::{Method, SlipConfig, VicregWeights};
 use crate::train::{DeviceKind, Precision};
 
@@ -260,6 +260,8 @@ pub struct Hyper {
     /// What selects the best epoch: `metric` (the validation QWK or AUROC) or `loss` (the
     /// validation cross-entropy).
     pub select: Option<Select>,
+    /// How the linear head starts: `random` or `zeros`.
+    pub head_init: Option<HeadInit>,
     pub augment: Option<Augment>,
 }
 
@@ -273,6 +275,7 @@ impl Hyper {
             warmup_epochs: self.warmup_epochs.or(base.warmup_epochs),
             patience: self.patience.or(base.patience),
             select: self.select.or(base.select),
+            head_init: self.head_init.or(base.head_init),
             augment: self.augment.clone().or_else(|| base.augment.clone()),
         }
     }
@@ -350,6 +353,7 @@ impl TrainSpec {
                 warmup_epochs: Some(0.0),
                 patience: Some(10),
                 select: None,
+                head_init: None,
                 augment: Some(Augment::off()),
             },
             Protocol::Finetune => Hyper {
@@ -360,6 +364,7 @@ impl TrainSpec {
                 warmup_epochs: Some(1.0),
                 patience: Some(5),
                 select: None,
+                head_init: None,
                 augment: Some(Augment::default()),
             },
             // After the probe the head already fits: a tenth of fine-tune's rate keeps the
@@ -372,6 +377,7 @@ impl TrainSpec {
                 warmup_epochs: Some(1.0),
                 patience: Some(5),
                 select: None,
+                head_init: None,
                 augment: Some(Augment::default()),
             },
         };
@@ -389,6 +395,7 @@ impl TrainSpec {
             warmup_epochs: h.warmup_epochs.unwrap_or(0.0),
             patience: h.patience,
             select: h.select.unwrap_or_default(),
+            head_init: h.head_init.unwrap_or_default(),
             augment: h.augment.unwrap_or_else(Augment::off),
         }
     }

@@ -26,8 +26,8 @@ use super::cache::{CacheDir, FeatureCache};
 use super::data::{
     Augment, BaseImages, Example, ImageSource, Loader, Pass, Preprocess, epoch_order,
 };
-pub use super::epochs::Select;
 use super::epochs::{Epochs, Plan, Step, Trainer, Validation};
+pub use super::epochs::{HeadInit, Select};
 use super::{DeviceKind, Error, Precision, checkpoint};
 use crate::data::Label;
 use crate::metrics::{binary, kl};
@@ -70,6 +70,10 @@ pub struct Settings {
     /// Absent when the metric selects, so the identities of those runs are what they were.
     #[serde(default, skip_serializing_if = "Select::is_metric")]
     pub select: Select,
+    /// How the head starts; absent when random, so the identities of those runs are what
+    /// they were.
+    #[serde(default, skip_serializing_if = "HeadInit::is_random")]
+    pub head_init: HeadInit,
 }
 
 /// Everything that defines a downstream run's training (all of it enters the run identity).
@@ -91,6 +95,10 @@ pub struct DownstreamConfig {
     /// the metric, so the identities of those runs are what they were.
     #[serde(default, skip_serializing_if = "Select::is_metric")]
     pub select: Select,
+    /// How the linear head starts; absent when random, so the identities of those runs are
+    /// what they were.
+    #[serde(default, skip_serializing_if = "HeadInit::is_random")]
+    pub head_init: HeadInit,
     pub seed: u64,
     pub device: DeviceKind,
     /// CPU threads (parallel reductions depend on it, so it is recorded).
@@ -224,6 +232,7 @@ fn lpft(
         warmup_epochs: probe.warmup_epochs,
         patience: probe.patience,
         select: probe.select,
+        head_init: probe.head_init,
         probe: None,
         ..cfg.clone()
     };
@@ -441,6 +450,11 @@ impl Inputs {
 /// classifier; a probe's encoder frozen.
 fn start_model(cfg: &DownstreamConfig, start: Start, device: &Device) -> Result<Classifier, Error> {
     let mut model = Classifier::new(cfg.arch, cfg.outputs(), cfg.seed, device);
+    if cfg.head_init == HeadInit::Zeros {
+        model.head = burn::nn::LinearConfig::new(cfg.arch.feature_dim(), cfg.outputs())
+            .with_initializer(burn::nn::Initializer::Zeros)
+            .init(device);
+    }
     match start {
         Start::Init(init) => model.encoder = load_init(model.encoder, init)?,
         Start::Model(path) => model = import::load_checkpoint(model, &path)?,

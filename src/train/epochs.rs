@@ -62,6 +62,23 @@ pub enum Select {
     Loss,
 }
 
+/// How a downstream run's linear head starts: `random` (uniform in ±1/√fan-in from the run's
+/// seed, as torch's `nn.Linear`) or `zeros`, as a logistic regression starts. A zero head on
+/// cached features with one batch per epoch trains the same whatever the seed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadInit {
+    #[default]
+    Random,
+    Zeros,
+}
+
+impl HeadInit {
+    pub fn is_random(&self) -> bool {
+        *self == HeadInit::Random
+    }
+}
+
 impl Select {
     pub fn is_metric(&self) -> bool {
         *self == Select::Metric

@@ -362,6 +362,10 @@ fn bad_specs_fail_before_anything_runs() {
             text.replace("[train]\n", "[train]\nselect = \"auroc\"\n"),
         ),
         (
+            "bad_head_init",
+            text.replace("[train]\n", "[train]\nhead_init = \"ones\"\n"),
+        ),
+        (
             "bad_vicreg_weights",
             text.replace(
                 "method = \"simclr\"",

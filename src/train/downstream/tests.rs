@@ -71,6 +71,7 @@ fn config(protocol: Protocol, augment: bool) -> DownstreamConfig {
         warmup_epochs: 0.5,
         patience: None,
         select: Select::Metric,
+        head_init: HeadInit::Random,
         seed: 9,
         device: DeviceKind::Cpu,
         threads: 2,
@@ -84,6 +85,7 @@ fn config(protocol: Protocol, augment: bool) -> DownstreamConfig {
             warmup_epochs: 0.0,
             patience: None,
             select: Select::Metric,
+            head_init: HeadInit::Random,
         }),
     }
 }
@@ -673,4 +675,79 @@ fn the_validation_loss_can_select_the_best_epoch() {
     let json = |c: &DownstreamConfig| serde_json::to_string(c).unwrap();
     assert!(!json(&base).contains("select"));
     assert!(json(&cfg).contains(r#""select":"loss""#));
+}
+
+/// A zero head on cached features, with one batch per epoch, trains the same whatever the run's
+/// seed, up to float rounding (the seed only orders the rows of the batch): the probe's
+/// predictions depend on the encoder alone. A random head's do not, and the default leaves a
+/// run's identity as it was.
+#[test]
+fn a_zero_head_probe_is_the_same_for_every_seed() {
+    let device = DeviceKind::Cpu.device().unwrap();
+    let encoder = crate::model::resnet::ResNet::new(
+        Arch::ResnetTiny,
+        &mut crate::model::init::Seeder::new("probe-test", 3),
+        &device,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("encoder.bpk");
+    import::save_checkpoint(&encoder, &path).unwrap();
+    let (images, train_set, val, test) = cohort(Label::Kl);
+    let data = DownstreamData {
+        train: train_set,
+        val: val.clone(),
+        evals: vec![("val".into(), val), ("test".into(), test)],
+        images: Arc::new(images),
+    };
+    let predictions = |seed: u64, head_init: HeadInit| {
+        let cfg = DownstreamConfig {
+            seed,
+            head_init,
+            epochs: 4,
+            batch_size: 512,
+            ..config(Protocol::Linear, false)
+        };
+        let out = tempfile::tempdir().unwrap();
+        let r = run(
+            &cfg,
+            &Init::Encoder(path.clone()),
+            &data,
+            out.path(),
+            &Quiet,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        assert!(r.cached_features);
+        Predictions::from_parquet(
+            &std::fs::read(out.path().join("predictions-test.parquet")).unwrap(),
+        )
+        .unwrap()
+    };
+    let farthest = |a: &Predictions, b: &Predictions| {
+        a.probs
+            .iter()
+            .flatten()
+            .zip(b.probs.iter().flatten())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max)
+    };
+    let zeros = farthest(
+        &predictions(1, HeadInit::Zeros),
+        &predictions(2, HeadInit::Zeros),
+    );
+    let random = farthest(
+        &predictions(1, HeadInit::Random),
+        &predictions(2, HeadInit::Random),
+    );
+    assert!(zeros < 1e-5, "{zeros}");
+    assert!(random > 1e-3, "{random}");
+    let json = |h: HeadInit| {
+        serde_json::to_string(&DownstreamConfig {
+            head_init: h,
+            ..config(Protocol::Linear, false)
+        })
+        .unwrap()
+    };
+    assert!(!json(HeadInit::Random).contains("head_init"));
+    assert!(json(HeadInit::Zeros).contains(r#""head_init":"zeros""#));
 }
