@@ -60,13 +60,16 @@ pub struct CalibrationReport {
     pub seconds: f64,
 }
 
-pub fn run(o: &CalibrationOptions) -> anyhow::Result<CalibrationReport> {
+pub fn run(
+    o: &CalibrationOptions,
+    interrupt: &std::sync::atomic::AtomicBool,
+) -> anyhow::Result<CalibrationReport> {
     anyhow::ensure!(o.pairs >= 1, "--pairs must be at least 1");
     let t0 = Instant::now();
     let dir = tempfile::tempdir()?;
     let root = dir.path();
     write_study(root, o)?;
-    let k = super::run_study(root, "calibration.toml")?;
+    let k = super::run_study(root, "calibration.toml", 1, interrupt)?;
     let copts = CompareOptions {
         bootstrap: o.bootstrap,
         seed: o.seed,

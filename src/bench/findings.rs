@@ -4,11 +4,16 @@
 //! each seed is a new world (other patients, other images, other reports) under the same
 //! mechanism. It runs through `ktrack run`'s code path in a temporary home.
 //!
-//! Each finding is a difference between two inits at 10% labels, summarised over the
-//! training seeds: the mean of the per-seed differences, its t-interval and the paired
-//! t-test, the seed-level test `compare` marks several-seed cells with. A finding that
-//! claims "better" holds when the difference is positive with p < 0.05; one that claims
-//! "not better" holds when that is not so.
+//! Each finding is a difference between two inits at 10% labels: the mean of the per-seed
+//! differences on the evaluation set, tested with both of its sources of variance
+//! ([`stats::two_level`]): the test patients (a paired, patient-clustered bootstrap of the
+//! seed-mean difference, one resample shared by every seed and both inits) and the training
+//! seeds (the per-seed differences' spread). The paired t-test over seeds, `compare`'s
+//! marker for several-seed cells, has only the second: with converged probes whose seeds
+//! agree it calls a consistent 0.02 significant on any test set, and a finding about two
+//! inits is a claim about new patients as much as new seeds. A finding that claims "better"
+//! holds when the difference is positive with p < 0.05; one that claims "not better" holds
+//! when that is not so.
 //!
 //! The power of each evaluation set is printed beside them: from its positives and
 //! negatives, the Hanley–McNeil standard error of an AUROC of 0.7, and the smallest AUROC
@@ -18,9 +23,12 @@
 use std::path::Path;
 use std::time::Instant;
 
+use rayon::prelude::*;
+
 use crate::context::Ktrack;
-use crate::index::points::{PointFilter, PointGroup};
-use crate::metrics::stats;
+use crate::index::points::{CellKey, PointFilter, PointGroup};
+use crate::metrics::stats::{self, Clusters};
+use crate::predictions::Predictions;
 use crate::report::compare;
 
 /// The shipped study and its datasets, as (path under the study root, text).
@@ -64,6 +72,12 @@ pub struct FindingsOptions {
     /// A world a tenth the size at 32 px, one or two epochs and two seeds: checks the harness
     /// and the shipped spec end to end in about a minute, not the findings.
     pub quick: bool,
+    /// Where the study and its home are written and kept (a temporary folder when `None`).
+    /// Given again, the study there is reused: finished runs are skipped, an interrupted one
+    /// resumes.
+    pub dir: Option<std::path::PathBuf>,
+    /// Runs executed at once, each on `threads` threads; no result depends on it.
+    pub jobs: usize,
 }
 
 /// What a finding claims of `init` against the baseline.
@@ -146,6 +160,8 @@ const CHECKS: [Check; 7] = [
 
 /// The labelled fraction the findings are read at.
 const FRACTION: f64 = 0.1;
+/// Patient bootstrap replicates of the test-set part of a finding's variance.
+const REPLICATES: usize = 1000;
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct FindingRow {
@@ -160,11 +176,16 @@ pub struct FindingRow {
     pub seeds: usize,
     pub init_value: f64,
     pub baseline_value: f64,
-    /// Mean of the per-seed differences, its 95% t-interval and the paired t-test's p.
+    /// Mean of the per-seed differences, its 95% interval and the two-level test's p.
     pub diff: f64,
     pub lo: f64,
     pub hi: f64,
     pub p: Option<f64>,
+    /// The standard errors from the test patients and from the training seeds, and the
+    /// Welch–Satterthwaite degrees of freedom of their sum (infinite: printed as null).
+    pub se_test: f64,
+    pub se_seeds: f64,
+    pub df: Option<f64>,
     pub holds: bool,
 }
 
@@ -192,11 +213,34 @@ pub struct FindingsReport {
     pub seconds: f64,
 }
 
-pub fn run(o: &FindingsOptions) -> anyhow::Result<FindingsReport> {
+/// Writes the study (under `o.dir`, or a temporary folder), runs it and reads the findings;
+/// `interrupt` (Ctrl-C) stops it at the running runs' next checkpoint.
+pub fn run(
+    o: &FindingsOptions,
+    interrupt: &std::sync::atomic::AtomicBool,
+) -> anyhow::Result<FindingsReport> {
     let t0 = Instant::now();
-    let dir = tempfile::tempdir()?;
-    write_study(dir.path(), o)?;
-    let k = super::run_study(dir.path(), "experiments/paper.toml")?;
+    let scratch;
+    let root = match &o.dir {
+        Some(d) => d.as_path(),
+        None => {
+            scratch = tempfile::tempdir()?;
+            scratch.path()
+        }
+    };
+    write_study(root, o)?;
+    let k =
+        super::run_study(root, "experiments/paper.toml", o.jobs, interrupt).map_err(
+            |e| match &o.dir {
+                Some(d) if interrupt.load(std::sync::atomic::Ordering::Relaxed) => {
+                    e.context(format!(
+                        "the finished runs are kept in {}: the same command resumes the study",
+                        d.display()
+                    ))
+                }
+                _ => e,
+            },
+        )?;
     let report = read_findings(&k, o.seed)?;
     Ok(FindingsReport {
         seconds: t0.elapsed().as_secs_f64(),
@@ -215,7 +259,7 @@ pub fn read_findings(k: &Ktrack, seed: u64) -> anyhow::Result<FindingsReport> {
     })?;
     let rows = CHECKS
         .iter()
-        .map(|c| finding(&groups, c))
+        .map(|c| finding(k, &groups, c))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut power = Vec::new();
     for task in ["incidence_4y", "progression_4y"] {
@@ -257,18 +301,12 @@ fn group<'a>(
         })
 }
 
-fn finding(groups: &[PointGroup], c: &Check) -> anyhow::Result<FindingRow> {
+fn finding(k: &Ktrack, groups: &[PointGroup], c: &Check) -> anyhow::Result<FindingRow> {
     let a = group(groups, c.init, c.task, c.protocol, c.eval)?;
     let b = group(groups, BASELINE, c.task, c.protocol, c.eval)?;
-    let base: std::collections::HashMap<i64, f64> = b.values.iter().copied().collect();
-    let diffs: Vec<f64> = a
-        .values
-        .iter()
-        .filter_map(|(seed, v)| base.get(seed).map(|b| v - b))
-        .collect();
-    let s = stats::over_seeds(&diffs, 0.95);
-    let p = compare::paired_t_p(&diffs);
-    let better = s.mean > 0.0 && p.is_some_and(|p| p < 0.05);
+    let pairs = seed_pairs(k, c, &a.metric)?;
+    let t = two_level(&pairs, &a.metric);
+    let better = t.mean > 0.0 && t.p < 0.05;
     let mean = |g: &PointGroup| g.values.iter().map(|v| v.1).sum::<f64>() / g.values.len() as f64;
     Ok(FindingRow {
         finding: c.finding.into(),
@@ -279,18 +317,116 @@ fn finding(groups: &[PointGroup], c: &Check) -> anyhow::Result<FindingRow> {
         protocol: c.protocol.into(),
         eval: c.eval.into(),
         metric: a.metric.clone(),
-        seeds: diffs.len(),
+        seeds: pairs.len(),
         init_value: mean(a),
         baseline_value: mean(b),
-        diff: s.mean,
-        lo: s.lo,
-        hi: s.hi,
-        p,
+        diff: t.mean,
+        lo: t.lo,
+        hi: t.hi,
+        p: t.p.is_finite().then_some(t.p),
+        se_test: t.se_test,
+        se_seeds: t.se_seeds,
+        df: t.df.is_finite().then_some(t.df),
         holds: match c.claim {
             Claim::Better => better,
             Claim::NotBetter => !better,
         },
     })
+}
+
+/// The predictions of the check's init and of the baseline on its evaluation set, for every
+/// training seed both have, each put in the case order of the first.
+fn seed_pairs(
+    k: &Ktrack,
+    c: &Check,
+    metric: &str,
+) -> anyhow::Result<Vec<(Predictions, Predictions)>> {
+    let key = |init| CellKey {
+        init,
+        task: c.task,
+        protocol: c.protocol,
+        fraction: FRACTION,
+        eval_set: c.eval,
+        metric,
+    };
+    let (ours, base) = {
+        let mut r = k.index.read()?;
+        let mut points = r.points();
+        (
+            points.seed_runs(&key(c.init))?,
+            points.seed_runs(&key(BASELINE))?,
+        )
+    };
+    let mut order: Option<Vec<String>> = None;
+    let mut pairs = Vec::new();
+    for s in &ours {
+        let Some(b) = base.iter().find(|b| b.seed == s.seed) else {
+            continue;
+        };
+        let pa = compare::predictions_of(k, &s.run.hex(), c.eval)?;
+        let pb = compare::predictions_of(k, &b.run.hex(), c.eval)?;
+        let order = order.get_or_insert_with(|| pa.sample_id.clone());
+        pairs.push((in_order(pa, order, &s.run)?, in_order(pb, order, &b.run)?));
+    }
+    Ok(pairs)
+}
+
+/// `p`'s cases in the order of `order`; every case must be there.
+fn in_order(
+    p: Predictions,
+    order: &[String],
+    run: &crate::id::Hash,
+) -> anyhow::Result<Predictions> {
+    let at: std::collections::HashMap<&str, usize> = p
+        .sample_id
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.as_str(), i))
+        .collect();
+    let idx = order
+        .iter()
+        .map(|s| {
+            at.get(s.as_str()).copied().ok_or_else(|| {
+                anyhow::anyhow!("run {run} has no prediction for case {s} of the evaluation set")
+            })
+        })
+        .collect::<anyhow::Result<Vec<usize>>>()?;
+    Ok(Predictions {
+        sample_id: idx.iter().map(|&i| p.sample_id[i].clone()).collect(),
+        patient_id: idx.iter().map(|&i| p.patient_id[i].clone()).collect(),
+        label: idx.iter().map(|&i| p.label[i]).collect(),
+        probs: idx.iter().map(|&i| p.probs[i].clone()).collect(),
+        kind: p.kind,
+    })
+}
+
+/// The two-level test of the pairs' mean difference: per-seed differences on every case, and
+/// the seed-mean difference on [`REPLICATES`] patient resamples (seeded, so a finding reads
+/// the same every time).
+fn two_level(pairs: &[(Predictions, Predictions)], metric: &str) -> stats::TwoLevel {
+    let Some((first, _)) = pairs.first() else {
+        return stats::two_level(&[], &[], 0.95);
+    };
+    let diff_on = |idx: &[usize]| -> Vec<f64> {
+        pairs
+            .iter()
+            .map(|(a, b)| a.metric_on(metric, idx) - b.metric_on(metric, idx))
+            .collect()
+    };
+    let all: Vec<usize> = (0..first.len()).collect();
+    let per_seed = diff_on(&all);
+    let patients: Vec<&str> = first.patient_id.iter().map(String::as_str).collect();
+    let clusters = Clusters::by_patient(&patients, &first.label);
+    let mut r = crate::rng::stream("findings-bootstrap", &[], 0);
+    let resamples: Vec<Vec<usize>> = (0..REPLICATES).map(|_| clusters.resample(&mut r)).collect();
+    let replicates: Vec<f64> = resamples
+        .par_iter()
+        .map(|idx| {
+            let d = diff_on(idx);
+            d.iter().sum::<f64>() / d.len() as f64
+        })
+        .collect();
+    stats::two_level(&per_seed, &replicates, 0.95)
 }
 
 /// Hanley & McNeil (1982): the standard error of an AUROC `a` on `pos` positives and `neg`
@@ -321,16 +457,30 @@ fn power_of(k: &Ktrack, groups: &[PointGroup], task: &str, eval: &str) -> anyhow
 }
 
 /// The study's spec and datasets under `root`, every cohort's `[synth].seed` set to the
-/// world's seed.
+/// world's seed. A file already there must be the very same (the folder of an earlier run of
+/// this world, which is then resumed); another study there is an error, and nothing is written.
 fn write_study(root: &Path, o: &FindingsOptions) -> anyhow::Result<()> {
+    let mut files = Vec::new();
     for (rel, text) in STUDY {
         let path = root.join(rel);
-        std::fs::create_dir_all(path.parent().expect("a file under the root"))?;
         let text = if rel.starts_with("datasets/") {
             with_seed(text, o.seed, o.quick)?
         } else {
             with_run(text, o.threads, o.quick)?
         };
+        match std::fs::read_to_string(&path) {
+            Ok(there) if there == text => {}
+            Ok(_) => anyhow::bail!(
+                "{} holds another study (another world seed, thread count or --quick): \
+                 give an empty folder, or the same options as the run that wrote it",
+                path.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => files.push((path, text)),
+            Err(e) => anyhow::bail!("{}: {e}", path.display()),
+        }
+    }
+    for (path, text) in files {
+        std::fs::create_dir_all(path.parent().expect("a file under the root"))?;
         std::fs::write(&path, text)?;
     }
     Ok(())
@@ -403,6 +553,8 @@ mod tests {
                 seed: 7,
                 threads: 2,
                 quick: false,
+                dir: None,
+                jobs: 1,
             },
         )
         .unwrap();

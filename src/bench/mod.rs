@@ -10,25 +10,33 @@ pub mod skip;
 pub mod ssl;
 pub mod train;
 
-/// Runs the sweep `spec` (a file under `root`) in a fresh home `root/home`, through
-/// `ktrack run`'s code path; a failed run is an error.
+/// Runs the sweep `spec` (a file under `root`) in the home `root/home` (created when new),
+/// through `ktrack run`'s code path, `jobs` runs at once; a failed run is an error, and so is
+/// an interrupt (Ctrl-C sets `interrupt`: the running runs stop at their next checkpoint).
 pub fn run_study(
     root: &std::path::Path,
     spec: &str,
+    jobs: usize,
+    interrupt: &std::sync::atomic::AtomicBool,
 ) -> anyhow::Result<std::sync::Arc<crate::context::Ktrack>> {
     let k = std::sync::Arc::new(crate::context::Ktrack::open(&root.join("home"))?);
     let opts = crate::runner::RunOptions {
         spec: root.join(spec),
         plan: crate::runner::plan::PlanOptions::default(),
-        jobs: 1,
+        jobs,
         dry_run: false,
         stale_after: std::time::Duration::from_secs(120),
         retry_failed: true,
     };
-    let interrupt = std::sync::atomic::AtomicBool::new(false);
-    let report = crate::runner::run_sweep(&k, &opts, &crate::progress::Quiet, &interrupt)?;
+    let report = crate::runner::run_sweep(&k, &opts, &crate::progress::Quiet, interrupt)?;
     if let Some((id, label, err)) = report.failed.first() {
         anyhow::bail!("run {id} ({label}) failed: {err}");
+    }
+    if report.interrupted {
+        anyhow::bail!(
+            "interrupted: {} of the study's runs finished in this call",
+            report.executed.len()
+        );
     }
     Ok(k)
 }

@@ -35,12 +35,15 @@ pub struct SslReport {
     pub seconds: f64,
 }
 
-pub fn run(o: &SslBenchOptions) -> anyhow::Result<SslReport> {
+pub fn run(
+    o: &SslBenchOptions,
+    interrupt: &std::sync::atomic::AtomicBool,
+) -> anyhow::Result<SslReport> {
     let t0 = Instant::now();
     let dir = tempfile::tempdir()?;
     let root = dir.path();
     write_study(root, o)?;
-    let k = super::run_study(root, "ssl.toml")?;
+    let k = super::run_study(root, "ssl.toml", 1, interrupt)?;
     let points = k.index.read()?.points().values("test", "qwk")?;
     Ok(SslReport {
         rows: rows(&points),

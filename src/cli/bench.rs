@@ -128,6 +128,14 @@ pub enum Command {
         /// A world a tenth the size, 1–2 epochs, 2 seeds: checks the harness, not the findings.
         #[arg(long)]
         quick: bool,
+        /// Write the study and its home into DIR and keep them (inspect the runs with
+        /// `ktrack --home DIR/home …`); the same command again resumes or rereads it.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+        /// Runs executed at once, each on `--threads` threads (a run's identity and results do
+        /// not depend on it: on 2 cores two at once keep both busy while one evaluates).
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
@@ -248,6 +256,8 @@ pub fn run(env: &Env, cmd: Command) -> Result<()> {
             seed,
             threads,
             quick,
+            dir,
+            jobs,
             format,
         } => findings(
             env,
@@ -255,6 +265,8 @@ pub fn run(env: &Env, cmd: Command) -> Result<()> {
                 seed,
                 threads,
                 quick,
+                dir,
+                jobs,
             },
             format,
         ),
@@ -465,7 +477,7 @@ fn calibration(env: &Env, a: CalibrationArgs) -> Result<()> {
         seed: a.seed,
         threads: a.threads,
     };
-    let r = crate::bench::calibration::run(opts)?;
+    let r = crate::bench::calibration::run(opts, &env.interrupt)?;
     if format == Format::Json {
         return Ok(env.printer.data(&serde_json::to_string_pretty(&r)?)?);
     }
@@ -514,7 +526,7 @@ fn findings(
     opts: &crate::bench::findings::FindingsOptions,
     format: Format,
 ) -> Result<()> {
-    let r = crate::bench::findings::run(opts)?;
+    let r = crate::bench::findings::run(opts, &env.interrupt)?;
     if format == Format::Json {
         return Ok(env.printer.data(&serde_json::to_string_pretty(&r)?)?);
     }
@@ -523,7 +535,8 @@ fn findings(
         "comparison (10% labels)",
         "init − baseline",
         "95% CI",
-        "p (paired t, seeds)",
+        "SE: patients, seeds",
+        "p",
         "holds",
     ]);
     for row in &r.rows {
@@ -538,6 +551,7 @@ fn findings(
                 row.init_value, row.baseline_value, row.diff
             ),
             format!("[{:+.3}, {:+.3}]", row.lo, row.hi),
+            format!("{:.3}, {:.3}", row.se_test, row.se_seeds),
             row.p.map_or("–".into(), |p| format!("{p:.3}")),
             match (row.claim, row.holds) {
                 (_, false) => "no",
@@ -566,7 +580,7 @@ fn findings(
         ]);
     }
     env.printer.data(&format!(
-        "World seed {}: {} of {} comparisons hold ({} runs in {:.0} s)\n{}\nPower of the evaluation sets (paired DeLong, AUROCs correlated at 0.5):\n{}",
+        "World seed {}: {} of {} comparisons hold ({} runs in {:.0} s)\n{}\np: the mean per-seed difference against both its variances, a patient bootstrap of the test set and the spread over training seeds (Welch–Satterthwaite t).\nPower of the evaluation sets (paired DeLong, AUROCs correlated at 0.5):\n{}",
         r.seed,
         r.rows.iter().filter(|x| x.holds).count(),
         r.rows.len(),
@@ -579,7 +593,7 @@ fn findings(
 }
 
 fn ssl(env: &Env, opts: &crate::bench::ssl::SslBenchOptions, format: Format) -> Result<()> {
-    let r = crate::bench::ssl::run(opts)?;
+    let r = crate::bench::ssl::run(opts, &env.interrupt)?;
     if format == Format::Json {
         return Ok(env.printer.data(&serde_json::to_string_pretty(&r)?)?);
     }

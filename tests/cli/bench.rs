@@ -253,14 +253,31 @@ fn calibration_reports_its_a_a_pairs() {
 
 /// `bench findings --quick` runs the shipped paper study (a tenth the size) in a fresh world
 /// and reads F1–F4 and the power of its evaluation sets from it; each verdict follows from
-/// its difference and p-value.
+/// its difference and p-value. Kept in `--dir`, the study is reread (every run skipped) to
+/// the same figures, and a folder holding another world's study is refused before anything
+/// is written.
 #[test]
 fn findings_reads_the_paper_study() {
     let ctx = TestContext::new();
-    let out = ctx.ok([
-        "bench", "findings", "--quick", "--seed", "5", "--format", "json",
-    ]);
+    let dir = ctx.root().join("world-5");
+    let dir = dir.to_str().unwrap();
+    let args = [
+        "bench", "findings", "--quick", "--seed", "5", "--format", "json", "--dir", dir,
+    ];
+    let out = ctx.ok(args);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let again: serde_json::Value = serde_json::from_str(&ctx.ok(args)).unwrap();
+    assert_eq!(again["rows"], v["rows"]);
+    assert_eq!(again["runs"], v["runs"]);
+    let spec = std::fs::read(ctx.root().join("world-5/experiments/paper.toml")).unwrap();
+    let other = ctx.run(["bench", "findings", "--quick", "--seed", "6", "--dir", dir]);
+    assert!(
+        other.contains("world-5/datasets/paper-oai-like.toml holds another study"),
+        "{other}"
+    );
+    assert!(!other.starts_with("exit_code: 0"), "{other}");
+    let after = std::fs::read(ctx.root().join("world-5/experiments/paper.toml")).unwrap();
+    assert_eq!(after, spec, "nothing rewritten");
     assert_eq!(v["seed"], 5);
     let rows = v["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 7, "{out}");
@@ -273,6 +290,13 @@ fn findings_reads_the_paper_study() {
             row["baseline_value"].as_f64().unwrap(),
         );
         assert!((diff - (a - b)).abs() < 1e-9, "{row}");
+        // The interval is about the difference; both variances are in it. (A 2-epoch probe
+        // from a zero head may predict one grade for every knee: QWK 0 for both inits, a
+        // difference of exactly 0 with no variance.)
+        let (lo, hi) = (row["lo"].as_f64().unwrap(), row["hi"].as_f64().unwrap());
+        assert!(lo <= diff && diff <= hi, "{row}");
+        assert!(row["se_test"].as_f64().unwrap() >= 0.0, "{row}");
+        assert!(row["se_seeds"].as_f64().unwrap() >= 0.0, "{row}");
         let better = diff > 0.0 && row["p"].as_f64().is_some_and(|p| p < 0.05);
         let holds = match row["claim"].as_str().unwrap() {
             "better" => better,
@@ -280,6 +304,10 @@ fn findings_reads_the_paper_study() {
         };
         assert_eq!(row["holds"], holds, "{row}");
     }
+    assert!(
+        rows.iter().any(|r| r["se_test"].as_f64().unwrap() > 0.0),
+        "the test patients' variance is in the intervals: {out}"
+    );
     let power = v["power"].as_array().unwrap();
     assert_eq!(power.len(), 4, "{out}");
     for p in power {
